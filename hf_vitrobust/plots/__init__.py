@@ -1,0 +1,23 @@
+"""Figures (matplotlib, headless). One module per topic; `save_figure` is the shared way out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Write `fig` as a PNG (atomically: a crash never leaves half an image) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

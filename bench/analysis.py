@@ -1,0 +1,203 @@
+"""Benchmark of the analysis capture: time over plain forwards, and memory flat in #images.
+
+    python bench/analysis.py [--quick]
+
+1. Time of one capture pass with every on-the-fly reduction on (per-head entropies, CLS
+   rollout, CLS / mean-patch states, logit lens, CKA sums) over a plain eager forward of the
+   same batch (target <= 1.5x), and over the naive `output_attentions=True,
+   output_hidden_states=True` forward (which keeps every tokens x tokens map). Measured on a
+   ViT-S/16-shaped model at 224 px (197 tokens) and on the tiny Fashion-MNIST ViT; the ratios
+   are from interleaved repeats in one run (medians), so machine load cancels out.
+2. Peak RSS of the whole streaming analysis (`analyze_models`: lens, entropy, CKA, patching
+   and their statistics) on N and 10 N images, each in a fresh process (target ratio <= 1.1).
+3. The logit lens is one batched matmul over layers: its time next to a per-layer loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from hf_vitrobust.analysis.capture import ActivationCapture, lens_logits  # noqa: E402
+from hf_vitrobust.analysis.similarity import StreamingLinearCKA  # noqa: E402
+from hf_vitrobust.models import tiny_vit  # noqa: E402
+
+SHAPES = {
+    "vit-s16-224": dict(
+        image_size=224, patch_size=16, hidden_size=384, num_hidden_layers=12,
+        num_attention_heads=6, intermediate_size=1536, num_labels=1000,
+    ),
+    "tiny-28": dict(
+        image_size=28, patch_size=7, hidden_size=96, num_hidden_layers=6,
+        num_attention_heads=3, intermediate_size=384, num_labels=10,
+    ),
+}  # fmt: skip
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_time(shape: str, batch: int, repeats: int) -> dict:
+    model, _ = tiny_vit(seed=0, **SHAPES[shape])
+    model.eval()
+    size = SHAPES[shape]["image_size"]
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    cka = {"cls": StreamingLinearCKA(), "patch_mean": StreamingLinearCKA()}
+
+    model.set_attn_implementation("eager")
+
+    def plain() -> None:
+        with torch.no_grad():
+            model(pixel_values=x)
+
+    def naive() -> None:
+        with torch.no_grad():
+            model(pixel_values=x, output_attentions=True, output_hidden_states=True)
+
+    capture = ActivationCapture(model, entropy=True, rollout=True)
+
+    def captured() -> None:
+        out = capture(x)
+        # CKA sums of this model against itself stand in for the base/fine-tuned pair.
+        cka["cls"].update(out.cls, out.cls)
+        cka["patch_mean"].update(out.patch_mean, out.patch_mean)
+
+    with capture:
+        for fn in (plain, naive, captured):  # warm-up
+            fn()
+        runs: dict[str, list[float]] = {"plain": [], "naive": [], "capture": []}
+        for _ in range(repeats):  # interleaved, so load drifts hit all three alike
+            runs["plain"] += _timed(plain, 1)
+            runs["naive"] += _timed(naive, 1)
+            runs["capture"] += _timed(captured, 1)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {
+        "shape": shape,
+        "batch": batch,
+        "seconds": med,
+        "capture_over_plain": med["capture"] / med["plain"],
+        "capture_over_naive": med["capture"] / med["naive"],
+    }
+
+
+def bench_lens(repeats: int) -> dict:
+    model, _ = tiny_vit(seed=0, **SHAPES["vit-s16-224"])
+    model.eval()
+    cls = torch.randn(13, 256, 384)
+    with torch.no_grad():
+        batched = _timed(lambda: lens_logits(model, cls), repeats)
+        loop = _timed(
+            lambda: [model.classifier(model.vit.layernorm(cls[i])) for i in range(13)], repeats
+        )
+        same = torch.allclose(
+            lens_logits(model, cls),
+            torch.stack([model.classifier(model.vit.layernorm(c)) for c in cls]),
+            atol=1e-5,
+        )
+    return {
+        "batched_s": statistics.median(batched),
+        "loop_s": statistics.median(loop),
+        "equal": bool(same),
+    }
+
+
+def child_memory(num_images: int, batch: int) -> None:
+    """Run the whole streaming analysis on `num_images` synthetic images; print peak RSS."""
+    import copy
+
+    from hf_vitrobust.analysis.capture import analyze_models
+
+    torch.set_num_threads(1)
+    model, _ = tiny_vit(seed=0, **SHAPES["tiny-28"])
+    model.eval()
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.vit.layers.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def batches(condition: str):
+        gen = torch.Generator().manual_seed(0 if condition == "clean" else 1)
+        for start in range(0, num_images, batch):
+            n = min(batch, num_images - start)
+            yield torch.randn(n, 3, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+
+    analyze_models(model, {"ft": other}, batches, ["clean", "noise"], progress=False)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"images": num_images, "peak_rss_kb": peak, "rss_before_kb": before}))
+
+
+def bench_memory(num_images: int, batch: int) -> dict:
+    peaks = {}
+    for n in (num_images, 10 * num_images):
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-memory", str(n), "--batch", str(batch)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        peaks[n] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_kb"]
+    small, large = peaks[num_images], peaks[10 * num_images]
+    return {"images": list(peaks), "peak_rss_mb": [small / 1024, large / 1024], "ratio": large / small}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and images")
+    parser.add_argument("--child-memory", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    if args.child_memory:
+        child_memory(args.child_memory, args.batch)
+        return 0
+    repeats = 3 if args.quick else 7
+    ok = True
+    for shape, batch in (("vit-s16-224", 8), ("tiny-28", 256)):
+        r = bench_time(shape, batch, repeats)
+        s = r["seconds"]
+        print(
+            f"capture [{shape}, batch {batch}]: plain eager {s['plain'] * 1e3:.1f} ms, naive "
+            f"output_attentions+hidden_states {s['naive'] * 1e3:.1f} ms, capture with all "
+            f"reductions {s['capture'] * 1e3:.1f} ms -> {r['capture_over_plain']:.2f}x plain "
+            f"(target <= 1.5x), {r['capture_over_naive']:.2f}x naive"
+        )
+        if shape == "vit-s16-224":
+            ok &= r["capture_over_plain"] <= 1.5
+    lens = bench_lens(repeats)
+    print(
+        f"logit lens (13 layers x 256 images, ViT-S width): one batched matmul "
+        f"{lens['batched_s'] * 1e3:.2f} ms vs per-layer loop {lens['loop_s'] * 1e3:.2f} ms "
+        f"(equal: {lens['equal']})"
+    )
+    n = 200 if args.quick else 500
+    mem = bench_memory(n, args.batch)
+    print(
+        f"peak RSS of the full streaming analysis: {mem['peak_rss_mb'][0]:.0f} MB on {n} images, "
+        f"{mem['peak_rss_mb'][1]:.0f} MB on {10 * n} images -> ratio {mem['ratio']:.3f} "
+        "(target <= 1.1)"
+    )
+    ok &= mem["ratio"] <= 1.1
+    print("OK" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

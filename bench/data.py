@@ -1,0 +1,178 @@
+"""Throughput of the data pipeline vs the tiny ViT's training step (issue 3).
+
+Measures images/s of the full pipeline (decode, validate, resize, corrupt on uint8, normalise,
+collate) through a real DataLoader, at 32 px (Fashion-MNIST files, 28 px PGM, resized to 32)
+and 224 px (256 px JPEGs resized to 224), with 0 and 2 workers, for a blur view, a noise view
+and worst-of-k (k=4 views per image over both). In the same run it measures the training
+throughput of the demo's tiny ViT (``tiny_vit()`` defaults: 28 px, patch 7, hidden 96, 6 layers;
+forward + backward + AdamW step, batch 256) and prints the ratio pipeline / training; the target
+is >= 2 at 32 px (the pipeline must not be the bottleneck). Absolute numbers depend on the
+machine's load; the ratios come from one run.
+
+Run: ``python bench/data.py`` (about 1-2 minutes; ``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hf_vitrobust.data import (  # noqa: E402
+    BadImageTracker,
+    CorruptionCollator,
+    CorruptionViews,
+    find_fashion_mnist_dir,
+    load_image_dataset,
+)
+from hf_vitrobust.models import tiny_image_processor, tiny_vit  # noqa: E402
+
+BLUR, NOISE = "gaussian_blur", "gaussian_noise"
+MODES = {  # name: (corruptions, k)
+    "blur k=1": ((BLUR,), 1),
+    "noise k=1": ((NOISE,), 1),
+    "worst-of-k k=4": ((BLUR, NOISE), 4),
+}
+
+
+def source_images(size: int, n: int):
+    """A map-style dataset of n encoded images: Fashion-MNIST's own files, or 256 px JPEGs."""
+    import datasets
+
+    if find_fashion_mnist_dir() is not None:
+        base = load_image_dataset("fashion_mnist", "train", max_examples=n)
+    else:  # no files: random 28 px grayscale images in the same (PGM) encoding
+        from hf_vitrobust.data import _pgm_bytes
+
+        rng = np.random.default_rng(0)
+        pixels = rng.integers(0, 256, (n, 28, 28), np.uint8)
+        base = datasets.Dataset.from_dict(
+            {
+                "image": [{"bytes": _pgm_bytes(p), "path": None} for p in pixels],
+                "label": rng.integers(0, 10, n).tolist(),
+                "example_id": list(range(n)),
+            },
+            features=datasets.Features(
+                image=datasets.Image(decode=False),
+                label=datasets.ClassLabel(num_classes=10),
+                example_id=datasets.Value("int64"),
+            ),
+        )
+    if size <= 32:
+        return base
+    # 224 px: a typical JPEG stream (decode + downscale), built from the same images.
+    from hf_vitrobust.data import decode_image
+
+    images = []
+    for row in base:
+        rgb = Image.fromarray(decode_image(row["image"])).resize((256, 256), Image.BILINEAR)
+        buffer = io.BytesIO()
+        rgb.save(buffer, "JPEG", quality=90)
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    features = datasets.Features(
+        image=datasets.Image(decode=False),
+        label=base.features["label"],
+        example_id=datasets.Value("int64"),
+    )
+    return datasets.Dataset.from_dict(
+        {"image": images, "label": base["label"], "example_id": base["example_id"]},
+        features=features,
+    )
+
+
+def pipeline_rate(dataset, size: int, mode: str, workers: int, budget_s: float) -> float:
+    """Clean images per second through DataLoader + CorruptionCollator (first batch excluded)."""
+    names, k = MODES[mode]
+    collator = CorruptionCollator(
+        tiny_image_processor(size),
+        views=CorruptionViews(list(names), severities=(1, 2, 3, 4, 5), seed=0),
+        k=k,
+        bad_images=BadImageTracker(),
+    )
+    batch_size = 256 if size <= 32 else 32
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collator,
+        persistent_workers=False,
+    )
+    count, start = 0, None
+    for epoch in range(1000):
+        collator.set_epoch(epoch)
+        for batch in loader:
+            assert batch["views"].shape[1:3] == (k, 3)
+            if start is None:  # worker start-up and the first batch are not throughput
+                start = time.perf_counter()
+                continue
+            count += batch["pixel_values"].shape[0]
+            if time.perf_counter() - start > budget_s:
+                return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start)
+
+
+def training_rate(steps: int) -> float:
+    """Images/s of forward + backward + AdamW on the demo's tiny ViT, batch 256, 28 px."""
+    model, _ = tiny_vit(seed=0)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    x = torch.randn(256, 3, 28, 28)
+    y = torch.randint(0, 10, (256,))
+
+    def step() -> None:
+        loss = model(pixel_values=x, labels=y).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * 256 / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
+    args = parser.parse_args(argv)
+    budget = 0.5 if args.quick else 3.0
+    print(f"torch threads: {torch.get_num_threads()}; per-config budget {budget:.1f} s")
+    train = training_rate(2 if args.quick else 8)
+    print(f"tiny ViT training (fwd+bwd+AdamW, batch 256, 28 px): {train:8.0f} img/s")
+    rows = []
+    for size, n in ((32, 4096), (224, 512)):
+        dataset = source_images(size, 512 if args.quick else n)
+        for mode in MODES:
+            for workers in (0, 2):
+                rate = pipeline_rate(dataset, size, mode, workers, budget)
+                rows.append((size, mode, workers, rate))
+                ratio = f"{rate / train:6.2f}" if size <= 32 else "     -"
+                print(
+                    f"{size:4d} px  {mode:15s} workers={workers}  {rate:8.0f} img/s"
+                    f"  pipeline/training = {ratio}",
+                    flush=True,
+                )
+    print("\nAt 32 px, the better of 0/2 workers per mode (target pipeline/training >= 2):")
+    ok = True
+    for mode in MODES:
+        best = max(r for s, m, _, r in rows if s == 32 and m == mode)
+        ratio = best / train
+        ok &= ratio >= 2
+        print(f"  {mode:15s} {best:8.0f} img/s   ratio {ratio:5.2f}   {'OK' if ratio >= 2 else 'BELOW'}")
+    print("target met" if ok else "target NOT met (see rows above)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

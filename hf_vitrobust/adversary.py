@@ -1,0 +1,276 @@
+"""Adversaries for corruption fine-tuning: worst-of-k view selection and PGD/FGSM.
+
+Pure functions of (model, batch): no Trainer, no optimizer, no parameter gradients.
+They do not change the model's train/eval mode; callers wrap them in `eval_mode(model)`
+(the trainer does). Every tensor the model sees is *normalised* pixel values (what the
+image processor produces); perturbation budgets are given in [0, 1] pixel units and
+converted through the processor's mean/std.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ADVERSARIES: tuple[str, ...] = (
+    "none",
+    "worst_of_k",
+    "pgd",
+    "fgsm",
+    "worst_of_k+pgd",
+    "worst_of_k+fgsm",
+)
+BANDS: tuple[str, ...] = ("all", "low", "high")
+
+
+@dataclass(frozen=True)
+class AdversaryPlan:
+    """What an adversary name means: how a view is chosen and which perturbation follows."""
+
+    select_worst: bool
+    perturbation: str | None  # None, "pgd" or "fgsm"
+
+
+def parse_adversary(name: str) -> AdversaryPlan:
+    """Split an adversary name (`none`, `worst_of_k`, `pgd`, `fgsm`, `worst_of_k+pgd`, ...)."""
+    if name not in ADVERSARIES:
+        raise ValueError(
+            f"Unknown adversary {name!r}; choose one of {list(ADVERSARIES)} "
+            "(`worst_of_k+pgd` runs PGD on top of the worst corrupted view)."
+        )
+    select_worst = name.startswith("worst_of_k")
+    perturbation = name.split("+")[-1] if name in ("pgd", "fgsm") or "+" in name else None
+    return AdversaryPlan(select_worst=select_worst, perturbation=perturbation)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put `model` in eval mode (no dropout) for an attack and restore its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    out = model(pixel_values=pixel_values)
+    return out.logits if hasattr(out, "logits") else out[0]
+
+
+def per_example_loss(model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per image [B], computed in float32 (autocast logits may be bf16/fp16)."""
+    return F.cross_entropy(_logits(model, pixel_values).float(), labels, reduction="none")
+
+
+@torch.no_grad()
+def worst_of_k(
+    model: nn.Module,
+    views: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score every corrupted view and pick, per image, the one with the highest loss.
+
+    Args:
+        model: a classifier taking `pixel_values`.
+        views: normalised views [B, k, C, H, W].
+        labels: [B] class indices.
+        chunk_size: score at most this many views per forward (default: all B·k at once,
+            one batched forward; set it to bound memory on large models).
+
+    Returns:
+        `(index [B], losses [B, k])`: the chosen view per image and every view's loss.
+    """
+    if views.dim() != 5:
+        raise ValueError(f"views must be [B, k, C, H, W], got shape {tuple(views.shape)}.")
+    b, k = views.shape[:2]
+    if labels.shape != (b,):
+        raise ValueError(f"labels must have shape ({b},), got {tuple(labels.shape)}.")
+    flat = views.reshape(b * k, *views.shape[2:])
+    flat_labels = labels.repeat_interleave(k)
+    step = flat.shape[0] if not chunk_size else int(chunk_size)
+    losses = torch.cat(
+        [
+            per_example_loss(model, flat[i : i + step], flat_labels[i : i + step])
+            for i in range(0, flat.shape[0], step)
+        ]
+    ).reshape(b, k)
+    return losses.argmax(dim=1), losses
+
+
+def gather_views(views: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """`views[b, index[b]]` for every b: [B, k, C, H, W] → [B, C, H, W]."""
+    return views[torch.arange(views.shape[0], device=views.device), index.to(views.device)]
+
+
+def band_mask(
+    height: int,
+    width: int,
+    band: str,
+    cutoff: float = 0.125,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
+    """Boolean rfft2 mask [H, W//2+1] keeping the `low` or `high` band (None for `all`).
+
+    Radial frequency is measured as a fraction of Nyquist; `low` keeps frequencies at or below
+    `cutoff` (DC included), `high` those above it. The default 1/8 of Nyquist matches the
+    "LF share" definition used by the corruption registry.
+    """
+    if band not in BANDS:
+        raise ValueError(f"Unknown frequency band {band!r}; choose one of {list(BANDS)}.")
+    if band == "all":
+        return None
+    if not 0.0 < cutoff < 1.0:
+        raise ValueError(f"band cutoff must be in (0, 1) (a fraction of Nyquist), got {cutoff}.")
+    fy = torch.fft.fftfreq(height, device=device).abs()[:, None]
+    fx = torch.fft.rfftfreq(width, device=device)[None, :]
+    radius = torch.sqrt(fy**2 + fx**2) / 0.5
+    low = radius <= cutoff
+    return low if band == "low" else ~low
+
+
+def project_band(delta: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Keep only the frequencies in `mask` of a perturbation [..., H, W] (identity for None)."""
+    if mask is None:
+        return delta
+    # FFTs in at least float32 (half-precision FFTs need power-of-two sizes).
+    work = delta if delta.dtype == torch.float64 else delta.float()
+    spectrum = torch.fft.rfft2(work)
+    out = torch.fft.irfft2(spectrum * mask, s=delta.shape[-2:])
+    return out.to(delta.dtype)
+
+
+def _stats(values: Sequence[float] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(values, dtype=torch.float32, device=like.device)
+    if t.dim() == 0:
+        t = t.repeat(like.shape[1])
+    return t.view(1, -1, 1, 1)
+
+
+def pgd(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    epsilon: float,
+    steps: int = 3,
+    step_size: float | None = None,
+    band: str = "all",
+    band_cutoff: float = 0.125,
+    random_start: bool = True,
+    loss_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L∞ PGD in [0, 1] pixel space, optionally restricted to a frequency band.
+
+    The perturbation δ lives in [0, 1] pixel units: each step adds `step_size·sign(∇)`, projects δ
+    onto the band (FFT mask), then onto the ε-ball. For `band="all"` that is the usual clamp; for a
+    band it rescales δ by min(1, ε/‖δ‖∞), which keeps δ inside the band (a clamp would add
+    out-of-band content). The image x+δ is finally clipped to [0, 1].
+
+    Args:
+        pixel_values: normalised inputs [B, C, H, W] (e.g. the chosen corrupted view).
+        mean, std: the processor's normalisation ([0, 1] scale), per channel or scalar.
+        epsilon: L∞ budget in [0, 1] pixel units (0 returns the input unchanged).
+        step_size: per-step size in pixel units (default 2.5·ε/steps, Madry et al.).
+        loss_scale: multiplies the loss before `autograd.grad` (fp16: use the grad scaler's scale
+            so small input gradients do not underflow; the sign step is scale-invariant).
+        generator: seeds the random start (resumed runs draw the same start).
+
+    Returns:
+        Normalised adversarial pixel values [B, C, H, W], detached, in the input's dtype.
+    """
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0 (pixel units in [0, 1]), got {epsilon}.")
+    if steps < 1:
+        raise ValueError(f"PGD needs steps >= 1, got {steps}.")
+    if epsilon == 0:
+        return pixel_values.detach()
+    step_size = 2.5 * epsilon / steps if step_size is None else float(step_size)
+    if step_size <= 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}.")
+    mean_t, std_t = _stats(mean, pixel_values), _stats(std, pixel_values)
+    x01 = (pixel_values.detach().float() * std_t + mean_t).clamp(0.0, 1.0)
+    mask = band_mask(*x01.shape[-2:], band=band, cutoff=band_cutoff, device=x01.device)
+
+    def project(delta: torch.Tensor) -> torch.Tensor:
+        delta = project_band(delta, mask)
+        if mask is None:
+            delta = delta.clamp(-epsilon, epsilon)
+        else:
+            peak = delta.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+            delta = delta * torch.clamp(epsilon / peak, max=1.0)
+        # Keep x + δ a valid image.
+        return (x01 + delta).clamp(0.0, 1.0) - x01
+
+    if random_start:
+        noise = torch.rand(x01.shape, generator=generator, device="cpu", dtype=torch.float32)
+        delta = project((noise.to(x01.device) * 2 - 1) * epsilon)
+    else:
+        delta = torch.zeros_like(x01)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        adv = ((x01 + delta - mean_t) / std_t).to(pixel_values.dtype)
+        loss = per_example_loss(model, adv, labels).sum() * loss_scale
+        (grad,) = torch.autograd.grad(loss, delta)
+        if not torch.isfinite(grad).all():
+            raise FloatingPointError(
+                "PGD input gradient is not finite; lower loss_scale or check the model for NaNs."
+            )
+        delta = project(delta.detach() + step_size * grad.sign())
+    return ((x01 + delta - mean_t) / std_t).to(pixel_values.dtype).detach()
+
+
+def fgsm(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    epsilon: float,
+    band: str = "all",
+    band_cutoff: float = 0.125,
+    loss_scale: float = 1.0,
+) -> torch.Tensor:
+    """One signed-gradient step of size ε from the input (PGD with one step, no random start)."""
+    return pgd(
+        model,
+        pixel_values,
+        labels,
+        mean=mean,
+        std=std,
+        epsilon=epsilon,
+        steps=1,
+        step_size=epsilon if epsilon > 0 else None,
+        band=band,
+        band_cutoff=band_cutoff,
+        random_start=False,
+        loss_scale=loss_scale,
+    )
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator seeded from (seed, step, rank): PGD random starts repeat after a resume."""
+    g = torch.Generator()
+    g.manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + int(rank)) % (2**63 - 1))
+    return g
+
+
+def linf_pixels(
+    adv: torch.Tensor, ref: torch.Tensor, std: Sequence[float] | torch.Tensor
+) -> float:
+    """‖adv − ref‖∞ in [0, 1] pixel units (both normalised); used by tests and logging."""
+    diff = (adv.float() - ref.float()) * _stats(std, ref)
+    value = diff.abs().max().item()
+    return 0.0 if math.isnan(value) else value

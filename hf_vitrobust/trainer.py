@@ -1,0 +1,761 @@
+"""Adversarial fine-tuning as a `transformers.Trainer` subclass.
+
+`AdversarialTrainingArguments` adds the adversary settings to `TrainingArguments`;
+`AdversarialTrainer` builds the adversarial batch in `training_step` (the attack runs in
+eval mode, through the unwrapped module under DDP and the wrapped one under FSDP/DeepSpeed)
+and otherwise leaves the Trainer alone. `run_finetune` is what `recipes/finetune.py` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from hf_vitrobust.adversary import (
+    BANDS,
+    eval_mode,
+    fgsm,
+    gather_views,
+    parse_adversary,
+    pgd,
+    step_generator,
+    worst_of_k,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Batch keys produced by `CorruptionCollator` that the model must not see.
+EXTRA_BATCH_KEYS: tuple[str, ...] = (
+    "views",
+    "view_corruptions",
+    "view_severities",
+    "view_corruption_ids",
+    "example_ids",
+    "num_skipped",
+    "skipped_example_ids",
+)
+_CLEAN_KEY = "_clean_pixel_values"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss is NaN/Inf; the last saved checkpoint is left untouched."""
+
+
+def _corruptions_module():
+    try:
+        from hf_vitrobust import corruptions
+    except ImportError as error:  # pragma: no cover - only while the registry is missing
+        raise ImportError(
+            f"hf_vitrobust.corruptions is needed for corruption families ({error})."
+        ) from error
+    return corruptions
+
+
+@dataclass
+class AdversarialTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the adversary settings (all budgets in [0, 1] pixel units)."""
+
+    adversary: str = field(
+        default="none",
+        metadata={
+            "help": "none (a random corrupted view, or clean with an empty family), worst_of_k, "
+            "pgd, fgsm, worst_of_k+pgd, worst_of_k+fgsm."
+        },
+    )
+    num_views: int = field(
+        default=4, metadata={"help": "k: corrupted views scored per image by worst_of_k."}
+    )
+    train_family: str = field(
+        default="",
+        metadata={
+            "help": "Corruption family name (e.g. low_frequency) or comma-separated corruption "
+            "names; empty: train on clean images."
+        },
+    )
+    severities: list[int] = field(
+        default_factory=lambda: [1, 2, 3, 4, 5],
+        metadata={"help": "Severities drawn for the corrupted views (1..5)."},
+    )
+    pgd_epsilon: float = field(
+        default=2 / 255, metadata={"help": "L-inf budget of pgd/fgsm in [0, 1] pixel units."}
+    )
+    pgd_steps: int = field(default=3, metadata={"help": "PGD iterations."})
+    pgd_step_size: float | None = field(
+        default=None, metadata={"help": "PGD step in pixel units (default 2.5·eps/steps)."}
+    )
+    pgd_band: str = field(
+        default="all", metadata={"help": "Frequency band of the perturbation: all, low, high."}
+    )
+    pgd_band_cutoff: float = field(
+        default=0.125, metadata={"help": "Low/high split as a fraction of Nyquist."}
+    )
+    pgd_random_start: bool = field(default=True, metadata={"help": "PGD uniform random start."})
+    clean_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight w of the clean loss: (1-w)·adversarial + w·clean (0..1)."},
+    )
+    corruption_seed: int = field(default=0, metadata={"help": "Seed of the corrupted views."})
+    eval_corruption_seed: int = field(
+        default=1_000_003,
+        metadata={"help": "Seed of evaluation corruptions (held-out instances of each one)."},
+    )
+    eval_unseen_group: str | None = field(
+        default=None,
+        metadata={
+            "help": "Corruption group reported as 'unseen' during evaluation (default: the first "
+            "group disjoint from the training family; 'none' to skip)."
+        },
+    )
+    worst_of_k_chunk_size: int | None = field(
+        default=None, metadata={"help": "Score at most this many views per forward."}
+    )
+    # Defaults that differ from TrainingArguments: the collator needs the raw columns, ViT has
+    # no unused parameters, and iterable batches carry strings that rank-0 dispatch cannot split.
+    remove_unused_columns: bool = field(default=False)
+    ddp_find_unused_parameters: bool | None = field(default=False)
+    label_names: list[str] | None = field(default_factory=lambda: ["labels"])
+
+    def __post_init__(self) -> None:
+        if self.accelerator_config is None:
+            self.accelerator_config = {"dispatch_batches": False}
+        elif isinstance(self.accelerator_config, dict):
+            self.accelerator_config.setdefault("dispatch_batches", False)
+        super().__post_init__()
+        # The robust model is pushed once at the end by `hf_vitrobust.hub.push_robust_model`
+        # (card + weights), not by the Trainer at every checkpoint.
+        self.push_robust_model = bool(self.push_to_hub)
+        self.push_to_hub = False
+        self.validate_adversary()
+
+    def validate_adversary(self) -> None:
+        """Check the adversary settings; raise ValueError naming the setting and the fix."""
+        plan = parse_adversary(self.adversary)
+        if self.num_views < 1:
+            raise ValueError(f"num_views (k) must be >= 1, got {self.num_views}.")
+        if not 0.0 <= self.clean_loss_weight <= 1.0:
+            raise ValueError(f"clean_loss_weight must be in [0, 1], got {self.clean_loss_weight}.")
+        if self.pgd_epsilon < 0:
+            raise ValueError(
+                f"pgd_epsilon must be >= 0 ([0, 1] pixel units, e.g. 2/255), got {self.pgd_epsilon}."
+            )
+        if self.pgd_steps < 1:
+            raise ValueError(f"pgd_steps must be >= 1, got {self.pgd_steps}.")
+        if self.pgd_step_size is not None and self.pgd_step_size <= 0:
+            raise ValueError(f"pgd_step_size must be > 0, got {self.pgd_step_size}.")
+        if self.pgd_band not in BANDS:
+            raise ValueError(f"pgd_band must be one of {list(BANDS)}, got {self.pgd_band!r}.")
+        if not 0.0 < self.pgd_band_cutoff < 1.0:
+            raise ValueError(f"pgd_band_cutoff must be in (0, 1), got {self.pgd_band_cutoff}.")
+        if self.clean_loss_weight > 0 and self.label_smoothing_factor > 0:
+            raise ValueError("clean_loss_weight > 0 does not support label_smoothing_factor.")
+        if plan.perturbation is None and self.clean_loss_weight > 0 and not self.train_family:
+            raise ValueError("clean_loss_weight needs a corruption family or a pgd/fgsm adversary.")
+        corruptions = self.train_corruptions  # raises on unknown names
+        if plan.select_worst and not corruptions:
+            raise ValueError(
+                f"adversary {self.adversary!r} picks the worst corrupted view, so it needs "
+                "train_family (e.g. low_frequency)."
+            )
+        if corruptions:
+            mod = _corruptions_module()
+            self.severities = [mod.check_severity(s) for s in self.severities]
+            if not self.severities:
+                raise ValueError("severities must list at least one severity in 1..5.")
+        if self.eval_unseen_group not in (None, "none"):
+            mod = _corruptions_module()
+            if self.eval_unseen_group not in mod.FAMILIES:
+                raise ValueError(
+                    f"eval_unseen_group {self.eval_unseen_group!r} is not a corruption group; "
+                    f"choose one of {list(mod.GROUPS)} or 'none'."
+                )
+
+    @property
+    def train_corruptions(self) -> tuple[str, ...]:
+        """The training family resolved to corruption names (empty: clean training)."""
+        spec = (self.train_family or "").strip()
+        if not spec:
+            return ()
+        mod = _corruptions_module()
+        if "," in spec:
+            return tuple(mod.resolve_family([s.strip() for s in spec.split(",") if s.strip()]))
+        return tuple(mod.resolve_family(spec))
+
+    @property
+    def views_needed(self) -> int:
+        """How many corrupted views per image the collator must produce."""
+        if not self.train_corruptions:
+            return 0
+        return self.num_views if parse_adversary(self.adversary).select_worst else 1
+
+    def unseen_group(self) -> str | None:
+        """The held-out group evaluated as 'unseen' (None when skipped or none is disjoint)."""
+        if self.eval_unseen_group == "none":
+            return None
+        if self.eval_unseen_group:
+            return self.eval_unseen_group
+        mod = _corruptions_module()
+        seen = set(self.train_corruptions)
+        for group in mod.GROUPS:
+            members = set(mod.FAMILIES.get(group, ()))
+            if members and not members & seen:
+                return group
+        return None
+
+    def robustness_config(self) -> dict[str, Any]:
+        """What `config.robustness` records: adversary settings, family and registry version."""
+        corruptions = self.train_corruptions
+        plan = parse_adversary(self.adversary)
+        try:
+            registry_version = _corruptions_module().REGISTRY_VERSION
+        except ImportError:
+            registry_version = None
+        out: dict[str, Any] = {
+            "adversary": self.adversary,
+            "train_family": self.train_family or None,
+            "train_corruptions": list(corruptions),
+            "severities": list(self.severities) if corruptions else [],
+            "num_views": self.views_needed,
+            "clean_loss_weight": self.clean_loss_weight,
+            "corruption_seed": self.corruption_seed,
+            "eval_unseen_group": self.unseen_group() if corruptions else None,
+            "registry_version": registry_version,
+        }
+        if plan.perturbation:
+            out.update(
+                pgd_epsilon=self.pgd_epsilon,
+                pgd_steps=1 if plan.perturbation == "fgsm" else self.pgd_steps,
+                pgd_step_size=self.pgd_step_size,
+                pgd_band=self.pgd_band,
+                pgd_band_cutoff=self.pgd_band_cutoff,
+                pgd_random_start=self.pgd_random_start and plan.perturbation == "pgd",
+            )
+        return out
+
+
+def accuracy_metrics(eval_pred: Any) -> dict[str, float]:
+    """`compute_metrics` for the Trainer: top-1 accuracy."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def processor_mean_std(processor: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The processor's normalisation ([0, 1] pixel scale); identity when it does not normalise."""
+    if not getattr(processor, "do_normalize", True):
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    mean, std = processor.image_mean, processor.image_std
+    mean = (float(mean),) * 3 if np.isscalar(mean) else tuple(float(v) for v in mean)
+    std = (float(std),) * 3 if np.isscalar(std) else tuple(float(v) for v in std)
+    return mean, std
+
+
+class _CorruptionEpochCallback(TrainerCallback):
+    """Tells the training collator which epoch it is, so corrupted views change per epoch and a
+    resumed run draws the same views as an uninterrupted one."""
+
+    def __init__(self, trainer: AdversarialTrainer) -> None:
+        self.trainer = trainer
+        self.epoch = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D401
+        # On resume `state` is the checkpoint's: its epoch is "epochs done + fraction".
+        self.epoch = int(math.floor(state.epoch or 0.0))
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        collator = self.trainer.data_collator
+        if hasattr(collator, "set_epoch"):
+            collator.set_epoch(self.epoch)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch += 1
+
+
+class AdversarialTrainer(Trainer):
+    """A `Trainer` that trains on the worst corrupted view and/or a PGD/FGSM perturbation.
+
+    Extra arguments:
+        eval_collators: collator per evaluation dataset name (`clean`, `seen`, `unseen`); a
+            collator producing `views` evaluates on `views[:, 0]`.
+        max_bad_fraction: stop when more than this fraction of images failed to decode.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        eval_collators: Mapping[str, Callable] | None = None,
+        max_bad_fraction: float = 0.01,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("compute_metrics", accuracy_metrics)
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, AdversarialTrainingArguments):
+            raise TypeError("AdversarialTrainer needs AdversarialTrainingArguments.")
+        self.plan = parse_adversary(self.args.adversary)
+        self.eval_collators = dict(eval_collators or {})
+        self.max_bad_fraction = float(max_bad_fraction)
+        self.mean, self.std = processor_mean_std(self.processing_class)
+        needed = self.args.views_needed
+        k = getattr(self.data_collator, "k", None)
+        if needed and k is not None and k < needed:
+            raise ValueError(
+                f"adversary {self.args.adversary!r} with train_family {self.args.train_family!r} "
+                f"needs {needed} corrupted view(s) per image but the collator produces k={k}; "
+                f"build it with CorruptionCollator(..., k={needed}) (see build_collators)."
+            )
+        if self.train_dataset is not None and not hasattr(self.train_dataset, "__len__"):
+            if self.args.max_steps is None or self.args.max_steps <= 0:
+                raise ValueError(
+                    "The training dataset is streamed (no length): set max_steps (e.g. "
+                    "--max_steps 10000); num_train_epochs cannot be used with a stream."
+                )
+        self.add_callback(_CorruptionEpochCallback(self))
+        self.win_counts: Counter[str] = Counter()
+        self.win_severities: Counter[int] = Counter()
+        self._window_wins: Counter[str] = Counter()
+        self._window_severities: list[int] = []
+        self.images_skipped = 0
+        self.images_used = 0
+        self._step_seen = -1
+        self._micro = 0
+        model = self.accelerator.unwrap_model(self.model)
+        model.config.robustness = self.args.robustness_config()
+
+    # ---- training -------------------------------------------------------------------------
+    def _attack_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        from accelerate.utils import DistributedType
+
+        # FSDP/DeepSpeed shard parameters: only the wrapped module can run a forward. DDP's
+        # wrapper would register the attack's forward for gradient sync: use the module.
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            return model
+        return self.accelerator.unwrap_model(model)
+
+    def _attack_loss_scale(self) -> float:
+        # fp16: input gradients of a small loss underflow; scale like the grad scaler does.
+        scaler = getattr(self.accelerator, "scaler", None)
+        if self.args.fp16 and scaler is not None:
+            return float(scaler.get_scale())
+        return 1.0
+
+    def _account_skipped(self, num_skipped: Any, batch_size: int) -> None:
+        if torch.is_tensor(num_skipped):  # tensors_only collators: the count sits on row 0
+            num_skipped = int(num_skipped.sum())
+        self.images_skipped += int(num_skipped or 0)
+        self.images_used += int(batch_size)
+        total = self.images_skipped + self.images_used
+        if getattr(self.data_collator, "bad_images", None) is not None:
+            return  # the collator's BadImageTracker enforces the limit (across workers)
+        # Judge the fraction once enough images were seen that one bad file is not 1 %.
+        if self.images_skipped and total >= 100:
+            fraction = self.images_skipped / total
+            if fraction > self.max_bad_fraction:
+                raise ValueError(
+                    f"{self.images_skipped} of {total} training images could not be decoded "
+                    f"({fraction:.2%} > max_bad_fraction {self.max_bad_fraction:.2%}); fix the "
+                    "dataset or raise --max_bad_fraction."
+                )
+
+    def _record_wins(self, index: torch.Tensor, extras: Mapping[str, Any]) -> None:
+        names = extras.get("view_corruptions")
+        severities = extras.get("view_severities")
+        idx = index.tolist()
+        if names is not None:
+            won = [names[b][i] for b, i in enumerate(idx)]
+            self.win_counts.update(won)
+            self._window_wins.update(won)
+        if severities is not None:
+            sev = torch.as_tensor(severities)
+            won_sev = [int(sev[b, i]) for b, i in enumerate(idx)]
+            self.win_severities.update(won_sev)
+            self._window_severities.extend(won_sev)
+
+    def _micro_index(self) -> int:
+        if self.state.global_step != self._step_seen:
+            self._step_seen, self._micro = self.state.global_step, 0
+        else:
+            self._micro += 1
+        return self.state.global_step * self.args.gradient_accumulation_steps + self._micro
+
+    def adversarial_inputs(
+        self, model: torch.nn.Module, inputs: dict[str, Any], extras: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace `pixel_values` by the training view: worst/random corrupted view, then PGD/FGSM."""
+        args = self.args
+        clean, labels = inputs["pixel_values"], inputs["labels"]
+        chosen = clean
+        needed = args.views_needed
+        attack_model = self._attack_model(model)
+        if needed:
+            views = extras.get("views")
+            if views is None or views.dim() != 5 or views.shape[1] < needed:
+                got = None if views is None else tuple(views.shape)
+                raise ValueError(
+                    f"adversary {args.adversary!r} needs `views` [B, {needed}, C, H, W] in each "
+                    f"batch, got {got}: use CorruptionCollator(..., k={needed})."
+                )
+            views = views[:, :needed].to(device=clean.device, dtype=clean.dtype)
+            if self.plan.select_worst:
+                with eval_mode(attack_model), self.compute_loss_context_manager():
+                    index, _ = worst_of_k(
+                        attack_model, views, labels, chunk_size=args.worst_of_k_chunk_size
+                    )
+                self._record_wins(index, extras)
+                chosen = gather_views(views, index)
+            else:
+                chosen = views[:, 0]
+        if self.plan.perturbation:
+            kwargs = dict(
+                mean=self.mean,
+                std=self.std,
+                epsilon=args.pgd_epsilon,
+                band=args.pgd_band,
+                band_cutoff=args.pgd_band_cutoff,
+            )
+            generator = step_generator(args.corruption_seed, self._micro_index(), args.process_index)
+            for scale in dict.fromkeys((self._attack_loss_scale(), 1.0)):
+                try:
+                    with eval_mode(attack_model), self.compute_loss_context_manager():
+                        if self.plan.perturbation == "fgsm":
+                            chosen = fgsm(attack_model, chosen, labels, loss_scale=scale, **kwargs)
+                        else:
+                            chosen = pgd(
+                                attack_model,
+                                chosen,
+                                labels,
+                                steps=args.pgd_steps,
+                                step_size=args.pgd_step_size,
+                                random_start=args.pgd_random_start,
+                                loss_scale=scale,
+                                generator=generator,
+                                **kwargs,
+                            )
+                    break
+                except FloatingPointError:
+                    if scale == 1.0:
+                        raise
+        out = dict(inputs)
+        out["pixel_values"] = chosen
+        if args.clean_loss_weight > 0:
+            out[_CLEAN_KEY] = clean
+        return out
+
+    def training_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        inputs = dict(inputs)
+        extras = {key: inputs.pop(key) for key in EXTRA_BATCH_KEYS if key in inputs}
+        self._account_skipped(extras.get("num_skipped"), len(inputs["labels"]))
+        inputs = self._prepare_inputs(inputs)
+        if self.args.views_needed or self.plan.perturbation:
+            inputs = self.adversarial_inputs(model, inputs, extras)
+        # The base step puts the model back in train mode, runs the loss under autocast and
+        # scales it for gradient accumulation.
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        clean = inputs.pop(_CLEAN_KEY, None)
+        if clean is None:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        else:
+            result = self._mixed_loss(model, inputs, clean, return_outputs, num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if model.training and not bool(torch.isfinite(loss.detach()).all()):
+            step = self.state.global_step + 1
+            raise NonFiniteLossError(
+                f"Training loss is {loss.detach().float().item()} at step {step}; stopping. The "
+                f"last saved checkpoint in {self.args.output_dir} is intact: lower the learning "
+                "rate (or use bf16 instead of fp16) and rerun the same command to resume."
+            )
+        return result
+
+    def _mixed_loss(self, model, inputs, clean, return_outputs, num_items_in_batch):
+        """(1-w)·CE(adversarial) + w·CE(clean) in one forward, reduced like the Trainer's loss."""
+        w = self.args.clean_loss_weight
+        adv, labels = inputs["pixel_values"], inputs["labels"]
+        b = labels.shape[0]
+        outputs = model(pixel_values=torch.cat([adv, clean.to(adv.dtype)]))
+        ce = F.cross_entropy(outputs.logits.float(), torch.cat([labels, labels]), reduction="none")
+        total = (1 - w) * ce[:b].sum() + w * ce[b:].sum()
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # Normalised over the whole accumulated batch, as the model's own loss would be.
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                tp = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+                n = self.accelerator.num_processes // tp
+                loss = loss * (n if self.args.n_gpu <= 1 else self.args.n_gpu)
+        else:
+            loss = total / b
+        if return_outputs:
+            outputs.logits = outputs.logits[:b]
+            return loss, outputs
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            n = sum(self._window_wins.values())
+            for name, count in sorted(self._window_wins.items()):
+                logs[f"win_frac/{name}"] = round(count / n, 4)
+            if self._window_severities:
+                logs["win_severity_mean"] = round(float(np.mean(self._window_severities)), 4)
+            if self.images_skipped:
+                logs["images_skipped"] = self.images_skipped
+            self._window_wins.clear()
+            self._window_severities.clear()
+        super().log(logs, start_time)
+
+    def adversary_stats(self) -> dict[str, Any]:
+        """Totals for this process since the trainer was built: wins and skipped images."""
+        total = sum(self.win_counts.values())
+        return {
+            "winning_corruptions": dict(self.win_counts.most_common()),
+            "winning_corruption_fraction": {
+                k: v / total for k, v in self.win_counts.most_common()
+            }
+            if total
+            else {},
+            "winning_severities": {int(k): v for k, v in sorted(self.win_severities.items())},
+            "images_used": self.images_used,
+            "images_skipped": self.images_skipped,
+        }
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def get_eval_dataloader(self, eval_dataset: Any = None):
+        collator = self.eval_collators.get(eval_dataset) if isinstance(eval_dataset, str) else None
+        if collator is None:
+            return super().get_eval_dataloader(eval_dataset)
+        saved = self.data_collator
+        self.data_collator = collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = saved
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        # A dict of datasets keyed like `eval_collators` is evaluated by name so that each
+        # gets its own collator (clean / seen / unseen corruptions).
+        if isinstance(eval_dataset, dict) and set(eval_dataset) <= set(self.eval_collators):
+            saved = self.eval_dataset
+            self.eval_dataset = eval_dataset
+            try:
+                return super().evaluate(None, ignore_keys, metric_key_prefix)
+            finally:
+                self.eval_dataset = saved
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = dict(inputs)
+        extras = {key: inputs.pop(key) for key in EXTRA_BATCH_KEYS if key in inputs}
+        views = extras.get("views")
+        if views is not None and views.dim() == 5 and views.shape[1] > 0:
+            inputs["pixel_values"] = views[:, 0]
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+    # ---- loading checkpoints --------------------------------------------------------------
+    def _plain_checkpoint(self, folder: str | None) -> bool:
+        from transformers import PreTrainedModel
+
+        if not folder or self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return False
+        has_weights = any(
+            (Path(folder) / name).is_file()
+            for name in ("model.safetensors", "model.safetensors.index.json")
+        )
+        return has_weights and isinstance(self.accelerator.unwrap_model(self.model), PreTrainedModel)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # transformers 5 saves ViT weights under the legacy key names (vit.encoder.layer.*) and
+        # converts them back only in from_pretrained; the Trainer's resume path loads the raw file
+        # with strict=False, which silently leaves every transformer layer at its initial value.
+        # Load through from_pretrained instead.
+        if not self._plain_checkpoint(resume_from_checkpoint):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        load_converted_weights(target, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        best = self.state.best_model_checkpoint
+        if not self._plain_checkpoint(best):
+            return super()._load_best_model()
+        logger.info("Loading best model from %s (score: %s).", best, self.state.best_metric)
+        load_converted_weights(self.accelerator.unwrap_model(self.model), best)
+
+    # ---- saving ---------------------------------------------------------------------------
+    def save_robust_model(self, output_dir: str | None = None) -> dict[str, Any]:
+        """Save weights (safetensors) + processor + `config.robustness`, the adversary stats,
+        a local model card (`hf_vitrobust.hub`), and push when `push_to_hub` was set."""
+        from hf_vitrobust.io import write_json_atomic
+
+        output_dir = str(output_dir or self.args.output_dir)
+        self.accelerator.unwrap_model(self.model).config.robustness = self.args.robustness_config()
+        self.save_model(output_dir)
+        status: dict[str, Any] = {"output_dir": output_dir, "model_card": None, "pushed": None}
+        if not self.is_world_process_zero():
+            return status
+        write_json_atomic(self.adversary_stats(), Path(output_dir) / "adversary_stats.json")
+        try:
+            from hf_vitrobust import hub
+        except ImportError as error:
+            logger.error(
+                "No model card written: hf_vitrobust.hub could not be imported (%s). The model "
+                "itself is saved in %s.",
+                error,
+                output_dir,
+            )
+            status["model_card_error"] = f"hf_vitrobust.hub unavailable: {error}"
+            if self.args.push_robust_model:
+                raise
+            return status
+        status["model_card"] = str(hub.write_robust_model_card(output_dir))
+        if self.args.push_robust_model:
+            repo_id = self.args.hub_model_id or Path(output_dir).name
+            status["pushed"] = hub.push_robust_model(
+                output_dir, repo_id=repo_id, private=self.args.hub_private_repo
+            )
+        return status
+
+
+def load_converted_weights(model: torch.nn.Module, folder: str | Path) -> None:
+    """Load a saved checkpoint's weights into `model` in place, through `from_pretrained` (which
+    maps transformers 5's on-disk key names to the module layout), strictly."""
+    fresh = type(model).from_pretrained(
+        str(folder),
+        config=model.config,
+        use_safetensors=True,
+        attn_implementation=getattr(model.config, "_attn_implementation", None),
+    )
+    model.load_state_dict(fresh.state_dict(), strict=True)
+
+
+# ---- wiring used by recipes/finetune.py ------------------------------------------------------
+def build_collators(
+    processor: Any,
+    args: AdversarialTrainingArguments,
+    bad_images: Any = None,
+    num_labels: int | None = None,
+) -> tuple[Callable, dict[str, Callable]]:
+    """The training collator (k views of the training family) and the evaluation collators:
+    `clean`, `seen` (training family, held-out seed) and `unseen` (one disjoint group)."""
+    from hf_vitrobust.corruptions import FAMILIES
+    from hf_vitrobust.data import CorruptionCollator, CorruptionViews
+
+    family = args.train_corruptions
+    severities = tuple(args.severities)
+    train_views = (
+        CorruptionViews(family, severities=severities, seed=args.corruption_seed)
+        if family
+        else None
+    )
+    kw = dict(num_labels=num_labels)
+    train = CorruptionCollator(
+        processor, views=train_views, k=args.views_needed, bad_images=bad_images, **kw
+    )
+    evals: dict[str, Callable] = {"clean": CorruptionCollator(processor, views=None, k=0, **kw)}
+    if family:
+        # stage="eval": new instances of the training corruptions (held-out draws).
+        seed = args.eval_corruption_seed
+        seen = CorruptionViews(family, severities=severities, seed=seed, stage="eval")
+        evals["seen"] = CorruptionCollator(processor, views=seen, k=1, **kw)
+        group = args.unseen_group()
+        if group is not None:
+            unseen = CorruptionViews(FAMILIES[group], severities=severities, seed=seed, stage="eval")
+            evals["unseen"] = CorruptionCollator(processor, views=unseen, k=1, **kw)
+    return train, evals
+
+
+def run_finetune(model_args: Any, data_args: Any, training_args: AdversarialTrainingArguments) -> dict:
+    """Load data and model, train (resuming from the last checkpoint in output_dir), save the
+    robust model with its card, evaluate, and return the final metrics."""
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_vitrobust.data import BadImageTracker, check_labels, label_names, load_image_dataset
+    from hf_vitrobust.models import load_model_and_processor
+
+    set_seed(training_args.seed)
+    common = dict(
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        config_name=data_args.dataset_config_name,
+        streaming=data_args.streaming,
+    )
+    train_ds = load_image_dataset(
+        data_args.dataset_name,
+        split=data_args.train_split,
+        max_examples=data_args.max_train_examples,
+        **common,
+    )
+    is_stream = not hasattr(train_ds, "__len__")
+    if is_stream and training_args.max_steps <= 0:
+        raise ValueError(
+            f"{data_args.dataset_name!r} is streamed: set max_steps (num_train_epochs needs a length)."
+        )
+    eval_ds = None
+    if training_args.eval_strategy != "no" or training_args.do_eval:
+        eval_ds = load_image_dataset(
+            data_args.dataset_name,
+            split=data_args.eval_split,
+            max_examples=data_args.max_eval_examples,
+            **common,
+        )
+    names = label_names(train_ds)
+    id2label = {i: n for i, n in enumerate(names)}
+    fresh = model_args.model_name_or_path is None
+    model, processor = load_model_and_processor(model_args, id2label=id2label if fresh else None)
+    check_labels(names, model.config)
+
+    tracker = BadImageTracker(max_bad_fraction=data_args.max_bad_fraction)
+    train_collator, eval_collators = build_collators(
+        processor, training_args, tracker, num_labels=model.config.num_labels
+    )
+    trainer = AdversarialTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset={name: eval_ds for name in eval_collators} if eval_ds is not None else None,
+        data_collator=train_collator,
+        eval_collators=eval_collators,
+        processing_class=processor,
+        max_bad_fraction=data_args.max_bad_fraction,
+    )
+    resume = training_args.resume_from_checkpoint
+    if resume is None and Path(training_args.output_dir).is_dir():
+        resume = get_last_checkpoint(training_args.output_dir)
+    if resume:
+        logger.warning("Resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics)
+    bad = tracker.gather(trainer.accelerator)
+    metrics["images_skipped"] = bad["bad"]
+    if trainer.is_world_process_zero():
+        tracker.finish()  # logs the count and enforces the limit on the whole run
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    status = trainer.save_robust_model()
+    if eval_ds is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    metrics["model_card"] = status.get("model_card")
+    return metrics

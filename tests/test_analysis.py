@@ -1,0 +1,290 @@
+"""Each analysis definition (DESIGN.md section 4) against a direct computation on a tiny ViT."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from hf_vitrobust.analysis.attention import (
+    attention_entropy,
+    grad_cam,
+    rollout_matrix,
+)
+from hf_vitrobust.analysis.capture import (
+    ActivationCapture,
+    analyze_models,
+    capture_batch,
+    check_vit_classifier,
+)
+from hf_vitrobust.analysis.lens import LensRecorder, first_correct_layers
+from hf_vitrobust.analysis.patching import (
+    PatchingRecorder,
+    patched_logits,
+    patched_logits_by_hook,
+    recovery_fraction,
+)
+from hf_vitrobust.analysis.similarity import StreamingLinearCKA, linear_cka
+from hf_vitrobust.io import write_json_atomic
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads and lose a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def pixels() -> torch.Tensor:
+    return torch.randn(6, 3, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+def _eager_reference(model, pixel_values):
+    """The naive path: an eager copy with output_attentions and output_hidden_states."""
+    ref = copy.deepcopy(model)
+    ref.set_attn_implementation("eager")
+    with torch.no_grad():
+        return ref(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)
+
+
+def _perturbed_blocks(model, seed: int = 5, scale: float = 0.3):
+    """A copy whose embeddings and blocks differ but which shares the final layernorm and head
+    (a 'fine-tuned' model for patching tests)."""
+    other = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in other.named_parameters():
+            if name.startswith("vit.layers") or name.startswith("vit.embeddings"):
+                param.add_(scale * torch.randn(param.shape, generator=gen) * param.std().clamp(min=0.02))
+    return other.eval()
+
+
+def test_entropy_matches_output_attentions_and_restores_sdpa(tiny_model, pixels):
+    model, _ = tiny_model
+    assert model.config._attn_implementation == "sdpa"
+    out = capture_batch(model, pixels)
+    assert model.config._attn_implementation == "sdpa"  # restored after the pass
+    ref = _eager_reference(model, pixels)
+    direct = []
+    for attn in ref.attentions:  # [B, H, T, T]
+        p = attn.double()
+        plogp = torch.where(p > 0, p * p.log(), torch.zeros_like(p))
+        direct.append(-plogp.sum(-1))  # [B, H, T]
+    direct = torch.stack(direct, dim=1)  # [B, L, H, T]
+    assert out.entropy.dtype == torch.float32
+    torch.testing.assert_close(out.entropy.double(), direct.mean(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.cls_entropy.double(), direct[..., 0], rtol=1e-5, atol=1e-5)
+    # Uniform attention over T keys has entropy ln T: a bound the values must respect.
+    assert (out.entropy <= np.log(pixels.new_tensor(17.0)) + 1e-5).all()
+
+
+def test_lens_every_layer_and_last_layer_equals_logits(tiny_model, pixels):
+    model, _ = tiny_model
+    out = capture_batch(model, pixels)
+    ref = _eager_reference(model, pixels)
+    assert out.lens_logits.shape == (3, 6, 10)  # L + 1 hidden states
+    torch.testing.assert_close(out.lens_logits[-1], ref.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.logits, ref.logits, rtol=0, atol=1e-6)
+    for layer, hidden in enumerate(ref.hidden_states):
+        direct = model.classifier(model.vit.layernorm(hidden[:, 0]))
+        torch.testing.assert_close(out.lens_logits[layer], direct, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out.cls[layer], hidden[:, 0])
+        torch.testing.assert_close(out.patch_mean[layer], hidden[:, 1:].mean(1))
+    rec = LensRecorder()
+    rec.update(out.lens_logits, ref.logits.argmax(-1), out.logits)
+    assert rec.max_abs_diff_last_layer <= 1e-6
+    assert rec.correct[:, -1].all()  # labels = the model's predictions
+
+
+def test_first_correct_layer_statistics():
+    correct = np.array(
+        [
+            [0, 1, 0, 1, 1],  # first 1, stable 3
+            [1, 1, 1, 1, 1],  # first 0, stable 0
+            [0, 0, 0, 0, 1],  # first 4, stable 4
+            [1, 1, 1, 1, 0],  # wrong at the last layer: excluded
+        ],
+        dtype=bool,
+    )
+    fc = first_correct_layers(correct)
+    assert fc["mask"].tolist() == [True, True, True, False]
+    assert fc["first"].tolist() == [1, 0, 4]
+    assert fc["stable"].tolist() == [3, 0, 4]
+
+
+def test_rollout_rows_sum_to_one_and_capture_matches(tiny_model, pixels):
+    model, _ = tiny_model
+    ref = _eager_reference(model, pixels)
+    rollout = rollout_matrix(ref.attentions)
+    torch.testing.assert_close(rollout.sum(-1), torch.ones(6, 17))
+    # Direct definition, one layer at a time.
+    direct = torch.eye(17).expand(6, 17, 17)
+    for attn in ref.attentions:
+        a = 0.5 * attn.mean(1) + 0.5 * torch.eye(17)
+        a = a / a.sum(-1, keepdim=True)
+        direct = a @ direct
+    torch.testing.assert_close(rollout, direct)
+    out = capture_batch(model, pixels, rollout=True)
+    torch.testing.assert_close(out.rollout, direct[:, 0, 1:].reshape(6, 4, 4))
+
+
+def test_grad_cam_matches_direct_gradient(tiny_model, pixels):
+    model, _ = tiny_model
+    labels = torch.arange(6) % 10
+    cam = grad_cam(model, pixels, labels)
+    out = model(pixel_values=pixels, output_hidden_states=True)
+    act = out.hidden_states[-2]  # input of the last block (and of its layernorm_before)
+    (grad,) = torch.autograd.grad(out.logits.gather(1, labels[:, None]).sum(), act)
+    alpha = grad[:, 1:].mean(1, keepdim=True)
+    direct = torch.relu((act[:, 1:] * alpha).sum(-1)).reshape(6, 4, 4)
+    torch.testing.assert_close(cam, direct.detach())
+    assert (cam >= 0).all() and cam.sum() > 0
+
+
+def test_cka_identities():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 24, generator=gen, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(24, 24, generator=gen, dtype=torch.float64))
+    y = torch.randn(300, 40, generator=gen, dtype=torch.float64)
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(x, 7.5 * x @ q + 3.0) == pytest.approx(1.0, abs=1e-10)
+    assert linear_cka(x, y) == pytest.approx(linear_cka(x @ q, 0.1 * y), abs=1e-12)
+    assert linear_cka(x, y) < 0.5  # unrelated representations are far from 1
+    # Direct formula: ||Yc^T Xc||^2 / (||Xc^T Xc|| ||Yc^T Yc||).
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    direct = (yc.T @ xc).norm() ** 2 / ((xc.T @ xc).norm() * (yc.T @ yc).norm())
+    assert linear_cka(x, y) == pytest.approx(float(direct), rel=1e-12)
+
+
+def test_cka_streaming_equals_direct_formula():
+    gen = torch.Generator().manual_seed(1)
+    # Two layers; large feature means (as in ViT residual streams) test the shifted sums.
+    x = torch.randn(2, 250, 16, generator=gen) + 50.0
+    y = torch.stack([x[0] @ torch.randn(16, 8, generator=gen), torch.randn(250, 8, generator=gen)])
+    y = y + 0.3 * torch.randn(2, 250, 8, generator=gen)
+    acc = StreamingLinearCKA()
+    for start in range(0, 250, 37):  # uneven batches
+        acc.update(x[:, start : start + 37], y[:, start : start + 37])
+    streamed = acc.compute()
+    for layer in range(2):
+        assert streamed[layer] == pytest.approx(linear_cka(x[layer], y[layer]), rel=1e-9)
+    assert streamed[0] > streamed[1] + 0.3  # related layer vs unrelated layer
+
+
+def test_patching_matches_hooked_forward(tiny_model, pixels):
+    model, _ = tiny_model
+    other = _perturbed_blocks(model)
+    source = capture_batch(other, pixels, keep_hidden=True).hidden
+    fast = patched_logits(model, source, max_rows=12)  # forces several site groups
+    with torch.no_grad():
+        for site in range(source.shape[0]):
+            direct = patched_logits_by_hook(model, pixels, site, source[site])
+            torch.testing.assert_close(fast[site], direct, rtol=1e-5, atol=1e-5)
+
+
+def test_patching_self_recovers_nothing_and_final_layer_recovers_all(tiny_model):
+    model, _ = tiny_model
+    other = _perturbed_blocks(model, scale=0.5)
+    pixels = torch.randn(64, 3, 28, 28, generator=torch.Generator().manual_seed(2))
+    b_out = capture_batch(other, pixels, keep_hidden=True)
+    a_out = capture_batch(model, pixels, keep_hidden=True)
+    labels = b_out.logits.argmax(-1)  # B is right everywhere; A is not
+    assert (a_out.logits.argmax(-1) == labels).float().mean() < 0.9
+    rec_self, rec_other = PatchingRecorder(), PatchingRecorder()
+    rec_self.update(a_out.logits, b_out.logits, patched_logits(model, a_out.hidden), labels)
+    rec_other.update(a_out.logits, b_out.logits, patched_logits(model, b_out.hidden), labels)
+    self_summary = rec_self.summary(n_resamples=1000)
+    other_summary = rec_other.summary(n_resamples=1000)
+    assert [s["recovered"] for s in self_summary["per_layer"]] == [0.0] * 3
+    final = other_summary["per_layer"][-1]
+    assert final["recovered"] == pytest.approx(1.0)
+    assert final["ci_low"] == pytest.approx(1.0) and final["ci_high"] == pytest.approx(1.0)
+    assert other_summary["gain"]["estimate"] > 0
+    a, b, p = rec_other.arrays()
+    assert recovery_fraction(a, b, p[:, 0]) == pytest.approx(
+        (p[:, 0].mean() - a.mean()) / (b.mean() - a.mean())
+    )
+
+
+def test_capture_keeps_nothing_between_batches_and_removes_hooks(tiny_model, pixels):
+    model, _ = tiny_model
+    with ActivationCapture(model, rollout=True, keep_hidden=True) as cap:
+        assert model.config._attn_implementation == "eager"
+        cap(pixels)
+        assert cap._cls == [] and cap._hidden == [] and cap._ent == []
+        assert cap._rollout.matrix is None  # the tokens x tokens product died with its batch
+    assert model.config._attn_implementation == "sdpa"
+    for layer in model.vit.layers:
+        assert not layer._forward_hooks and not layer.attention._forward_hooks
+    assert not model.vit.embeddings._forward_hooks
+
+
+def test_refuses_other_layouts(tiny_model):
+    from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
+
+    model, _ = tiny_model
+    deit = DeiTForImageClassificationWithTeacher(
+        DeiTConfig(
+            image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=1,
+            num_attention_heads=2, intermediate_size=64, num_labels=10,
+        )  # fmt: skip
+    )
+    with pytest.raises(ValueError, match="backbone|CLS|tokens"):
+        check_vit_classifier(deit)
+    no_cls = copy.deepcopy(model)
+    no_cls.vit.embeddings.cls_token = None
+    with pytest.raises(ValueError, match="no CLS token"):
+        check_vit_classifier(no_cls)
+    other_head = copy.deepcopy(model)
+    other_head.classifier = torch.nn.Sequential(torch.nn.Linear(32, 10))
+    with pytest.raises(ValueError, match="head layout"):
+        check_vit_classifier(other_head)
+
+
+def test_refuses_models_with_different_classes(tiny_model, tiny_vit_kwargs):
+    from hf_vitrobust.models import tiny_vit
+
+    model, _ = tiny_model
+    other, _ = tiny_vit(seed=1, **{**tiny_vit_kwargs, "num_labels": 7})
+    with pytest.raises(ValueError, match="different classes"):
+        analyze_models(model, {"ft": other.eval()}, lambda c: iter(()), ["clean"])
+
+
+def test_analyze_models_end_to_end_is_repeatable(tiny_model, tmp_path):
+    model, _ = tiny_model
+    other = _perturbed_blocks(model)
+    gen = torch.Generator().manual_seed(3)
+    data = torch.randn(40, 3, 28, 28, generator=gen)
+    labels = other(pixel_values=data).logits.argmax(-1).detach()
+
+    def batches(condition):
+        x = data if condition == "clean" else data + 0.5 * torch.sign(data)
+        for start in range(0, 40, 16):
+            yield x[start : start + 16], labels[start : start + 16]
+
+    kwargs = dict(n_resamples=1000, progress=False)
+    first = analyze_models(model, {"ft": other}, batches, ["clean", "noise"], **kwargs)
+    second = analyze_models(model, {"ft": other}, batches, ["clean", "noise"], **kwargs)
+    # Seeded statistics, deterministic capture (compared as written JSON: NaN becomes null).
+    a = write_json_atomic(first, tmp_path / "a.json").read_text()
+    assert a == write_json_atomic(second, tmp_path / "b.json").read_text()
+    assert np.isnan(first["cka"]["clean"]["ft"]["cls"][0])  # the embedded CLS is constant
+    lens = first["logit_lens"]["clean"]
+    assert lens["models"]["ft"]["accuracy"][-1]["value"] == 1.0
+    assert lens["models"]["base"]["last_layer_max_abs_diff"] <= 1e-5
+    assert len(lens["comparisons"]["ft"]["accuracy"]) == 3
+    ent = first["attention_entropy"]["noise"]["differences"]["ft"]["all_queries"]
+    assert np.asarray(ent["difference"]).shape == (2, 2)
+    assert set(ent["tests"][0][0]) >= {"estimate", "ci_low", "ci_high", "p_value"}
+    cka = first["cka"]["clean"]["ft"]
+    assert len(cka["cls"]) == 3 and all(0 <= v <= 1 + 1e-9 for v in cka["patch_mean"])
+    assert all(0 <= v <= 1 + 1e-9 for v in cka["cls"][1:])
+    patch = first["patching"]["clean"]["ft"]
+    assert patch["accuracy_b"] == 1.0
+    assert patch["per_layer"][-1]["recovered"] == pytest.approx(1.0)
+    assert model.config._attn_implementation == "sdpa"

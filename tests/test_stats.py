@@ -1,0 +1,127 @@
+"""hf_vitrobust.stats: bootstrap CIs against known distributions, exact paired tests by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hf_vitrobust.stats import (
+    PairedComparison,
+    bootstrap_ci,
+    bootstrap_ci_many,
+    mcnemar_test,
+    paired_bootstrap,
+    wilcoxon_test,
+)
+
+
+def _coverage(method_n: int, trials: int, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for t in range(trials):
+        # Exponential(1): skewed, true mean 1.
+        x = rng.exponential(1.0, size=method_n)
+        low, high = bootstrap_ci(x, n_resamples=1000, seed=t)
+        hits += low <= 1.0 <= high
+    return hits / trials
+
+
+def test_bootstrap_ci_covers_true_mean_at_nominal_rate():
+    # 200 trials: a 95% interval's coverage has binomial sd ~1.5%, so [0.89, 0.99] is ~4 sd wide;
+    # a broken interval (e.g. the sd instead of the standard error) fails by a wide margin.
+    coverage = _coverage(method_n=60, trials=200, seed=123)
+    assert 0.89 <= coverage <= 0.99, coverage
+
+
+def test_bootstrap_ci_percentile_branch_width_matches_normal_theory():
+    # Above BCA_MAX_N the percentile interval is used; its width must match 2·1.96·σ/√n.
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=6000)
+    low, high = bootstrap_ci(x, seed=1)
+    expected = 2 * 1.959964 * x.std(ddof=1) / math.sqrt(x.size)
+    assert low < x.mean() < high
+    assert abs((high - low) - expected) / expected < 0.1
+
+
+def test_bootstrap_ci_is_seeded_and_degenerate_is_a_point():
+    x = np.random.default_rng(5).normal(size=100)
+    assert bootstrap_ci(x, seed=7) == bootstrap_ci(x, seed=7)
+    assert bootstrap_ci(x, seed=7) != bootstrap_ci(x, seed=8)
+    assert bootstrap_ci(np.ones(50)) == (1.0, 1.0)
+
+
+def test_bootstrap_ci_rejects_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_ci([1.0, float("nan"), 2.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        bootstrap_ci([1.0])
+    with pytest.raises(ValueError, match="minimum of 1000"):
+        bootstrap_ci([1.0, 2.0, 3.0], n_resamples=100)
+
+
+def test_bootstrap_ci_many_matches_rowwise():
+    rng = np.random.default_rng(2)
+    rows = np.stack([rng.normal(size=80), rng.integers(0, 2, 80).astype(float), np.full(80, 0.5)])
+    many = bootstrap_ci_many(rows, seed=4)
+    assert many.shape == (3, 2)
+    assert tuple(many[2]) == (0.5, 0.5)
+    for i in range(2):
+        low, high = bootstrap_ci(rows[i], seed=4)
+        assert many[i, 0] <= rows[i].mean() <= many[i, 1]
+        # Same seed, same first-row resamples; the others share indices so agree closely.
+        assert abs(many[i, 0] - low) < 0.1 and abs(many[i, 1] - high) < 0.1
+
+
+def test_mcnemar_matches_hand_computed_binomial():
+    # 3 images both right, a_only = 1 (a right, b wrong), b_only = 5 (b right, a wrong), 1 both wrong.
+    a = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=bool)
+    b = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 0], dtype=bool)
+    result = mcnemar_test(a, b)
+    # Exact two-sided binomial, 6 discordant pairs, 5 of them for b:
+    # P = 2 · P(X ≤ 1 | n=6, p=½) = 2 · (1 + 6) / 64 = 14/64.
+    assert result.p_value == pytest.approx(14 / 64)
+    assert result.details == {"a_only": 1, "b_only": 5}
+    assert result.estimate == pytest.approx(0.4)  # 8/10 − 4/10
+    assert result.ci_low <= 0.4 <= result.ci_high
+    assert result.test == "mcnemar_exact" and result.n == 10
+
+
+def test_mcnemar_no_discordant_pairs_and_errors():
+    a = np.array([1, 0, 1, 1])
+    r = mcnemar_test(a, a)
+    assert r.p_value == 1.0 and r.estimate == 0.0 and (r.ci_low, r.ci_high) == (0.0, 0.0)
+    assert not r.excludes_zero
+    with pytest.raises(ValueError, match="0/1"):
+        mcnemar_test([0.5, 1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="paired"):
+        mcnemar_test([1, 0, 1], [1, 0])
+
+
+def test_paired_bootstrap_detects_a_shift_and_not_noise():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=400)
+    shifted = base + 0.2 + rng.normal(scale=0.1, size=400)
+    r = paired_bootstrap(base, shifted, seed=0)
+    assert isinstance(r, PairedComparison)
+    assert r.estimate == pytest.approx(float(np.mean(shifted - base)))
+    assert r.excludes_zero and r.ci_low > 0.1 and r.p_value < 0.01
+    # Pairing matters: the per-image noise of `base` cancels, so the paired CI is far narrower
+    # than the unpaired spread of either sample.
+    assert (r.ci_high - r.ci_low) < 0.1
+    null = paired_bootstrap(base, base + rng.normal(scale=0.1, size=400), seed=0)
+    assert null.p_value > 0.01 and not null.excludes_zero
+    d = r.to_dict()
+    assert d["excludes_zero"] is True and d["n_resamples"] == 2000 and d["seed"] == 0
+
+
+def test_wilcoxon_matches_scipy_and_hand_value():
+    # Differences 1..6 all positive: exact two-sided p = 2 / 2^6.
+    a = np.zeros(6)
+    b = np.arange(1, 7, dtype=float)
+    r = wilcoxon_test(a, b)
+    assert r.p_value == pytest.approx(2 / 64)
+    assert r.estimate == pytest.approx(3.5)
+    assert r.ci_low < 3.5 < r.ci_high
+    assert wilcoxon_test(a, a).p_value == 1.0

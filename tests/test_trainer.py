@@ -1,0 +1,414 @@
+"""AdversarialTrainer on a tiny ViT with synthetic data and a collator following the data contract.
+
+The corruption registry is replaced by a small fake one here so that these tests check the
+trainer's own logic; tests/test_recipes.py runs the real registry and data pipeline end to end.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback, ViTForImageClassification
+
+import hf_vitrobust.trainer as trainer_mod
+from hf_vitrobust.adversary import eval_mode, gather_views, per_example_loss, worst_of_k
+from hf_vitrobust.models import tiny_vit
+from hf_vitrobust.trainer import (
+    AdversarialTrainer,
+    AdversarialTrainingArguments,
+    NonFiniteLossError,
+)
+
+FAKE = types.SimpleNamespace(
+    REGISTRY_VERSION="fake-1",
+    GROUPS=("noise", "blur"),
+    FAMILIES={"noise": ("noise_a", "noise_b"), "blur": ("blur_a", "blur_b"), "low_frequency": ("blur_a", "blur_b")},
+    check_severity=lambda s: int(s) if 1 <= int(s) <= 5 else (_ for _ in ()).throw(ValueError(f"severity {s}")),
+)
+
+
+def _resolve(spec):
+    if isinstance(spec, str):
+        if spec not in FAKE.FAMILIES:
+            raise ValueError(f"Unknown corruption family {spec!r}")
+        return FAKE.FAMILIES[spec]
+    known = {n for f in FAKE.FAMILIES.values() for n in f}
+    for name in spec:
+        if name not in known:
+            raise ValueError(f"Unknown corruption {name!r}")
+    return tuple(spec)
+
+
+FAKE.resolve_family = _resolve
+
+
+@pytest.fixture(autouse=True)
+def fake_registry(monkeypatch):
+    monkeypatch.setattr(trainer_mod, "_corruptions_module", lambda: FAKE)
+
+
+class SyntheticImages(torch.utils.data.Dataset):
+    """Class-dependent 28 px images (learnable), with stable example ids."""
+
+    def __init__(self, n: int = 32, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % 10
+        base = torch.rand(10, 3, 28, 28, generator=g)
+        self.images = (0.6 * base[self.labels] + 0.4 * torch.rand(n, 3, 28, 28, generator=g)).clamp(0, 1)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": int(self.labels[i]), "example_id": i}
+
+
+class FakeCollator:
+    """Produces the contract's keys; view j of example i at epoch e is a noise draw seeded by
+    (seed, e, i, j) whose strength grows with its severity."""
+
+    def __init__(self, k: int = 0, seed: int = 0, names=("noise_a", "noise_b"), skipped: int = 0):
+        self.k, self.seed, self.names, self.epoch, self.skipped = k, seed, names, 0, skipped
+        self.mean, self.std = 0.286, 0.353
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __call__(self, examples):
+        x = torch.stack([e["image"] for e in examples])
+        ids = [int(e["example_id"]) for e in examples]
+        batch = {
+            "pixel_values": (x - self.mean) / self.std,
+            "labels": torch.tensor([int(e["label"]) for e in examples]),
+            "example_ids": torch.tensor(ids),
+            "num_skipped": self.skipped,
+        }
+        if self.k:
+            views, names, sevs = [], [], []
+            for i, xi in zip(ids, x):
+                row, rn, rs = [], [], []
+                for j in range(self.k):
+                    g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i, j)) % 2**31)
+                    sev = int(torch.randint(1, 6, (1,), generator=g))
+                    name = self.names[int(torch.randint(0, len(self.names), (1,), generator=g))]
+                    noisy = (xi + 0.1 * sev * torch.randn(xi.shape, generator=g)).clamp(0, 1)
+                    row.append((noisy - self.mean) / self.std)
+                    rn.append(name)
+                    rs.append(sev)
+                views.append(torch.stack(row))
+                names.append(rn)
+                sevs.append(rs)
+            batch.update(
+                views=torch.stack(views), view_corruptions=names, view_severities=torch.tensor(sevs)
+            )
+        return batch
+
+
+def make_args(tmp_path, **kw) -> AdversarialTrainingArguments:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=16,
+        learning_rate=1e-3,
+        max_steps=2,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=1,
+        seed=0,
+        dataloader_num_workers=0,
+    )
+    defaults.update(kw)
+    return AdversarialTrainingArguments(**defaults)
+
+
+def make_trainer(tmp_path, tiny_vit_kwargs, collator=None, dataset=None, **kw):
+    args = make_args(tmp_path, **kw)
+    model, processor = tiny_vit(seed=0, **tiny_vit_kwargs)
+    collator = collator or FakeCollator(k=args.views_needed)
+    return AdversarialTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset if dataset is not None else SyntheticImages(),
+        data_collator=collator,
+        processing_class=processor,
+    )
+
+
+class Spy:
+    """Records what the model is trained on (the inputs of compute_loss in train mode)."""
+
+    def __init__(self, trainer):
+        self.calls = []
+        original = trainer.compute_loss
+
+        def compute_loss(model, inputs, *a, **k):
+            if model.training:
+                self.calls.append({key: v for key, v in inputs.items() if torch.is_tensor(v)})
+            return original(model, inputs, *a, **k)
+
+        trainer.compute_loss = compute_loss
+
+
+def test_clean_training_saves_a_plain_loadable_model(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, max_steps=3)
+    trainer.train()
+    status = trainer.save_robust_model()
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").is_file()
+    assert (out / "preprocessor_config.json").is_file()
+    loaded = ViTForImageClassification.from_pretrained(out)
+    assert loaded.config.robustness["adversary"] == "none"
+    assert loaded.config.robustness["train_corruptions"] == []
+    state = load_file(out / "model.safetensors")
+    torch.testing.assert_close(state["classifier.weight"], trainer.model.classifier.weight.detach())
+    # The model card comes from hf_vitrobust.hub; when it is missing that is reported.
+    assert status["model_card"] is not None or "model_card_error" in status
+    assert (out / "adversary_stats.json").is_file()
+
+
+def test_worst_of_k_trains_on_the_highest_loss_view(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(
+        tmp_path, tiny_vit_kwargs, adversary="worst_of_k", num_views=3, train_family="noise",
+        max_steps=1, learning_rate=0.0, dataset=SyntheticImages(8),
+    )
+    spy = Spy(trainer)
+    batch = trainer.data_collator([SyntheticImages(8)[i] for i in range(8)])
+    trainer.train()
+    (seen,) = spy.calls
+    model = trainer.model
+    with eval_mode(model):
+        index, _ = worst_of_k(model, batch["views"], batch["labels"])
+    expected = gather_views(batch["views"], index)
+    # The sampler shuffles the 8 examples: each trained image is its example's worst view.
+    for img in seen["pixel_values"]:
+        assert ((expected - img).abs().amax((1, 2, 3)) < 1e-5).any()
+    stats = trainer.adversary_stats()
+    assert sum(stats["winning_corruptions"].values()) == 8
+    assert set(stats["winning_corruptions"]) <= {"noise_a", "noise_b"}
+    assert sum(stats["winning_severities"].values()) == 8
+    assert trainer.model.training  # back in train mode after the attack
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    assert any(k.startswith("win_frac/") for k in history[0])
+
+
+def test_pgd_step_stays_within_budget(tmp_path, tiny_vit_kwargs):
+    eps = 4 / 255
+    trainer = make_trainer(
+        tmp_path, tiny_vit_kwargs, adversary="pgd", pgd_epsilon=eps, pgd_steps=2, max_steps=1
+    )
+    spy = Spy(trainer)
+    trainer.train()
+    adv = spy.calls[0]["pixel_values"]
+    # Find each image's clean version among the dataset (sampler order is random).
+    clean = (SyntheticImages().images - 0.286) / 0.353
+    for img in adv:
+        dist = ((clean - img).abs() * 0.353).amax((1, 2, 3))
+        assert dist.min() <= eps + 1e-5 and dist.min() > 0
+
+
+def _one_step_weights(tmp_path, tiny_vit_kwargs, batch, accum, name, **kw):
+    trainer = make_trainer(
+        tmp_path / name, tiny_vit_kwargs, per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum, max_steps=1, optim="sgd", learning_rate=0.5,
+        lr_scheduler_type="constant", dataset=SyntheticImages(16), **kw,
+    )
+    trainer.train()
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("adversary", ["worst_of_k+pgd", "fgsm"])
+def test_gradient_accumulation_matches_one_big_batch(tmp_path, tiny_vit_kwargs, adversary):
+    kw = dict(adversary=adversary, num_views=2, train_family="noise", pgd_random_start=False,
+              pgd_steps=2, clean_loss_weight=0.3)
+    big = _one_step_weights(tmp_path, tiny_vit_kwargs, 16, 1, "big", **kw)
+    small = _one_step_weights(tmp_path, tiny_vit_kwargs, 4, 4, "small", **kw)
+    start = tiny_vit(seed=0, **tiny_vit_kwargs)[0].state_dict()
+    assert not torch.allclose(big["classifier.weight"], start["classifier.weight"])
+    for key in big:
+        torch.testing.assert_close(small[key], big[key], rtol=1e-4, atol=1e-6)
+
+
+def test_mixed_clean_loss_is_the_weighted_sum(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, adversary="fgsm", clean_loss_weight=0.25)
+    model = trainer.model.train()
+    g = torch.Generator().manual_seed(0)
+    adv, clean = torch.randn(4, 3, 28, 28, generator=g), torch.randn(4, 3, 28, 28, generator=g)
+    labels = torch.tensor([0, 1, 2, 3])
+    inputs = {"pixel_values": adv, "labels": labels, "_clean_pixel_values": clean}
+    loss = trainer.compute_loss(model, dict(inputs))
+    expected = 0.75 * per_example_loss(model, adv, labels).mean() + 0.25 * per_example_loss(
+        model, clean, labels
+    ).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+class _Poison(TrainerCallback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        if state.global_step == self.at_step - 1:
+            with torch.no_grad():
+                model.classifier.bias.fill_(float("nan"))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, max_steps=4, save_strategy="steps", save_steps=2)
+    trainer.add_callback(_Poison(at_step=3))
+    with pytest.raises(NonFiniteLossError, match="step 3"):
+        trainer.train()
+    ckpt = tmp_path / "out" / "checkpoint-2"
+    state = load_file(ckpt / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert not (tmp_path / "out" / "checkpoint-4").exists()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(num_views=0), "num_views"),
+        (dict(adversary="pgd", pgd_epsilon=-0.1), "pgd_epsilon"),
+        (dict(train_family="no_such_family"), "Unknown corruption family"),
+        (dict(train_family="noise_a,nope"), "Unknown corruption"),
+        (dict(adversary="worst_of_k"), "needs train_family"),
+        (dict(adversary="cw"), "Unknown adversary"),
+        (dict(pgd_band="mid"), "pgd_band"),
+        (dict(clean_loss_weight=1.5), "clean_loss_weight"),
+        (dict(train_family="noise", severities=[0]), "severity"),
+        (dict(train_family="noise", eval_unseen_group="weather"), "eval_unseen_group"),
+    ],
+)
+def test_wrong_settings_fail_before_training(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        make_args(tmp_path, **kw)
+
+
+def test_collator_without_enough_views_fails_before_training(tmp_path, tiny_vit_kwargs):
+    with pytest.raises(ValueError, match="k=4"):
+        make_trainer(
+            tmp_path, tiny_vit_kwargs, collator=FakeCollator(k=1), adversary="worst_of_k",
+            train_family="noise", num_views=4,
+        )
+
+
+def test_stream_needs_max_steps(tmp_path, tiny_vit_kwargs):
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(SyntheticImages(8))
+
+    stream = Stream()
+    with pytest.raises(ValueError, match="max_steps"):
+        make_trainer(tmp_path, tiny_vit_kwargs, dataset=stream, max_steps=-1, num_train_epochs=1)
+
+
+def test_bad_image_limit_stops_the_run(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, collator=FakeCollator(skipped=1), max_steps=20)
+    trainer.max_bad_fraction = 0.05
+    with pytest.raises(ValueError, match="could not be decoded"):
+        trainer.train()
+    assert trainer.images_skipped >= 8
+
+
+def test_evaluation_reports_clean_seen_and_unseen(tmp_path, tiny_vit_kwargs):
+    args = make_args(tmp_path, adversary="worst_of_k", num_views=2, train_family="low_frequency")
+    assert args.unseen_group() == "noise"
+    model, processor = tiny_vit(seed=0, **tiny_vit_kwargs)
+    evals = {
+        "clean": FakeCollator(k=0),
+        "seen": FakeCollator(k=1, seed=7, names=("blur_a",)),
+        "unseen": FakeCollator(k=1, seed=8, names=("noise_a",)),
+    }
+    data = SyntheticImages(16)
+    trainer = AdversarialTrainer(
+        model=model, args=args, train_dataset=data, data_collator=FakeCollator(k=2),
+        eval_dataset={name: data for name in evals}, eval_collators=evals, processing_class=processor,
+    )
+    metrics = trainer.evaluate()
+    for name in evals:
+        assert 0.0 <= metrics[f"eval_{name}_accuracy"] <= 1.0
+    # Corrupted evaluations really use the views.
+    assert metrics["eval_seen_loss"] != metrics["eval_clean_loss"]
+    robustness = trainer.model.config.robustness
+    assert robustness["train_corruptions"] == ["blur_a", "blur_b"]
+    assert robustness["registry_version"] == "fake-1"
+    assert robustness["eval_unseen_group"] == "noise"
+
+
+class _Crash(TrainerCallback):
+    """Simulates a kill: stops the process's training abruptly at the start of a step."""
+
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_begin(self, args, state, control, **kw):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_vit_kwargs):
+    kw = dict(
+        adversary="worst_of_k+pgd", num_views=2, train_family="noise", pgd_steps=1,
+        max_steps=8, save_strategy="steps", save_steps=3, dataset=SyntheticImages(32),
+    )
+    full = make_trainer(tmp_path / "full", tiny_vit_kwargs, **kw)
+    full.train()
+    crashed = make_trainer(tmp_path / "resumed", tiny_vit_kwargs, **kw)
+    crashed.add_callback(_Crash(at_step=5))
+    with pytest.raises(KeyboardInterrupt):
+        crashed.train()
+    resumed = make_trainer(tmp_path / "resumed", tiny_vit_kwargs, **kw)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "out" / "checkpoint-3"))
+    assert resumed.state.global_step == 8 and math.isclose(resumed.state.epoch, 2.0)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+
+
+def test_stream_resume_sees_no_example_twice(tmp_path, tiny_vit_kwargs):
+    from datasets import IterableDataset
+
+    images = SyntheticImages(48)
+
+    def gen():
+        for i in range(len(images)):
+            item = images[i]
+            yield {"image": item["image"].numpy(), "label": item["label"], "example_id": i}
+
+    def stream():
+        return IterableDataset.from_generator(gen).shuffle(seed=3, buffer_size=16).with_format("torch")
+
+    kw = dict(max_steps=6, save_strategy="steps", save_steps=2)
+    seen: dict[int, list[int]] = {}
+
+    class Record(TrainerCallback):
+        pass
+
+    def recording(trainer):
+        original = trainer.training_step
+
+        def step(model, inputs, *a, **k):
+            seen.setdefault(trainer.state.global_step + 1, []).extend(inputs["example_ids"].tolist())
+            return original(model, inputs, *a, **k)
+
+        trainer.training_step = step
+        return trainer
+
+    first = recording(make_trainer(tmp_path, tiny_vit_kwargs, dataset=stream(), **kw))
+    first.add_callback(_Crash(at_step=3))
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    assert sorted(seen) == [1, 2, 3]  # step 3 ran but was never checkpointed: it is lost
+    del seen[3]
+    second = recording(make_trainer(tmp_path, tiny_vit_kwargs, dataset=stream(), **kw))
+    second.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    ids = [i for step in sorted(seen) for i in seen[step]]
+    assert sorted(seen) == [1, 2, 3, 4, 5, 6]
+    assert len(ids) == len(set(ids)) == 48
+    assert np.array_equal(np.sort(ids), np.arange(48))

@@ -65,7 +65,9 @@ def _logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     return out.logits if hasattr(out, "logits") else out[0]
 
 
-def per_example_loss(model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def per_example_loss(
+    model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """Cross-entropy per image [B], computed in float32 (autocast logits may be bf16/fp16)."""
     return F.cross_entropy(_logits(model, pixel_values).float(), labels, reduction="none")
 
@@ -214,7 +216,10 @@ def pgd(
         return (x01 + delta).clamp(0.0, 1.0) - x01
 
     if random_start:
-        noise = torch.rand(x01.shape, generator=generator, device="cpu", dtype=torch.float32)
+        # Draw on the generator's device (the input's when none is given): a CPU draw of a
+        # ViT-B batch and its copy cost more than a PGD step on a GPU.
+        where = generator.device if generator is not None else x01.device
+        noise = torch.rand(x01.shape, generator=generator, device=where, dtype=torch.float32)
         delta = project((noise.to(x01.device) * 2 - 1) * epsilon)
     else:
         delta = torch.zeros_like(x01)
@@ -260,16 +265,16 @@ def fgsm(
     )
 
 
-def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    """A CPU generator seeded from (seed, step, rank): PGD random starts repeat after a resume."""
-    g = torch.Generator()
+def step_generator(
+    seed: int, step: int, rank: int = 0, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A generator seeded from (seed, step, rank): PGD random starts repeat after a resume."""
+    g = torch.Generator(device=device)
     g.manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + int(rank)) % (2**63 - 1))
     return g
 
 
-def linf_pixels(
-    adv: torch.Tensor, ref: torch.Tensor, std: Sequence[float] | torch.Tensor
-) -> float:
+def linf_pixels(adv: torch.Tensor, ref: torch.Tensor, std: Sequence[float] | torch.Tensor) -> float:
     """‖adv − ref‖∞ in [0, 1] pixel units (both normalised); used by tests and logging."""
     diff = (adv.float() - ref.float()) * _stats(std, ref)
     value = diff.abs().max().item()

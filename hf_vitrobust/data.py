@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import logging
 import multiprocessing
 import os
+import struct
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,18 +95,24 @@ def find_fashion_mnist_dir() -> Path | None:
     return None
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read one gzipped IDX file (big-endian header: magic, then one uint32 per dimension)."""
+def _read_idx(path: Path, max_items: int | None = None) -> np.ndarray:
+    """Read a gzipped IDX file (big-endian header: magic, then one uint32 per dimension).
+
+    With ``max_items`` only the first items are decompressed (fast small loads).
+    """
     with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
-    ndim = data[3]
-    shape = tuple(int(v) for v in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {array.size} bytes.")
-    return array.reshape(shape)
+        magic = handle.read(4)
+        if len(magic) < 4 or magic[:3] != b"\x00\x00\x08":
+            raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number).")
+        ndim = magic[3]
+        shape = tuple(int(v) for v in np.frombuffer(handle.read(4 * ndim), dtype=">u4"))
+        if max_items is not None:
+            shape = (min(shape[0], max_items), *shape[1:])
+        expected = int(np.prod(shape))
+        data = handle.read(expected)
+    if len(data) != expected:
+        raise ValueError(f"{path} is truncated: header says {shape}, found {len(data)} bytes.")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def _pgm_bytes(image: np.ndarray) -> bytes:
@@ -134,14 +142,12 @@ def _load_fashion_mnist_files(
     import pyarrow as pa
 
     images_file, labels_file = FASHION_MNIST_FILES[_fashion_mnist_split(split)]
-    images = _read_idx(folder / images_file)
-    labels = _read_idx(folder / labels_file)
+    images = _read_idx(folder / images_file, max_examples)
+    labels = _read_idx(folder / labels_file, max_examples)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(
             f"Fashion-MNIST files in {folder} disagree: images {images.shape}, labels {labels.shape}."
         )
-    if max_examples is not None:
-        images, labels = images[:max_examples], labels[:max_examples]
     encoded = pa.array([_pgm_bytes(img) for img in images], type=pa.binary())
     image_column = pa.StructArray.from_arrays(
         [encoded, pa.nulls(len(images), pa.string())], names=["bytes", "path"]
@@ -158,7 +164,9 @@ def _load_fashion_mnist_files(
         label=datasets.ClassLabel(names=list(FASHION_MNIST_CLASSES)),
         example_id=datasets.Value("int64"),
     )
-    return datasets.Dataset(table.cast(features.arrow_schema), info=datasets.DatasetInfo(features=features))
+    return datasets.Dataset(
+        table.cast(features.arrow_schema), info=datasets.DatasetInfo(features=features)
+    )
 
 
 def _is_save_to_disk_dir(path: Path) -> bool:
@@ -202,7 +210,9 @@ def _load_raw(
                 loaded = loaded[split]
             return loaded, f"saved dataset {text!r}", False
         try:
-            ds = datasets.load_dataset(str(path), config_name, split=split, streaming=bool(streaming))
+            ds = datasets.load_dataset(
+                str(path), config_name, split=split, streaming=bool(streaming)
+            )
         except ValueError as error:
             if "split" in str(error).lower():
                 raise ValueError(
@@ -273,7 +283,10 @@ def _standardize(
                 f"{description} has no {role} column {name!r}; its columns are {columns}. "
                 f"Pass {role}_column=<one of them> (DataArguments.{role}_column in a recipe)."
             )
-    keep = [image_column, label_column] + (["example_id"] if "example_id" in columns else [])
+    # A source's own integer `example_id` column is kept (e.g. a saved subset keeps its ids).
+    id_feature = ds.features.get("example_id") if "example_id" in columns else None
+    has_ids = id_feature is not None and "int" in str(getattr(id_feature, "dtype", ""))
+    keep = [image_column, label_column] + (["example_id"] if has_ids else [])
     drop = [c for c in columns if c not in keep]
     if drop:
         ds = ds.remove_columns(drop)
@@ -300,7 +313,7 @@ def _standardize(
         if dtype == "string":
             ds = ds.class_encode_column("label")
         elif "int" in str(dtype):
-            values = np.asarray(ds.data.column("label").to_numpy(zero_copy_only=False))
+            values = _column_array(ds, "label")
             if len(values) and values.min() < 0:
                 bad = np.flatnonzero(values < 0)[:5].tolist()
                 raise ValueError(
@@ -308,12 +321,15 @@ def _standardize(
                     "e.g. a test split); use a labelled split."
                 )
             top = int(values.max()) + 1 if len(values) else 0
-            ds = ds.cast_column(
-                "label", datasets.ClassLabel(names=[str(i) for i in range(top)])
-            )
+            ds = ds.cast_column("label", datasets.ClassLabel(names=[str(i) for i in range(top)]))
         else:
             raise ValueError(f"Cannot use {label_feature} as class labels in {description}.")
     return ds
+
+
+def _column_array(ds: Any, column: str) -> np.ndarray:
+    """One column of a map-style dataset as numpy (honouring select/shuffle index mappings)."""
+    return np.asarray(ds.select_columns([column]).with_format("numpy")[column])
 
 
 def _stream_with_ids(stream: datasets.IterableDataset) -> datasets.IterableDataset:
@@ -479,10 +495,10 @@ def validate_labels(dataset: Any, num_labels: int) -> None:
             f"num_labels={num_labels}: labels >= {num_labels} would fail inside the loss."
         )
     if isinstance(dataset, datasets.Dataset):
-        values = np.asarray(dataset.data.column("label").to_numpy(zero_copy_only=False))
+        values = _column_array(dataset, "label")
         bad = np.flatnonzero((values < 0) | (values >= num_labels))
         if len(bad):
-            ids = np.asarray(dataset.data.column("example_id").to_numpy())[bad[:5]].tolist()
+            ids = _column_array(dataset, "example_id")[bad[:5]].tolist()
             raise ValueError(
                 f"{len(bad)} labels are outside [0, {num_labels}) (example ids {ids}, labels "
                 f"{values[bad[:5]].tolist()}); the model has num_labels={num_labels}."
@@ -517,7 +533,8 @@ def _composite_on_white(image: PILImage.Image) -> PILImage.Image:
 
 
 def _pil_to_rgb_array(image: PILImage.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation tag: rotate/flip for display
+        image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode == "RGB":
         rgb = np.asarray(image)
@@ -612,12 +629,16 @@ def decode_image(value: Any) -> np.ndarray:
 class BadImageTracker:
     """Counts decoded and undecodable images, across DataLoader workers, and enforces a limit.
 
-    Counters live in shared memory, so the copies in DataLoader workers (fork or spawn) update
-    the same numbers the main process reads. The run stops with ``TooManyBadImagesError``
-    naming the first bad example ids when the bad fraction exceeds ``max_bad_fraction``: during
-    the run once ``min_examples`` images were seen (so that one early bad file does not stop it),
-    and at the end (``check(final=True)``) whatever the count.
+    Counters live in shared memory, so the copies in DataLoader workers (fork, spawn or
+    forkserver) update the numbers the main process reads. Each worker writes its own slot (no
+    lock, hence no multiprocessing-context mismatch); the totals are sums over slots. The run
+    stops with ``TooManyBadImagesError`` naming the first bad example ids when the bad fraction
+    exceeds ``max_bad_fraction``: during the run once ``min_examples`` images were seen (so
+    that one early bad file does not stop it), and at the end (``check(final=True)``) whatever
+    the count.
     """
+
+    _SLOTS = 65  # the main process, then DataLoader worker ids modulo 64
 
     def __init__(
         self, max_bad_fraction: float = 0.01, min_examples: int = 1000, max_listed: int = 10
@@ -626,40 +647,50 @@ class BadImageTracker:
             raise ValueError(f"max_bad_fraction must be in [0, 1], not {max_bad_fraction}.")
         self.max_bad_fraction = float(max_bad_fraction)
         self.min_examples = int(min_examples)
-        self.max_listed = int(max_listed)
-        self._seen = multiprocessing.Value("q", 0)
-        self._bad = multiprocessing.Value("q", 0)
-        self._first_bad = multiprocessing.Array("q", max(1, self.max_listed))
+        self.max_listed = max(1, int(max_listed))
+        # Per slot: [seen, bad]; and the slot's first `max_listed` bad example ids.
+        self._counts = multiprocessing.RawArray("q", 2 * self._SLOTS)
+        self._ids = multiprocessing.RawArray("q", self._SLOTS * self.max_listed)
+
+    def _slot(self) -> int:
+        import torch.utils.data
+
+        info = torch.utils.data.get_worker_info()
+        return 0 if info is None else 1 + info.id % (self._SLOTS - 1)
 
     @property
     def seen(self) -> int:
         """Images looked at (good and bad)."""
-        return int(self._seen.value)
+        return int(sum(self._counts[0::2]))
 
     @property
     def bad(self) -> int:
         """Images skipped as undecodable."""
-        return int(self._bad.value)
+        return int(sum(self._counts[1::2]))
 
     @property
     def fraction(self) -> float:
-        return self.bad / self.seen if self.seen else 0.0
+        seen = self.seen
+        return self.bad / seen if seen else 0.0
 
     @property
     def first_bad_ids(self) -> list[int]:
-        with self._bad.get_lock():
-            n = min(int(self._bad.value), self.max_listed)
-            return [int(v) for v in self._first_bad[:n]]
+        ids: list[int] = []
+        for slot in range(self._SLOTS):
+            n = min(int(self._counts[2 * slot + 1]), self.max_listed)
+            start = slot * self.max_listed
+            ids += [int(v) for v in self._ids[start : start + n]]
+        return ids[: self.max_listed]
 
     def record(self, num_ok: int = 0, bad_ids: Sequence[int] = ()) -> None:
         """Count ``num_ok`` good images and the undecodable ones with these example ids."""
-        with self._bad.get_lock():
-            for example_id in bad_ids:
-                if self._bad.value < self.max_listed:
-                    self._first_bad[self._bad.value] = int(example_id)
-                self._bad.value += 1
-        with self._seen.get_lock():
-            self._seen.value += int(num_ok) + len(bad_ids)
+        slot = self._slot()
+        for example_id in bad_ids:
+            bad = int(self._counts[2 * slot + 1])
+            if bad < self.max_listed:
+                self._ids[slot * self.max_listed + bad] = int(example_id)
+            self._counts[2 * slot + 1] = bad + 1
+        self._counts[2 * slot] += int(num_ok) + len(bad_ids)
 
     def check(self, final: bool = False) -> None:
         """Raise ``TooManyBadImagesError`` when the bad fraction is above the limit."""
@@ -738,26 +769,26 @@ def _get(obj: Any, key: str) -> Any:
 
 @dataclass(frozen=True)
 class ProcessorSpec:
-    """Size, resampling, mean and std of a model's image processor, applied fast.
+    """Size, resampling, crop, mean and std of a model's image processor, applied fast.
 
-    Resizing uses Pillow on uint8 with the processor's filter (as ``ViTImageProcessorPil``
-    does); rescaling and normalisation are one vectorised torch op per batch instead of the
-    processor's per-image numpy work.
+    Resizing (and centre cropping) uses Pillow on uint8 with the processor's filter, as
+    ``ViTImageProcessorPil`` does; rescaling and normalisation are one vectorised multiply-add
+    per batch instead of the processor's per-image work.
     """
 
-    size: tuple[int, int]
+    size: tuple[int, int]  # final (H, W) the model sees
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resample: int = PILImage.Resampling.BILINEAR
     do_resize: bool = True
     do_normalize: bool = True
-    # (shortest_edge, crop (H, W)) for processors that resize the short side then centre-crop.
-    shortest_edge: int | None = None
-    crop_size: tuple[int, int] | None = field(default=None)
+    resize_to: tuple[int, int] | None = None  # exact (H, W) resize
+    shortest_edge: int | None = None  # or: resize the short side to this, keeping the aspect
+    crop_size: tuple[int, int] | None = None  # then centre-crop to (H, W)
 
     @classmethod
     def from_processor(cls, processor: Any) -> ProcessorSpec:
-        """Read size/mean/std/resample from a transformers image processor (or pass a spec)."""
+        """Read size/crop/mean/std/resample from a transformers image processor (or a spec)."""
         if isinstance(processor, ProcessorSpec):
             return processor
         processor = getattr(processor, "image_processor", processor)
@@ -767,13 +798,21 @@ class ProcessorSpec:
         crop = _get(processor, "crop_size") if _get(processor, "do_center_crop") else None
         crop_hw = (int(_get(crop, "height")), int(_get(crop, "width"))) if crop else None
         if height and width:
-            out_size, shortest = (int(height), int(width)), None
+            resize_to, shortest = (int(height), int(width)), None
+            out_size = crop_hw or resize_to
         elif shortest:
-            out_size = crop_hw or (int(shortest), int(shortest))
+            resize_to, shortest = None, int(shortest)
+            out_size = crop_hw or (shortest, shortest)
         else:
             raise ValueError(
                 f"Unsupported image processor size {size!r} ({type(processor).__name__}): "
                 "expected {'height', 'width'} or {'shortest_edge'}."
+            )
+        if shortest and not crop_hw:
+            raise ValueError(
+                f"{type(processor).__name__} resizes the shortest edge without a centre crop, so "
+                "images keep their aspect ratio and cannot be batched; use a processor with "
+                "size={'height', 'width'} or do_center_crop=True."
             )
         if _get(processor, "do_rescale") is False:
             raise ValueError(
@@ -801,28 +840,36 @@ class ProcessorSpec:
             resample=resample,
             do_resize=_get(processor, "do_resize") is not False,
             do_normalize=do_normalize,
-            shortest_edge=int(shortest) if shortest else None,
-            crop_size=crop_hw if shortest else None,
+            resize_to=resize_to,
+            shortest_edge=shortest,
+            crop_size=crop_hw,
         )
 
     def resize_uint8(self, image: np.ndarray) -> np.ndarray:
-        """Resize an RGB uint8 image to the model's input size (no-op when already there)."""
-        height, width = self.size
-        if image.shape[:2] == (height, width) or not self.do_resize:
-            return image
+        """Resize (and centre-crop) an RGB uint8 image to the model's input size."""
+        height, width = image.shape[:2]
+        if (height, width) == self.size and (self.crop_size or self.resize_to == self.size):
+            return image  # already what the model sees (e.g. Fashion-MNIST at 28 px)
         pil = PILImage.fromarray(image)
-        if self.shortest_edge:
-            h, w = image.shape[:2]
-            scale = self.shortest_edge / min(h, w)
-            new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if self.do_resize and self.shortest_edge:
+            # transformers' rule: the short side becomes `shortest_edge`, the long side int().
+            if width <= height:
+                new = (self.shortest_edge, int(self.shortest_edge * height / width))
+            else:
+                new = (int(self.shortest_edge * width / height), self.shortest_edge)
             pil = pil.resize(new, resample=self.resample)
-            if self.crop_size:
-                ch, cw = self.crop_size
-                left, top = (new[0] - cw) // 2, (new[1] - ch) // 2
-                pil = pil.crop((left, top, left + cw, top + ch))
-            out = np.asarray(pil)
-        else:
-            out = np.asarray(pil.resize((width, height), resample=self.resample))
+        elif self.do_resize and self.resize_to and (height, width) != self.resize_to:
+            pil = pil.resize((self.resize_to[1], self.resize_to[0]), resample=self.resample)
+        if self.crop_size:
+            crop_h, crop_w = self.crop_size
+            top, left = (pil.height - crop_h) // 2, (pil.width - crop_w) // 2
+            pil = pil.crop((left, top, left + crop_w, top + crop_h))
+        out = np.asarray(pil)
+        if out.shape[:2] != self.size:
+            raise ValueError(
+                f"Image of size {height}x{width} became {out.shape[0]}x{out.shape[1]}, not the "
+                f"model's {self.size[0]}x{self.size[1]} (the processor has do_resize=False)."
+            )
         return np.ascontiguousarray(out)
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -854,8 +901,16 @@ class ProcessorSpec:
         if len(images) == 0:
             return torch.empty(0, 3, height, width)
         stacked = np.stack([self.resize_uint8(np.asarray(img, dtype=np.uint8)) for img in images])
-        x = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)
-        return self.normalize(x).contiguous()
+        # One fused multiply-add in numpy: (v / 255 - mean) / std = v * scale + offset. Torch's
+        # elementwise ops here are slower per call and contend for cores with the trainer.
+        x = stacked.astype(np.float32)
+        if self.do_normalize:
+            std = np.asarray(self.std, dtype=np.float64)
+            x *= (1.0 / (255.0 * std)).astype(np.float32)
+            x += (-np.asarray(self.mean, dtype=np.float64) / std).astype(np.float32)
+        else:
+            x *= np.float32(1.0 / 255.0)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -898,13 +953,20 @@ class CorruptionViews:
 
     def draw(self, epoch: int, example_id: int, view_index: int) -> tuple[str, int, int]:
         """(corruption name, severity, seed for the corruption's own randomness)."""
-        entropy = [self.seed, _STAGES[self.stage], int(epoch), int(example_id), int(view_index)]
-        if min(entropy) < 0:
-            raise ValueError(f"seed, epoch, example id and view index must be >= 0: {entropy}.")
-        state = np.random.SeedSequence(entropy).generate_state(3, dtype=np.uint32)
-        name = self.names[int(state[0]) % len(self.names)]
-        severity = self.severities[int(state[1]) % len(self.severities)]
-        return name, severity, int(state[2])
+        key = (self.seed, _STAGES[self.stage], int(epoch), int(example_id), int(view_index))
+        if not all(0 <= v < 2**64 for v in key):
+            raise ValueError(
+                f"seed, epoch, example id and view index must be in [0, 2**64): {key}."
+            )
+        # A keyed hash of the five integers: pure, platform-independent, and ~20x cheaper than
+        # a numpy SeedSequence per view (this runs k times per image in the workers).
+        digest = hashlib.blake2b(
+            struct.pack("<5Q", *key), digest_size=24, person=b"vitrobust-view"
+        ).digest()
+        name_word, severity_word, seed_word = struct.unpack("<3Q", digest)
+        name = self.names[name_word % len(self.names)]
+        severity = self.severities[severity_word % len(self.severities)]
+        return name, severity, seed_word >> 32
 
     def apply(
         self, image: np.ndarray, epoch: int, example_id: int, view_index: int
@@ -1013,7 +1075,9 @@ class CorruptionCollator:
                 name_ids.append([index[n] for n in row_names])
                 severities.append(row_sev)
             height, width = self.spec.size
-            batch["views"] = self.spec.to_tensor(corrupted).view(len(clean), self.k, 3, height, width)
+            batch["views"] = self.spec.to_tensor(corrupted).view(
+                len(clean), self.k, 3, height, width
+            )
             batch["view_corruption_ids"] = torch.tensor(name_ids, dtype=torch.long).view(-1, self.k)
             batch["view_severities"] = torch.tensor(severities, dtype=torch.long).view(-1, self.k)
             if not self.tensors_only:

@@ -215,7 +215,9 @@ def load_eval_models(
         model, processor = load_model_and_processor(
             ModelArguments(model_name_or_path=name, attn_implementation=attn_implementation)
         )
-        out.append(EvalModel(name=name, model=model.eval().to(_device(device)), processor=processor))
+        out.append(
+            EvalModel(name=name, model=model.eval().to(_device(device)), processor=processor)
+        )
     return out
 
 
@@ -350,7 +352,10 @@ class CellRecord:
 
     @classmethod
     def concat(cls, parts: Sequence[dict[str, np.ndarray]]) -> CellRecord:
-        return cls(**{f: np.concatenate([p[f] for p in parts]) for f in cls.FIELDS})
+        """Join batches, sorted by example id (so a stream's order never breaks the pairing)."""
+        joined = {f: np.concatenate([p[f] for p in parts]) for f in cls.FIELDS}
+        order = np.argsort(joined["example_ids"], kind="stable")
+        return cls(**{f: v[order] for f, v in joined.items()})
 
 
 class CellStore:
@@ -362,7 +367,9 @@ class CellStore:
         if manifest.exists() and resume:
             old = read_json(manifest)
             if old != fingerprint:
-                diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+                diff = sorted(
+                    k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k)
+                )
                 raise ValueError(
                     f"{self.root} holds cells of a different evaluation (differs in {diff}). "
                     "Use a new output_dir, or pass --resume false to recompute every cell."
@@ -460,14 +467,15 @@ def _corrupt_batch(images: np.ndarray, ids: np.ndarray, cell: Cell, seed: int) -
 
     return np.stack(
         [
-            corrupt(img, cell.corruption, cell.severity, seed=image_seed(seed, eid, *_cs(cell)))
+            corrupt(
+                img,
+                cell.corruption,
+                cell.severity,
+                seed=image_seed(seed, eid, cell.corruption, cell.severity),
+            )
             for img, eid in zip(images, ids)
         ]
     )
-
-
-def _cs(cell: Cell) -> tuple[str, int]:
-    return cell.corruption, cell.severity
 
 
 def run_grid(
@@ -514,6 +522,7 @@ def run_grid(
         if getattr(m.model.config, "_attn_implementation", "sdpa") != "sdpa":
             # Evaluation only needs logits: sdpa is the fast path.
             m.model.set_attn_implementation("sdpa")
+    dtypes = [next(m.model.parameters()).dtype for m in models]
     bad_images = BadImageTracker(max_bad_fraction=max_bad_fraction)
     clean = _CleanImages(dataset, specs[0], batch_size, bad_images, cache_bytes)
     records: dict[str, dict[str, CellRecord]] = {k: {} for k in keys}
@@ -536,10 +545,11 @@ def run_grid(
         parts: dict[int, list[dict[str, np.ndarray]]] = {i: [] for i in pending}
         for images, ids, labels in clean:
             corrupted = _corrupt_batch(images, ids, cell, seed)
-            x01 = torch.from_numpy(corrupted).permute(0, 3, 1, 2).float().div_(255.0)
+            # One transfer per batch; each model then normalises the same pixels its own way.
+            x01 = torch.from_numpy(corrupted).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
             for i in pending:
                 with torch.inference_mode():
-                    pixels = specs[i].normalize(x01).to(dev)
+                    pixels = specs[i].normalize(x01).to(dtypes[i])
                     logits = models[i].model(pixel_values=pixels).logits.float()
                     if perms[i] is not None:
                         logits = logits[:, torch.as_tensor(perms[i], device=logits.device)]
@@ -596,16 +606,33 @@ def _per_image(records: dict[str, CellRecord], cell_keys: Sequence[str], s: _Set
     return out
 
 
+def _occupied_bins(*bin_sums: np.ndarray) -> np.ndarray:
+    """Rows (bins) non-zero in any of the arrays: empty bins add nothing to the ECE, and
+    dropping them makes its bootstrap several times cheaper."""
+    mask = np.zeros(bin_sums[0].shape[0], dtype=bool)
+    for x in bin_sums:
+        mask |= np.any(x != 0, axis=-1)
+    if not mask.any():
+        mask[0] = True
+    return mask
+
+
 def _metric_block(values: dict[str, np.ndarray], s: _Settings) -> dict[str, dict[str, Any]]:
     rows = np.stack([values[m] for m in MEAN_METRICS])
     cis = stats.bootstrap_ci_many(rows, s.n_resamples, s.confidence, s.seed)
     n = int(rows.shape[1])
     out = {
-        m: {"value": float(rows[i].mean()), "ci_low": float(cis[i, 0]), "ci_high": float(cis[i, 1]), "n": n}
+        m: {
+            "value": float(rows[i].mean()),
+            "ci_low": float(cis[i, 0]),
+            "ci_high": float(cis[i, 1]),
+            "n": n,
+        }
         for i, m in enumerate(MEAN_METRICS)
     }
-    low, high = stats.bootstrap_ci(values["ece"], ece_statistic, s.n_resamples, s.confidence, s.seed)
-    out["ece"] = {"value": float(ece_statistic(values["ece"])), "ci_low": low, "ci_high": high, "n": n}
+    ece = values["ece"][_occupied_bins(values["ece"])]
+    low, high = stats.bootstrap_ci(ece, ece_statistic, s.n_resamples, s.confidence, s.seed)
+    out["ece"] = {"value": float(ece_statistic(ece)), "ci_low": low, "ci_high": high, "n": n}
     return out
 
 
@@ -619,7 +646,10 @@ def _vs_base(
             out[m] = stats.mcnemar_test(base[m], other[m], **kw).to_dict()
         else:
             out[m] = stats.paired_bootstrap(base[m], other[m], **kw).to_dict()
-    out["ece"] = stats.paired_bootstrap(base["ece"], other["ece"], statistic=ece_statistic, **kw).to_dict()
+    bins = _occupied_bins(base["ece"], other["ece"])
+    out["ece"] = stats.paired_bootstrap(
+        base["ece"][bins], other["ece"][bins], statistic=ece_statistic, **kw
+    ).to_dict()
     return out
 
 
@@ -651,7 +681,13 @@ def _ratio_ci(x: np.ndarray, s: _Settings) -> tuple[float, float]:
 
 
 def _value_ci(value: float, ci: tuple[float, float], n: int) -> dict[str, Any]:
-    return {"value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "n": int(n)}
+    out = {"value": float(value), "ci_low": float(ci[0]), "ci_high": float(ci[1]), "n": int(n)}
+    if not (math.isfinite(out["ci_low"]) and math.isfinite(out["ci_high"])):
+        out["note"] = (
+            "CI undefined: the reference's error (or its increase over clean) is near 0 in some "
+            "resamples, so the ratio is unstable."
+        )
+    return out
 
 
 def corruption_errors(
@@ -681,10 +717,17 @@ def corruption_errors(
         out["models"] = {}
         return out
     err = {
-        k: {c: np.stack([1.0 - records[k][ck].correct(1, s.num_classes) for ck in by_c[c]]) for c in usable}
+        k: {
+            c: np.stack([1.0 - records[k][ck].correct(1, s.num_classes) for ck in by_c[c]])
+            for c in usable
+        }
         for k in model_keys
     }  # [severities, n] per corruption
-    clean_err = {k: 1.0 - records[k][CLEAN].correct(1, s.num_classes) for k in model_keys} if has_clean else {}
+    clean_err = (
+        {k: 1.0 - records[k][CLEAN].correct(1, s.num_classes) for k in model_keys}
+        if has_clean
+        else {}
+    )
     models_out = {}
     for k in model_keys:
         n = next(iter(err[k].values())).shape[1]
@@ -693,23 +736,31 @@ def corruption_errors(
             sums = np.stack([err[k][c].sum(0) for c in usable])  # [C, n]: per-image error sums
             ref = np.array([ALEXNET_ERRORS[c] * len(by_c[c]) for c in usable])
             for j, c in enumerate(usable):
-                ci = stats.bootstrap_ci(sums[j] / ref[j], np.mean, s.n_resamples, s.confidence, s.seed)
+                ci = stats.bootstrap_ci(
+                    sums[j] / ref[j], np.mean, s.n_resamples, s.confidence, s.seed
+                )
                 entry["ce"][c] = _value_ci(sums[j].mean() / ref[j], ci, n)
             ce_img = (sums / ref[:, None]).mean(0)
             entry["mce"] = _value_ci(
-                ce_img.mean(), stats.bootstrap_ci(ce_img, np.mean, s.n_resamples, s.confidence, s.seed), n
+                ce_img.mean(),
+                stats.bootstrap_ci(ce_img, np.mean, s.n_resamples, s.confidence, s.seed),
+                n,
             )
             if has_clean:
                 rel_ref = np.array(
                     [(ALEXNET_ERRORS[c] - ALEXNET_CLEAN_ERROR) * len(by_c[c]) for c in usable]
                 )
-                rel = (sums - np.outer([len(by_c[c]) for c in usable], clean_err[k])) / rel_ref[:, None]
+                rel = (sums - np.outer([len(by_c[c]) for c in usable], clean_err[k])) / rel_ref[
+                    :, None
+                ]
                 for j, c in enumerate(usable):
                     ci = stats.bootstrap_ci(rel[j], np.mean, s.n_resamples, s.confidence, s.seed)
                     entry["relative_ce"][c] = _value_ci(rel[j].mean(), ci, n)
                 rel_img = rel.mean(0)
                 entry["relative_mce"] = _value_ci(
-                    rel_img.mean(), stats.bootstrap_ci(rel_img, np.mean, s.n_resamples, s.confidence, s.seed), n
+                    rel_img.mean(),
+                    stats.bootstrap_ci(rel_img, np.mean, s.n_resamples, s.confidence, s.seed),
+                    n,
                 )
         else:
             if k == base_key:
@@ -736,7 +787,9 @@ def corruption_errors(
                 rel = pairs - counts * cl
                 for j, c in enumerate(usable):
                     x = rel[:, j : j + 1]
-                    entry["relative_ce"][c] = _value_ci(x[1].mean() / x[0].mean(), _ratio_ci(x, s), n)
+                    entry["relative_ce"][c] = _value_ci(
+                        x[1].mean() / x[0].mean(), _ratio_ci(x, s), n
+                    )
                 rmce = float(np.mean(rel[1].mean(-1) / rel[0].mean(-1)))
                 entry["relative_mce"] = _value_ci(rmce, _ratio_ci(rel, s), n)
         models_out[k] = entry
@@ -810,7 +863,10 @@ def summarize(
         bar.update(1)
         if m.key == base or not m.robustness:
             continue
-        for label, chosen in (("seen", seen[m.key]), ("unseen", [n for n in names if n not in seen[m.key]])):
+        for label, chosen in (
+            ("seen", seen[m.key]),
+            ("unseen", [n for n in names if n not in seen[m.key]]),
+        ):
             ks = [c.key for c in corrupted if c.corruption in chosen]
             if not ks:
                 continue
@@ -892,7 +948,10 @@ def _transfer_matrix(
             n_seen = sum(c in seen[k] for c in in_group)
             row.append(
                 {
-                    **{f: diff[f] for f in ("estimate", "ci_low", "ci_high", "p_value", "test", "n")},
+                    **{
+                        f: diff[f]
+                        for f in ("estimate", "ci_low", "ci_high", "p_value", "test", "n")
+                    },
                     "seen": n_seen > 0,
                     "seen_fraction": n_seen / len(in_group) if in_group else 0.0,
                 }
@@ -926,7 +985,6 @@ class EvaluationSettings:
     reference: str = "auto"
     resume: bool = True
     device: str | None = None
-    max_bad_fraction: float = 0.01
     progress: bool = True
 
 
@@ -936,8 +994,12 @@ def evaluate_robustness(
     output_dir: str | os.PathLike,
     settings: EvaluationSettings | None = None,
     dataset_info: dict[str, Any] | None = None,
+    max_bad_fraction: float = 0.01,
 ) -> dict[str, Any]:
-    """Run the grid (resuming from `output_dir/cells`), summarise, write `results.json`."""
+    """Run the grid (resuming from `output_dir/cells`), summarise, write `results.json`.
+
+    Undecodable images are skipped and counted; above `max_bad_fraction` the run stops.
+    """
     from hf_vitrobust.corruptions import REGISTRY_VERSION
     from hf_vitrobust.data import label_names
 
@@ -963,7 +1025,7 @@ def evaluate_robustness(
         seed=st.seed,
         device=st.device,
         store=store,
-        max_bad_fraction=st.max_bad_fraction,
+        max_bad_fraction=max_bad_fraction,
         progress=st.progress,
     )
     info.setdefault("label_names", names)
@@ -1060,12 +1122,21 @@ def eval_results_for_model(
         for row in results["per_group"]:
             if row["model"] == key:
                 g = row["group"]
-                subsets.append((f"group={g}", f"{g} corruptions", row["metrics"], {"group": g, "severities": sev}))
+                subsets.append(
+                    (
+                        f"group={g}",
+                        f"{g} corruptions",
+                        row["metrics"],
+                        {"group": g, "severities": sev},
+                    )
+                )
     else:
         for row in results["per_corruption"]:
             if row["model"] == key:
                 c = row["corruption"]
-                subsets.append((f"corruption={c}", c, row["metrics"], {"corruption": c, "severities": sev}))
+                subsets.append(
+                    (f"corruption={c}", c, row["metrics"], {"corruption": c, "severities": sev})
+                )
     for row in results["per_family"]:
         if row["model"] == key:
             f = row["family"]
@@ -1095,3 +1166,65 @@ def eval_results_for_model(
             }
         )
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Recipe entry point
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationArguments(EvaluationSettings):
+    """`recipes/evaluate.py` arguments (with `DataArguments` for the dataset)."""
+
+    models: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Hub ids or checkpoint folders; the first is the base model."},
+    )
+    output_dir: str = field(
+        default="outputs/evaluation", metadata={"help": "results.json, figures and cells/ go here."}
+    )
+    plots: bool = field(default=True, metadata={"help": "Write the PNG figures."})
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError(
+                "No models given: set `models:` in the recipe or pass --models BASE [FINE_TUNED ...]."
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+
+
+def run_evaluation(data_args: Any, eval_args: EvaluationArguments) -> dict[str, Any]:
+    """Load the models and the held-out split, evaluate, write results.json and the figures."""
+    from hf_vitrobust.data import load_image_dataset
+
+    dataset = load_image_dataset(
+        data_args.dataset_name,
+        data_args.eval_split,
+        streaming=data_args.streaming,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        config_name=data_args.dataset_config_name,
+        max_examples=data_args.max_eval_examples,
+    )
+    models = load_eval_models(eval_args.models, device=eval_args.device)
+    settings = EvaluationSettings(
+        **{f: getattr(eval_args, f) for f in EvaluationSettings.__dataclass_fields__}
+    )
+    info = {
+        "name": data_args.dataset_name,
+        "config": data_args.dataset_config_name,
+        "split": data_args.eval_split,
+        "max_examples": data_args.max_eval_examples,
+    }
+    results = evaluate_robustness(
+        models, dataset, eval_args.output_dir, settings, info, data_args.max_bad_fraction
+    )
+    if eval_args.plots:
+        from hf_vitrobust.plots.evaluation import plot_all
+
+        figures = plot_all(results, eval_args.output_dir)
+        results["figures"] = [p.name for p in figures]
+        write_json_atomic(results, Path(eval_args.output_dir) / "results.json")
+    return results

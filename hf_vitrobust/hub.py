@@ -17,9 +17,10 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:  # huggingface_hub is imported lazily: it binds HF_ENDPOINT at import time.
     from huggingface_hub import EvalResult, ModelCard
@@ -38,6 +39,7 @@ __all__ = [
     "find_saes",
     "push_robust_model",
     "push_saes",
+    "push_artifacts",
 ]
 
 # Written into "how to load" snippets when the card is rendered before the repo id is known;
@@ -115,10 +117,15 @@ class CardInputError(ValueError):
 # Templates and small helpers
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Where card templates are looked up, in order: a source checkout's (editable install's)
+# model_cards/, then the copy shipped inside the package (package-data templates/*.md).
+TEMPLATE_DIRS = (_PACKAGE_DIR.parent / "model_cards", _PACKAGE_DIR / "templates")
+
+
 def template_path(name: str) -> Path:
     """The card template `name`: `model_cards/` of a source checkout, else the packaged copy."""
-    package_dir = Path(__file__).resolve().parent
-    for folder in (package_dir.parent / "model_cards", package_dir / "templates"):
+    for folder in TEMPLATE_DIRS:
         if (folder / name).is_file():
             return folder / name
     raise FileNotFoundError(
@@ -208,12 +215,19 @@ def load_results(
     (`hf_vitrobust.evaluation/...` schema); from the latter, the results of `model` (a name or key)
     or of the evaluated model that is the checkpoint `folder` are taken.
 
-    Returns `{"eval_results": [dict, ...], "transfer_matrix": dict | None, "definitions": dict}`,
+    Returns `{"eval_results": [dict, ...], "transfer_matrix": dict | None, "definitions": dict,
+    "dataset": str | None, "base_model": str | None}`,
     with each result dict validated (required `EvalResult` fields, finite numeric value) and
     given its own `dataset_config` where the Hub would otherwise merge different subsets.
     """
     if results is None:
-        return {"eval_results": [], "transfer_matrix": None, "definitions": {}, "dataset": None}
+        return {
+            "eval_results": [],
+            "transfer_matrix": None,
+            "definitions": {},
+            "dataset": None,
+            "base_model": None,
+        }
     if isinstance(results, (str, os.PathLike)):
         results = _read_json(Path(results), "results")
     if isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
@@ -238,12 +252,13 @@ def load_results(
     definitions = results.get("definitions") or {}
     if not isinstance(definitions, Mapping):
         raise CardInputError("results['definitions'] must be a mapping of name -> text.")
-    dataset = results.get("dataset")
+    dataset, base = results.get("dataset"), results.get("base_model")
     return {
         "eval_results": checked,
         "transfer_matrix": _to_plain(transfer),
         "definitions": {str(k): str(v) for k, v in definitions.items()},
         "dataset": dataset if isinstance(dataset, str) else None,
+        "base_model": base if isinstance(base, str) else None,
     }
 
 
@@ -305,11 +320,13 @@ def _from_evaluation(results: Mapping[str, Any], folder: Any, model: str | None)
     if results.get("corruption_note"):
         definitions["on_the_fly_corruptions"] = results["corruption_note"]
     dataset = (results.get("dataset") or {}).get("name")
+    base = next((m["name"] for m in results["models"] if m.get("role") == "base"), None)
     return {
         "eval_results": eval_results,
         "transfer_matrix": transfer,
         "definitions": definitions,
         "dataset": dataset,
+        "base_model": base,
     }
 
 
@@ -537,8 +554,27 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _recipe_rows(robustness: Mapping[str, Any], base_model: str | None, dataset: str | None):
-    pgd = robustness.get("pgd")
+def _trainer_state(folder: Path) -> dict[str, Any]:
+    """`trainer_state.json` (written by `Trainer.save_state`), or {} when absent or unreadable."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _recipe_rows(
+    robustness: Mapping[str, Any],
+    base_model: str | None,
+    dataset: str | None,
+    trainer_state: Mapping[str, Any],
+) -> list[tuple[str, str]]:
+    # PGD settings: a `pgd` dict, or the trainer's flat `pgd_*` keys.
+    pgd = dict(robustness.get("pgd") or {})
+    pgd.update({k[len("pgd_") :]: v for k, v in robustness.items() if k.startswith("pgd_")})
+    steps = (
+        robustness.get("max_steps") or robustness.get("steps") or trainer_state.get("global_step")
+    )
     rows = [
         ("Base model", base_model),
         ("Training data", dataset),
@@ -546,9 +582,9 @@ def _recipe_rows(robustness: Mapping[str, Any], base_model: str | None, dataset:
         ("Training family", robustness.get("train_family")),
         ("Training corruptions", robustness.get("train_corruptions")),
         ("Severities", robustness.get("severities")),
-        ("Views per image (worst of k)", robustness.get("k")),
-        ("PGD settings", pgd if pgd else None),
-        ("Steps", robustness.get("max_steps") or robustness.get("steps")),
+        ("Views per image", robustness.get("num_views") or robustness.get("k")),
+        ("PGD settings", pgd or None),
+        ("Steps", steps),
         ("Seed", robustness.get("seed")),
         ("Corruption registry version", robustness.get("registry_version")),
     ]
@@ -560,18 +596,23 @@ def _recipe_rows(robustness: Mapping[str, Any], base_model: str | None, dataset:
         "train_corruptions",
         "severities",
         "k",
+        "num_views",
         "pgd",
         "max_steps",
         "steps",
         "seed",
         "registry_version",
         "run_name",
-        "dataset_config",
-        "train_split",
     }
     # Whatever else the trainer recorded is shown too, so the card never hides a setting.
-    rows += [(str(key), value) for key, value in robustness.items() if key not in known]
-    return [(name, "not recorded" if value is None else _fmt(value)) for name, value in rows]
+    rows += [
+        (str(key).replace("_", " ").capitalize(), value)
+        for key, value in robustness.items()
+        if key not in known and not key.startswith("pgd_")
+    ]
+    return [
+        (_inline(name), "not recorded" if value is None else _fmt(value)) for name, value in rows
+    ]
 
 
 def _copy_figures(folder: Path, figures: Any) -> list[tuple[str, str]]:
@@ -594,7 +635,7 @@ def _copy_figures(folder: Path, figures: Any) -> list[tuple[str, str]]:
         if path.resolve() != target.resolve():
             shutil.copyfile(path, target)
         caption = caption or path.stem.replace("_", " ").replace("-", " ")
-        out.append((_inline(caption), f"figures/{path.name}"))
+        out.append((_inline(caption), f"figures/{quote(path.name)}"))
     return out
 
 
@@ -641,7 +682,7 @@ def render_robust_model_card(
     data = load_results(results, folder=folder, model=results_model)
     figure_links = _copy_figures(folder, figures)
 
-    base_model = base_model or robustness.get("base_model")
+    base_model = base_model or robustness.get("base_model") or data["base_model"]
     dataset = dataset or robustness.get("dataset") or data["dataset"]
     model_name = _one_line(model_name or robustness.get("run_name") or folder.resolve().name)
     base_hub_id = base_model if _is_hub_id(base_model) else None
@@ -678,7 +719,7 @@ def render_robust_model_card(
         description=_inline(description) if description else "",
         base_model_text=_inline(base_model) if base_model else "a ViT classifier (not recorded)",
         dataset_text=_inline(dataset) if dataset else "not recorded",
-        recipe_rows=_recipe_rows(robustness, base_model, dataset),
+        recipe_rows=_recipe_rows(robustness, base_model, dataset, _trainer_state(folder)),
         results_table=_results_table(data["eval_results"]),
         transfer_table=_transfer_table(data["transfer_matrix"]),
         transfer_metric=_inline(data["transfer_matrix"].get("metric", "top-1 accuracy"))
@@ -897,18 +938,24 @@ def _card_bytes(card_text: str, repo_id: str) -> bytes:
 
 def _commit(
     repo_id: str,
-    files: list[tuple[str, Path | bytes]],
+    files: list[tuple[str, Path | bytes | Callable[[str], bytes]]],
     *,
-    private: bool,
+    private: bool | None,
     commit_message: str,
     token: str | None,
     what: str,
     folder: Path,
 ) -> str:
-    """Create the repo (if needed) and commit `files` in one commit; return the commit URL."""
+    """Create the repo (if needed) and commit `files` in one commit; return the commit URL.
+
+    A callable file content is called with the full repo id (a bare name gets the token owner's
+    namespace from `create_repo`), for cards that name the repo.
+    """
     from huggingface_hub import CommitOperationAdd, HfApi, constants
 
     token = _resolve_token(token)
+    # None (e.g. TrainingArguments.hub_private_repo left unset) means "not asked": private.
+    private = True if private is None else bool(private)
     api = HfApi(token=token)
     endpoint = api.endpoint or constants.ENDPOINT
     if constants.HF_HUB_OFFLINE:
@@ -916,15 +963,20 @@ def _commit(
             f"Cannot push {what} {str(folder)!r}: HF_HUB_OFFLINE is set. Unset it (or set it "
             "to 0) and rerun the same command."
         )
-    operations = [
-        CommitOperationAdd(
-            path_in_repo=path_in_repo,
-            path_or_fileobj=content if isinstance(content, bytes) else str(content),
-        )
-        for path_in_repo, content in files
-    ]
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        repo_id = getattr(url, "repo_id", None) or repo_id
+        operations = [
+            CommitOperationAdd(
+                path_in_repo=path_in_repo,
+                path_or_fileobj=content(repo_id)
+                if callable(content)
+                else content
+                if isinstance(content, bytes)
+                else str(content),
+            )
+            for path_in_repo, content in files
+        ]
         info = api.create_commit(
             repo_id,
             operations,
@@ -957,12 +1009,13 @@ def _checkpoint_files(folder: Path) -> list[Path]:
 def push_robust_model(
     folder: str | os.PathLike,
     repo_id: str,
-    private: bool = True,
+    private: bool | None = True,
     commit_message: str | None = None,
     token: str | None = None,
     *,
     results: Any = None,
     figures: Any = None,
+    results_model: str | None = None,
 ) -> str:
     """Push a robust checkpoint folder and its card to `repo_id` in one commit; return its URL.
 
@@ -982,20 +1035,27 @@ def push_robust_model(
         )
     robustness = config.get("robustness") or {}
     run_name = _one_line(robustness.get("run_name") or folder.resolve().name)
-    payload: list[tuple[str, Path | bytes]] = [
+    payload: list[tuple[str, Any]] = [
         (p.relative_to(folder).as_posix(), p) for p in files if p.name != "README.md"
     ]
+    if results is None and "README.md" not in names and (folder / "results.json").is_file():
+        results = folder / "results.json"
     if results is not None or figures is not None or "README.md" not in names:
-        card = render_robust_model_card(folder, results, figures, repo_id=repo_id)
+        # Rendered before any network call (bad results fail early); the repo id goes in once
+        # the Hub has confirmed it (a bare name gets the token owner's namespace).
+        text = str(render_robust_model_card(folder, results, figures, results_model=results_model))
         if figures is not None:  # figures were just copied into the folder
             payload = [
                 (p.relative_to(folder).as_posix(), p)
                 for p in _checkpoint_files(folder)
                 if p.name != "README.md"
             ]
-        readme = str(card).encode("utf-8")
     else:
-        readme = _card_bytes((folder / "README.md").read_text(encoding="utf-8"), repo_id)
+        text = (folder / "README.md").read_text(encoding="utf-8")
+
+    def readme(full_id: str) -> bytes:
+        return _card_bytes(text, full_id)
+
     payload.append(("README.md", readme))
     adversary = robustness.get("adversary")
     family = robustness.get("train_family")
@@ -1015,7 +1075,7 @@ def push_robust_model(
 def push_saes(
     folder: str | os.PathLike,
     repo_id: str,
-    private: bool = True,
+    private: bool | None = True,
     commit_message: str | None = None,
     token: str | None = None,
     *,
@@ -1029,15 +1089,19 @@ def push_saes(
     """
     root = _folder(folder, "SAE folder")
     saes = find_saes(root)
-    payload: list[tuple[str, Path | bytes]] = []
+    payload: list[tuple[str, Any]] = []
     for sae_id, path in saes.items():
         for name in SAE_FILES:
             if (path / name).is_file():
                 payload.append((f"{sae_id}/{name}", path / name))
     if (root / "README.md").is_file() and root not in saes.values():
-        readme = _card_bytes((root / "README.md").read_text(encoding="utf-8"), repo_id)
+        text = (root / "README.md").read_text(encoding="utf-8")
     else:
-        readme = str(render_sae_card(root, repo_id=repo_id)).encode("utf-8")
+        text = str(render_sae_card(root))  # before any network call: bad metadata fails early
+
+    def readme(full_id: str) -> bytes:
+        return _card_bytes(text, full_id)
+
     payload.append(("README.md", readme))
     run_name = _one_line(run_name or root.resolve().name)
     message = commit_message or f"Upload {len(saes)} SAE(s) from '{run_name}' with SAE card"
@@ -1058,11 +1122,12 @@ def push_artifacts(
     saes: str | os.PathLike | None = None,
     repo_id: str | None = None,
     sae_repo_id: str | None = None,
-    private: bool = True,
+    private: bool | None = True,
     results: Any = None,
     figures: Any = None,
     commit_message: str | None = None,
     card_only: bool = False,
+    results_model: str | None = None,
 ) -> dict[str, str]:
     """What `recipes/push.py` does: write the cards, then push a checkpoint and/or SAEs.
 
@@ -1082,7 +1147,7 @@ def push_artifacts(
     if checkpoint is not None and (
         results is not None or figures or not (Path(checkpoint) / "README.md").is_file()
     ):
-        write_robust_model_card(checkpoint, results, figures or None)
+        write_robust_model_card(checkpoint, results, figures or None, results_model=results_model)
     if saes is not None and not (Path(saes) / "README.md").is_file():
         if Path(saes).resolve() not in {p.resolve() for p in find_saes(saes).values()}:
             write_sae_card(saes)

@@ -151,10 +151,11 @@ def fmt_ci(
 
 
 def fmt_p(p: Any) -> str:
+    """`p=0.012`, `p<0.001` or `p=n/a`."""
     v = _num(p)
     if v is None:
-        return "n/a"
-    return "<0.001" if v < 0.001 else f"{v:.3f}"
+        return "p=n/a"
+    return "p<0.001" if v < 0.001 else f"p={v:.3f}"
 
 
 @dataclass
@@ -188,7 +189,7 @@ class Comparison:
         text = fmt_ci(self.estimate, self.ci_low, self.ci_high, digits, scale, sign=True) + unit
         extra = []
         if self.p_value is not None:
-            extra.append(f"p={fmt_p(self.p_value)}" + (f", {self.test}" if self.test else ""))
+            extra.append(f"{fmt_p(self.p_value)}" + (f", {self.test}" if self.test else ""))
         if self.n is not None:
             extra.append(f"n={self.n}")
         return text + (f" ({'; '.join(extra)})" if extra else "")
@@ -302,6 +303,8 @@ class StudyOutputs:
     analysis: Any = None
     sae: Any = None
     stages: Any = None
+    # Where the report draws its own figures (set by build_report).
+    generated_dir: Path | None = None
 
     @classmethod
     def discover(
@@ -740,8 +743,7 @@ def _run_spec(spec: _Spec, study: StudyOutputs) -> Section:
     if path is None:
         section.verdict = MISSING
         section.readings = [
-            f"Missing: {producer} has not been run ({file_name} not found under "
-            f"{study.study_dir})."
+            f"Missing: {producer} has not been run ({file_name} not found under {study.study_dir})."
         ]
         return section
     if data is None:
@@ -758,8 +760,7 @@ def _run_spec(spec: _Spec, study: StudyOutputs) -> Section:
             claim=spec.claim,
             verdict=MISSING,
             readings=[
-                f"Missing: {path} could not be read for this section "
-                f"({type(err).__name__}: {err})."
+                f"Missing: {path} could not be read for this section ({type(err).__name__}: {err})."
             ],
         )
     return section
@@ -778,6 +779,7 @@ def build_report(
     (default: `<study_dir>/report`)."""
     study = StudyOutputs.discover(study_dir, results=results, analysis=analysis, sae=sae)
     output_dir = Path(output_dir) if output_dir is not None else study.study_dir / "report"
+    study.generated_dir = output_dir / ".generated"
     sections = [_run_spec(spec, study) for spec in SECTION_SPECS]
     setup, setup_tables = describe_setup(study)
     sources = {
@@ -792,7 +794,10 @@ def build_report(
         sections=sections,
         sources=sources,
     )
-    return write_report(report, output_dir)
+    paths = write_report(report, output_dir)
+    # The generated figures now live in figures/ (and inside index.html).
+    shutil.rmtree(study.generated_dir, ignore_errors=True)
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -880,9 +885,7 @@ def _sae_section(sae_type: str) -> Callable[[StudyOutputs, Section], None]:
                 "baseline (paired CI excluding zero)."
             )
             if worst is not None:
-                section.readings.append(
-                    f"Lowest median code cosine: {worst[0]:.3f} ({worst[1]})."
-                )
+                section.readings.append(f"Lowest median code cosine: {worst[0]:.3f} ({worst[1]}).")
         if n_flag:
             section.readings.append(
                 f"{n_flag} of {len(flagged)} {label} SAEs are flagged (held-out explained variance "
@@ -890,8 +893,15 @@ def _sae_section(sae_type: str) -> Callable[[StudyOutputs, Section], None]:
             )
         section.tables.append(
             Table(
-                ["fine-tuned model", "SAE", "condition", "code cosine, median [CI]",
-                 "different images", "raw activations", "top-k Jaccard"],
+                [
+                    "fine-tuned model",
+                    "SAE",
+                    "condition",
+                    "code cosine, median [CI]",
+                    "different images",
+                    "raw activations",
+                    "top-k Jaccard",
+                ],
                 rows,
                 caption="Base vs fine-tuned on the same held-out input (medians with 95% CIs)",
             )
@@ -917,13 +927,14 @@ def _sae_section(sae_type: str) -> Callable[[StudyOutputs, Section], None]:
         match_rows = []
         for sid, row in matching.items():
             if sid in flagged:
-                match_rows.extend(
-                    [sid, who, _median_text(summary)] for who, summary in row.items()
-                )
+                match_rows.extend([sid, who, _median_text(summary)] for who, summary in row.items())
         if match_rows:
             section.tables.append(
-                Table(["SAE", "dictionary matched against", "matched decoder cosine, median [CI]"],
-                      match_rows, caption="Dictionary matching (Hungarian assignment)")
+                Table(
+                    ["SAE", "dictionary matched against", "matched decoder cosine, median [CI]"],
+                    match_rows,
+                    caption="Dictionary matching (Hungarian assignment)",
+                )
             )
         defs = data.get("definitions", {})
         section.definition = defs.get("code_cosine")
@@ -980,8 +991,15 @@ def corruption_table(family_names: Sequence[str] = ("low_frequency", "high_frequ
             ]
         )
     return Table(
-        ["corruption", "group", "band", "LF share", "training family", "vs ImageNet-C",
-         "severity 1→5"],
+        [
+            "corruption",
+            "group",
+            "band",
+            "LF share",
+            "training family",
+            "vs ImageNet-C",
+            "severity 1→5",
+        ],
         rows,
         caption=f"Corruption registry {REGISTRY_VERSION}: band from the measured share of "
         "perturbation energy below 1/8 Nyquist at severity 3 (LF share)",
@@ -1065,12 +1083,19 @@ def _family_rows(results: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str,
     return out
 
 
+def _short(name: str) -> str:
+    """A model's display name: a local checkpoint's folder name, or the Hub id as is."""
+    path = Path(str(name).rstrip("/"))
+    return path.name if (path.is_absolute() or path.exists() or len(path.parts) > 2) else str(name)
+
+
 def _model_names(results: Mapping[str, Any]) -> dict[str, str]:
-    return {m["key"]: m.get("name") or m["key"] for m in results.get("models", [])}
+    return {m["key"]: _short(m.get("name") or m["key"]) for m in results.get("models", [])}
 
 
 def _seen_unseen_table(results: Mapping[str, Any], metrics: Sequence[str], scale: float) -> Table:
     names = _model_names(results)
+    digits = 1 if scale == 100 else 3  # percentages vs probabilities, NLL, ECE
     rows = []
     for model, fams in _family_rows(results).items():
         for fam in ("seen", "unseen"):
@@ -1085,17 +1110,23 @@ def _seen_unseen_table(results: Mapping[str, Any], metrics: Sequence[str], scale
                         names.get(model, model),
                         fam,
                         _METRIC_LABEL.get(m, m),
-                        fmt_ci(b["value"], b.get("ci_low"), b.get("ci_high"), 1, scale),
-                        fmt_ci(f["value"], f.get("ci_low"), f.get("ci_high"), 1, scale),
-                        comp.format(1, scale) if comp else "n/a",
+                        fmt_ci(b["value"], b.get("ci_low"), b.get("ci_high"), digits, scale),
+                        fmt_ci(f["value"], f.get("ci_low"), f.get("ci_high"), digits, scale),
+                        comp.format(digits, scale) if comp else "n/a",
                         str(row.get("n_cells", "")),
                     ]
                 )
     unit = "%" if scale == 100 else ""
     return Table(
-        ["fine-tuned model", "corruptions", "metric", f"base{unit and ' (%)'}",
-         f"fine-tuned{unit and ' (%)'}", f"difference{unit and ' (pp)'} [95% CI] (test)",
-         "cells"],
+        [
+            "fine-tuned model",
+            "corruptions",
+            "metric",
+            f"base{unit and ' (%)'}",
+            f"fine-tuned{unit and ' (%)'}",
+            f"difference{unit and ' (pp)'} [95% CI] (test)",
+            "cells",
+        ],
         rows,
         caption="Held-out test images, fresh corruption seeds; seen = the model's training "
         "family; values with 95% bootstrap CIs over images",
@@ -1113,6 +1144,67 @@ def _claim_rows(
     return out
 
 
+def plot_seen_unseen(
+    results: Mapping[str, Any], metrics: Sequence[str], path: Path, title: str
+) -> Path:
+    """Base vs fine-tuned on seen and unseen corruptions, one panel per fine-tuned model (the
+    paper's Fig. 2 / Fig. 4 layout), 95% CIs as error bars."""
+    import numpy as np
+
+    from hf_vitrobust.plots import plt, save_figure
+
+    names = _model_names(results)
+    fams = _family_rows(results)
+    fig, axes = plt.subplots(
+        1, len(fams), figsize=(4.2 * len(fams) + 0.5, 3.4), squeeze=False, sharey=True
+    )
+    width = 0.2
+    for ax, (model, rows) in zip(axes[0], fams.items()):
+        x = np.arange(len(metrics))
+        offset = -1.5
+        for fam in ("seen", "unseen"):
+            row = rows.get(fam)
+            if row is None:
+                offset += 2
+                continue
+            for who, key, hatch in (("base", "base_metrics", ""), ("fine-tuned", "metrics", "//")):
+                vals = [row[key][m] for m in metrics]
+                v = np.array([_num(e["value"]) or 0.0 for e in vals])
+                lo = np.array([_num(e.get("ci_low")) or _num(e["value"]) or 0.0 for e in vals])
+                hi = np.array([_num(e.get("ci_high")) or _num(e["value"]) or 0.0 for e in vals])
+                ax.bar(
+                    x + offset * width,
+                    v,
+                    width,
+                    yerr=[np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)],
+                    capsize=2,
+                    color="tab:blue" if fam == "seen" else "tab:orange",
+                    alpha=0.55 if who == "base" else 0.95,
+                    hatch=hatch,
+                    edgecolor="black",
+                    linewidth=0.4,
+                    label=f"{fam}, {who}",
+                )
+                offset += 1
+        ax.set_xticks(x, [_METRIC_LABEL.get(m, m) for m in metrics], fontsize=8)
+        ax.set_title(f"{names.get(model, model)}", fontsize=9)
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("mean over images (95% CI)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return save_figure(fig, path)
+
+
+def _generated(study: StudyOutputs, name: str) -> Path:
+    if study.generated_dir is None:
+        raise SectionUnavailable("no folder for generated figures")
+    study.generated_dir.mkdir(parents=True, exist_ok=True)
+    return study.generated_dir / name
+
+
 def _build_accuracy(study: StudyOutputs, section: Section) -> None:
     results = study.results
     seen = _claim_rows(results, "seen", "top_1_accuracy")
@@ -1120,22 +1212,47 @@ def _build_accuracy(study: StudyOutputs, section: Section) -> None:
         raise SectionUnavailable("no fine-tuned model has seen corruptions in results.json")
     for name, comp in seen:
         section.readings.append(
-            describe_change(comp, f"{name}: top-1 accuracy on its seen corruptions", scale=100,
-                            unit=" pp", digits=1)
+            describe_change(
+                comp,
+                f"{name}: top-1 accuracy on its seen corruptions",
+                scale=100,
+                unit=" pp",
+                digits=1,
+            )
         )
     for name, comp in _claim_rows(results, "seen", "top_5_accuracy"):
         section.readings.append(
-            describe_change(comp, f"{name}: top-5 accuracy on seen corruptions", scale=100,
-                            unit=" pp", digits=1)
+            describe_change(
+                comp, f"{name}: top-5 accuracy on seen corruptions", scale=100, unit=" pp", digits=1
+            )
         )
     section.verdict = verdict_from_directions([c.direction for _, c in seen if c], +1)
     section.tables.append(_seen_unseen_table(results, _ACC_METRICS, 100))
-    section.figures += _figures_or_missing(
-        study, "results", "Top-1/5/10 accuracy per model and corruption group", "accuracy_top",
-        "topk", "fig2", "accuracy_groups", "accuracy_by_group"
+    section.figures.append(
+        Figure(
+            "Seen vs unseen corruptions, base vs fine-tuned (top-1/5/10)",
+            plot_seen_unseen(
+                results,
+                _ACC_METRICS,
+                _generated(study, "seen_unseen_accuracy.png"),
+                "Accuracy on seen and unseen corruptions (held-out images)",
+            ),
+        )
     )
-    section.definition = results.get("definitions", {}).get("top_1_accuracy", "") + " " + (
-        results.get("definitions", {}).get("seen", "")
+    section.figures += _figures_or_missing(
+        study,
+        "results",
+        "Top-1/5/10 accuracy per model and corruption group",
+        "accuracy_top",
+        "topk",
+        "fig2",
+        "accuracy_groups",
+        "accuracy_by_group",
+    )
+    section.definition = (
+        results.get("definitions", {}).get("top_1_accuracy", "")
+        + " "
+        + (results.get("definitions", {}).get("seen", ""))
     )
     note = _top_k_note(results)
     if note:
@@ -1151,12 +1268,39 @@ def _build_transfer(study: StudyOutputs, section: Section) -> None:
         raise SectionUnavailable("no fine-tuned model has unseen corruptions in results.json")
     for name, comp in unseen:
         section.readings.append(
-            describe_change(comp, f"{name}: top-1 accuracy on unseen corruptions", scale=100,
-                            unit=" pp", digits=1)
+            describe_change(
+                comp,
+                f"{name}: top-1 accuracy on unseen corruptions",
+                scale=100,
+                unit=" pp",
+                digits=1,
+            )
         )
-    # The claim is "no transfer": it holds when the unseen change is not clearly positive.
-    directions = [c.direction for _, c in unseen if c]
-    section.verdict = verdict_from_directions([min(d, 0) for d in directions], 0)
+    # "No transfer" presupposes a gain to transfer: it is judged on the models whose seen gain
+    # has a CI above zero, and holds when their unseen change is not clearly positive.
+    seen = dict(_claim_rows(results, "seen", "top_1_accuracy"))
+    gained = [n for n, c in seen.items() if c is not None and c.direction > 0]
+    judged = [c.direction for n, c in unseen if n in gained and c is not None]
+    if not gained:
+        section.verdict = NOT_SUPPORTED
+        section.readings.insert(
+            0,
+            "No fine-tuned model gains top-1 accuracy on its seen corruptions with a CI above "
+            "zero, so there is no gain whose transfer could be tested: not supported at this "
+            "scale (the unseen changes below are reported as measured).",
+        )
+    else:
+        # A loss on unseen corruptions is still "no transfer"; only a clear gain contradicts it.
+        section.verdict = verdict_from_directions([max(d, 0) for d in judged], 0)
+        section.readings.insert(
+            0,
+            f"Judged on the models with a seen gain ({', '.join(gained)}): "
+            + (
+                "none of them gains on unseen corruptions with a CI above zero."
+                if section.verdict == SUPPORTED
+                else "some gain on unseen corruptions with a CI above zero."
+            ),
+        )
     tm = results.get("transfer_matrix")
     if tm and tm.get("cells"):
         names = _model_names(results)
@@ -1166,16 +1310,25 @@ def _build_transfer(study: StudyOutputs, section: Section) -> None:
             for col, cell in zip(tm["columns"], cells):
                 comp = as_comparison(cell)
                 mark = " (seen)" if cell.get("seen") else ""
-                row.append((comp.format(1, 100) if comp else "n/a") + mark)
+                star = "*" if comp is not None and comp.direction else ""
+                text = (
+                    fmt_ci(comp.estimate, comp.ci_low, comp.ci_high, 1, 100, True)
+                    if comp
+                    else "n/a"
+                )
+                row.append(text + star + mark)
                 if col != "clean" and not cell.get("seen"):
                     n_unseen += 1
                     if comp and comp.direction > 0:
                         gains.append(f"{names.get(model, model)} on {col}")
             rows.append(row)
         section.tables.append(
-            Table(["model", *tm["columns"]], rows,
-                  caption="Transfer matrix: top-1 accuracy change vs base (pp) with 95% CI; "
-                  "(seen) marks groups that contain training corruptions")
+            Table(
+                ["model", *tm["columns"]],
+                rows,
+                caption="Transfer matrix: top-1 accuracy change vs base (pp) with 95% CI; "
+                "* the CI excludes zero; (seen) marks groups that contain training corruptions",
+            )
         )
         if gains:
             section.readings.append(
@@ -1202,11 +1355,23 @@ def _build_certainty(study: StudyOutputs, section: Section) -> None:
     for fam in ("seen", "unseen"):
         for name, comp in _claim_rows(results, fam, "p_true"):
             section.readings.append(
-                describe_change(comp, f"{name}: certainty on {fam} corruptions", scale=100,
-                                unit=" pp", digits=1)
+                describe_change(
+                    comp, f"{name}: certainty on {fam} corruptions", scale=100, unit=" pp", digits=1
+                )
             )
     section.verdict = verdict_from_directions([c.direction for _, c in seen if c], +1)
     section.tables.append(_seen_unseen_table(results, ("p_true", "nll", "ece"), 1))
+    section.figures.append(
+        Figure(
+            "Certainty on seen vs unseen corruptions, base vs fine-tuned",
+            plot_seen_unseen(
+                results,
+                ("p_true",),
+                _generated(study, "seen_unseen_certainty.png"),
+                "Probability of the true class on seen and unseen corruptions",
+            ),
+        )
+    )
     section.figures += _figures_or_missing(
         study, "results", "Probability of the true class", "p_true", "certainty", "fig4"
     )
@@ -1236,14 +1401,38 @@ def _build_corruption_error(study: StudyOutputs, section: Section) -> None:
     if not rows:
         raise SectionUnavailable("results.json has no mCE per model")
     ref = ce.get("reference", "base") if isinstance(ce, Mapping) else "base"
-    section.tables.append(Table(["model", "mCE [95% CI]", "relative mCE [95% CI]"], rows,
-                                caption=f"Reference model: {ref}"))
+    for model, entry in ce.get("models", {}).items():
+        mce = entry.get("mce") if isinstance(entry, Mapping) else None
+        if not isinstance(mce, Mapping) or (ref == "base" and model == results["models"][0]["key"]):
+            continue
+        lo, hi = _num(mce.get("ci_low")), _num(mce.get("ci_high"))
+        if lo is None or hi is None:
+            continue
+        where = (
+            "fewer corruption errors than"
+            if hi < 1
+            else "more corruption errors than"
+            if lo > 1
+            else "no clear difference in corruption error from"
+        )
+        section.readings.append(
+            f"{names.get(model, model)}: mCE {fmt_ci(mce.get('value'), lo, hi)}: {where} the "
+            f"{ref} model (CI {'excludes' if hi < 1 or lo > 1 else 'includes'} 1)."
+        )
+    section.tables.append(
+        Table(
+            ["model", "mCE [95% CI]", "relative mCE [95% CI]"],
+            rows,
+            caption=f"Reference model: {ref}",
+        )
+    )
     section.readings.append(
         f"mCE is relative to the {ref} model (1.0 = as many errors as the reference); lower is "
         "more robust."
     )
     section.figures += [
-        f for f in _figures_or_missing(study, "results", "Accuracy vs severity", "severity")
+        f
+        for f in _figures_or_missing(study, "results", "Accuracy vs severity", "severity")
         if f.path is not None
     ]
     section.definition = results.get("definitions", {}).get("ce")
@@ -1261,7 +1450,7 @@ def _changed_verdict(n_excluding: int, n_total: int, what: str) -> tuple[str, st
     verdict = SUPPORTED if more else NOT_SUPPORTED
     reading = (
         f"{n_excluding} of {n_total} {what} have a 95% CI that excludes zero; by chance alone "
-        f"about {0.05 * n_total:.1f} would (binomial test p={fmt_p(p)}), so "
+        f"about {0.05 * n_total:.1f} would (binomial test {fmt_p(p)}), so "
         + ("the change is real at this scale." if more else "this is not more than chance.")
     )
     return verdict, reading
@@ -1312,8 +1501,17 @@ def _build_first_correct(study: StudyOutputs, section: Section) -> None:
         section.readings.append(f"… and {len(shifts) - 6} more shifts with CIs excluding zero.")
     section.tables.append(
         Table(
-            ["model", "condition", "images (both correct)", "base: first", "fine-tuned: first",
-             "Δ first [CI]", "base: stable from", "fine-tuned: stable from", "Δ stable [CI]"],
+            [
+                "model",
+                "condition",
+                "images (both correct)",
+                "base: first",
+                "fine-tuned: first",
+                "Δ first [CI]",
+                "base: stable from",
+                "fine-tuned: stable from",
+                "Δ stable [CI]",
+            ],
             rows,
             caption="Layer index (0 = embeddings); means with 95% CIs; Δ = fine-tuned − base, "
             "paired over images both models classify correctly at the last layer",
@@ -1357,11 +1555,16 @@ def _build_entropy(study: StudyOutputs, section: Section) -> None:
                     for li, layer in enumerate(diff[kind]["tests"]):
                         for hi, t in enumerate(layer):
                             comp = as_comparison(t)
-                            if comp and comp.estimate is not None and (
-                                largest is None or abs(comp.estimate) > largest[0]
+                            if (
+                                comp
+                                and comp.estimate is not None
+                                and (largest is None or abs(comp.estimate) > largest[0])
                             ):
-                                largest = (abs(comp.estimate), f"{model} on {cond}, layer {li} "
-                                           f"head {hi}", comp)
+                                largest = (
+                                    abs(comp.estimate),
+                                    f"{model} on {cond}, layer {li} head {hi}",
+                                    comp,
+                                )
             rows.append(cells)
     if n_tot == 0:
         raise SectionUnavailable("analysis.json has no attention-entropy tests")
@@ -1377,8 +1580,12 @@ def _build_entropy(study: StudyOutputs, section: Section) -> None:
         )
     section.tables.append(
         Table(
-            ["model", "condition", "heads with CI excluding zero (all queries)",
-             "same, CLS query row"],
+            [
+                "model",
+                "condition",
+                "heads with CI excluding zero (all queries)",
+                "same, CLS query row",
+            ],
             rows,
             caption="Paired fine-tuned − base entropy per layer × head; ↑ higher entropy (more "
             "diffuse), ↓ lower (sharper)",
@@ -1388,7 +1595,8 @@ def _build_entropy(study: StudyOutputs, section: Section) -> None:
         study, "analysis", "Attention-entropy difference (layer × head)", "entropy"
     )
     section.figures += [
-        f for f in _figures_or_missing(study, "analysis", "Attention maps", "attention_map")
+        f
+        for f in _figures_or_missing(study, "analysis", "Attention maps", "attention_map")
         if f.path is not None
     ]
     section.definition = a.get("definitions", {}).get("attention_entropy")
@@ -1406,14 +1614,25 @@ def _build_cka(study: StudyOutputs, section: Section) -> None:
                 if not finite:
                     continue
                 low_layer, low = min(finite, key=lambda t: t[1])
-                rows.append([model, cond, kind, " ".join(fmt(v, 3) for v in vals),
-                             f"{low:.3f} (layer {low_layer})"])
-                section.readings.append(
-                    f"{model}, {cond}, {kind}: the representation is "
-                    + ("nearly unchanged at every layer" if low >= 0.9 else
-                       f"least similar at layer {low_layer}")
-                    + f" (lowest linear CKA {low:.3f}; 1 = identical up to rotation and scale)."
-                ) if cond == "clean" else None
+                rows.append(
+                    [
+                        model,
+                        cond,
+                        kind,
+                        " ".join(fmt(v, 3) for v in vals),
+                        f"{low:.3f} (layer {low_layer})",
+                    ]
+                )
+                if cond == "clean":
+                    where = (
+                        "nearly unchanged at every layer"
+                        if low >= 0.9
+                        else f"least similar at layer {low_layer}"
+                    )
+                    section.readings.append(
+                        f"{model}, clean, {kind}: the representation is {where} (lowest linear "
+                        f"CKA {low:.3f}; 1 = identical up to rotation and scale)."
+                    )
     if not rows:
         raise SectionUnavailable("analysis.json has no CKA values")
     lows = [_num(r[4].split()[0]) for r in rows]
@@ -1444,9 +1663,14 @@ def _build_patching(study: StudyOutputs, section: Section) -> None:
                 default=None,
             )
             rows.append(
-                [model, cond, fmt(s["accuracy_a"], 1, 100), fmt(s["accuracy_b"], 1, 100),
-                 gain.format(1, 100) if gain else "n/a",
-                 " ".join(fmt(p.get("recovered"), 2) for p in per)]
+                [
+                    model,
+                    cond,
+                    fmt(s["accuracy_a"], 1, 100),
+                    fmt(s["accuracy_b"], 1, 100),
+                    gain.format(1, 100) if gain else "n/a",
+                    " ".join(fmt(p.get("recovered"), 2) for p in per),
+                ]
             )
             if gain is None or gain.direction <= 0:
                 section.readings.append(
@@ -1463,11 +1687,338 @@ def _build_patching(study: StudyOutputs, section: Section) -> None:
     if not rows:
         raise SectionUnavailable("analysis.json has no patching results")
     section.tables.append(
-        Table(["model", "condition", "base acc. (%)", "fine-tuned acc. (%)",
-               "gain (pp) [CI] (McNemar)", "fraction recovered per patched layer (0 = embeddings)"],
-              rows)
+        Table(
+            [
+                "model",
+                "condition",
+                "base acc. (%)",
+                "fine-tuned acc. (%)",
+                "gain (pp) [CI] (McNemar)",
+                "fraction recovered per patched layer (0 = embeddings)",
+            ],
+            rows,
+        )
     )
     section.figures += _figures_or_missing(
         study, "analysis", "Activation patching: fraction of the gain recovered", "patching"
     )
     section.definition = a.get("definitions", {}).get("patching")
+
+
+def _build_dictionary_matching(study: StudyOutputs, section: Section) -> None:
+    data = study.sae
+    matching = data["dictionary_matching"]
+    rows = []
+    for sid, row in matching.items():
+        for who, summary in row.items():
+            rows.append([sid, who.replace("finetuned:", "fine-tuned: "), _median_text(summary)])
+        ft = {k: v for k, v in row.items() if k.startswith("finetuned:")}
+        seed = row.get("base_other_seed")
+        rand = row.get("random_directions")
+        for who, summary in ft.items():
+            med = _num(summary.get("median"))
+            ref = _num(seed.get("median")) if isinstance(seed, Mapping) else None
+            chance = _num(rand.get("median")) if isinstance(rand, Mapping) else None
+            if med is None:
+                continue
+            text = f"{sid}: the SAE trained on {who.split(':', 1)[1]} matches the base SAE's "
+            text += f"dictionary with median decoder cosine {med:.3f}"
+            if ref is not None:
+                text += f" (a base SAE with another seed: {ref:.3f}"
+                text += f"; random directions: {chance:.3f})" if chance is not None else ")"
+            section.readings.append(text + ".")
+    if not rows:
+        raise SectionUnavailable("sae.json has no dictionary matching")
+    section.tables.append(
+        Table(["base SAE", "matched against", "median matched decoder cosine [95% CI]"], rows)
+    )
+    section.figures += _figures_or_missing(
+        study, "sae", "Dictionary matching (Hungarian assignment)", "matching"
+    )
+    section.definition = data.get("definitions", {}).get("matched_dictionary_cosine")
+    cfg = data.get("config", {})
+    if cfg.get("train_finetuned_saes") and cfg.get("seed_baseline"):
+        section.notes.append(
+            f"The fine-tuned models' SAEs are trained with the base SAE's seed ({cfg.get('seed')}) "
+            "and the 'another seed' baseline with a different one, so part of a fine-tuned "
+            "dictionary's match can come from the shared initialisation."
+        )
+    section.notes.append(
+        "A fine-tuned model's dictionary that matches the base about as well as a base SAE "
+        "trained with another seed means the fine-tuned model's features are no further from "
+        "the base's than SAE training noise."
+    )
+
+
+def _build_runtime(study: StudyOutputs, section: Section) -> None:
+    st = study.stages
+    rows = []
+    for r in st["stages"]:
+        secs = r["seconds"] if r["status"] != "skipped" else r.get("earlier_seconds")
+        rows.append(
+            [
+                r["name"],
+                r["status"],
+                fmt(secs, 1),
+                fmt(r.get("cpu_seconds"), 1),
+                fmt(r["peak_memory_bytes"] / 1024**3, 2),
+                "; ".join(r.get("commands", [])),
+            ]
+        )
+    section.tables.append(
+        Table(
+            ["stage", "status", "wall s", "CPU s", "peak memory (GB)", "command"],
+            rows,
+            caption="Peak memory: summed RSS of the stage's process tree (recipe and DataLoader "
+            "workers), sampled every 0.2 s",
+        )
+    )
+    total, budget = st["study_seconds"], st["time_budget_seconds"]
+    peak, mem_budget = st["peak_memory_bytes"] / 1024**3, st["memory_budget_bytes"] / 1024**3
+    section.readings.append(
+        f"The study took {total / 60:.1f} minutes in all "
+        f"({'within' if st['within_time_budget'] else 'over'} the {budget / 60:.0f}-minute "
+        f"budget) on {st.get('cpu_count', '?')} CPU cores; peak memory of any stage (process "
+        f"tree) {peak:.2f} GB ({'within' if st['within_memory_budget'] else 'over'} the "
+        f"{mem_budget:.0f} GB budget)."
+    )
+    load = st.get("load_average_at_end")
+    if st.get("threads") or load:
+        section.notes.append(
+            f"Torch threads for the evaluation/analysis/SAE stages: {st.get('threads', '?')}; "
+            f"load average when the run ended: {fmt(load[0] if load else None, 1)} (other work on "
+            "the machine slows every stage)."
+        )
+    if any(r["status"] == "skipped" for r in st["stages"]):
+        section.notes.append(
+            "Skipped stages ran in an earlier invocation; their time is the recorded one and "
+            "their memory was measured then."
+        )
+
+
+SECTION_SPECS: list[_Spec] = [
+    _Spec(
+        "accuracy",
+        "Accuracy on seen corruptions (Fig. 2)",
+        "Adversarial fine-tuning raises accuracy on new instances of the corruptions it was "
+        "trained on (top-1/5/10, seen corruptions).",
+        "results",
+        "evaluate",
+        _build_accuracy,
+    ),
+    _Spec(
+        "transfer",
+        "Transfer to unseen corruptions (Fig. 2, transfer matrix)",
+        "The gain does not transfer to corruption classes not seen in training.",
+        "results",
+        "evaluate",
+        _build_transfer,
+    ),
+    _Spec(
+        "certainty",
+        "Certainty: probability of the true class (Fig. 4)",
+        "Fine-tuning raises the model's certainty (mean probability of the true class) on the "
+        "seen corruptions.",
+        "results",
+        "evaluate",
+        _build_certainty,
+    ),
+    _Spec(
+        "first_correct_layer",
+        "Layer-wise knowledge: first correct layer (Fig. 5)",
+        "Fine-tuning changes where in the network the correct class emerges (logit lens).",
+        "analysis",
+        "analyze",
+        _build_first_correct,
+    ),
+    _Spec(
+        "attention_entropy",
+        "Attention entropy difference (Fig. 8)",
+        "Fine-tuning changes the models' attention (per-head attention entropy).",
+        "analysis",
+        "analyze",
+        _build_entropy,
+    ),
+    _Spec(
+        "sae_vanilla",
+        "Sparse features, vanilla SAE (Fig. 9)",
+        "Fine-tuning does not fundamentally change the sparse representation: vanilla SAE "
+        "codes of base and fine-tuned activations on the same input stay highly similar.",
+        "sae",
+        "sae",
+        _sae_section("standard"),
+    ),
+    _Spec(
+        "sae_batchtopk",
+        "Sparse features, BatchTopK SAE (Fig. 10)",
+        "Fine-tuning does not fundamentally change the sparse representation: BatchTopK SAE "
+        "codes of base and fine-tuned activations on the same input stay highly similar.",
+        "sae",
+        "sae",
+        _sae_section("batchtopk"),
+    ),
+    _Spec("cka", "Representation similarity (linear CKA)", None, "analysis", "analyze", _build_cka),
+    _Spec(
+        "patching",
+        "Activation patching: which layers carry the gain",
+        None,
+        "analysis",
+        "analyze",
+        _build_patching,
+    ),
+    _Spec(
+        "dictionary_matching",
+        "SAE dictionaries: base vs fine-tuned",
+        None,
+        "sae",
+        "sae",
+        _build_dictionary_matching,
+    ),
+    _Spec(
+        "corruption_error",
+        "Corruption error (mCE)",
+        None,
+        "results",
+        "evaluate",
+        _build_corruption_error,
+    ),
+    _Spec("runtime", "Runtime and memory of this run", None, "stages", "demo", _build_runtime),
+]
+
+
+def describe_setup(study: StudyOutputs) -> tuple[list[str], list[Table]]:
+    """Setup lines (models, data, sizes, seeds) read from whatever outputs exist."""
+    lines: list[str] = []
+    tables: list[Table] = []
+    r, a, s = study.results, study.analysis, study.sae
+    if isinstance(r, Mapping):
+        try:
+            ds = r.get("dataset", {})
+            grid = r.get("grid", {})
+            st = r.get("settings", {})
+            lines.append(
+                f"Evaluation: {ds.get('n_images', '?')} held-out images of "
+                f"{ds.get('name', '?')} ({ds.get('split', '?')}, {ds.get('num_classes', '?')} "
+                f"classes); {len(grid.get('corruptions', []))} corruptions × severities "
+                f"{grid.get('severities', '?')}"
+                + (" plus clean" if grid.get("clean") else "")
+                + f"; corruption seed {st.get('corruption_seed', '?')} (training used its own); "
+                f"{st.get('n_resamples', '?')} bootstrap resamples, "
+                f"{st.get('ci_method', '?')} intervals."
+            )
+            rows = []
+            for m in r.get("models", []):
+                rb = m.get("robustness") or {}
+                rows.append(
+                    [
+                        _short(m.get("name") or m.get("key")),
+                        m.get("role", ""),
+                        rb.get("adversary") or "—",
+                        rb.get("train_family") or "—",
+                        ", ".join(m.get("train_corruptions") or []) or "—",
+                        ", ".join(str(v) for v in rb.get("severities") or []) or "—",
+                    ]
+                )
+            if rows:
+                tables.append(
+                    Table(
+                        [
+                            "model",
+                            "role",
+                            "adversary",
+                            "training family",
+                            "training corruptions",
+                            "severities",
+                        ],
+                        rows,
+                        caption="Models compared",
+                    )
+                )
+        except (AttributeError, TypeError) as err:
+            lines.append(f"results.json setup could not be read ({err}).")
+    else:
+        lines.append("Evaluation: missing (results.json not found).")
+    if isinstance(a, Mapping):
+        data = a.get("data", {})
+        lines.append(
+            f"Analysis: {data.get('max_examples', '?')} images of {data.get('dataset', '?')} "
+            f"({data.get('split', '?')}), corruptions at severity {data.get('severity', '?')}, "
+            f"conditions {', '.join(a.get('conditions', []))}."
+        )
+    else:
+        lines.append("Analysis: missing (analysis.json not found).")
+    if isinstance(s, Mapping):
+        td = s.get("training_data", {})
+        lines.append(
+            f"SAEs: trained on {td.get('training_tokens', '?')} activations of the base model "
+            f"(layers {s.get('layers', '?')}, tokens {s.get('tokens', '?')}, training images "
+            f"from {td.get('dataset', '?')} {td.get('split', '?')} with corruption family "
+            f"{td.get('corruption_family', '?')}); compared on "
+            f"{s.get('eval', {}).get('num_images', '?')} held-out images."
+        )
+    else:
+        lines.append("SAEs: missing (sae.json not found).")
+    lines.append(
+        "Every base-vs-fine-tuned number is paired (same images, same corruption draws) and "
+        "carries a 95% bootstrap CI over images; definitions: docs/definitions.md."
+    )
+    return lines, tables
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes/report.py
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportArguments:
+    """Build the report of any study's output folder (the demo's or a full-scale GPU run's)."""
+
+    study_dir: str | None = field(
+        default=None,
+        metadata={"help": "Output folder of a study; results/analysis/sae JSONs are found in it."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Default: <study_dir>/report."})
+    results: str | None = field(default=None, metadata={"help": "Explicit results.json path."})
+    analysis: str | None = field(default=None, metadata={"help": "Explicit analysis.json path."})
+    sae: str | None = field(default=None, metadata={"help": "Explicit sae.json path."})
+    title: str | None = field(default=None)
+    check_browser: bool = field(
+        default=False,
+        metadata={"help": "Load the page in headless Chromium, count images, take a screenshot."},
+    )
+    corruption_table: bool = field(
+        default=False, metadata={"help": "Print the registry's corruption table (Markdown), exit."}
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `recipes/report.py`."""
+    from hf_vitrobust.configs import parse_recipe
+
+    (args,) = parse_recipe((ReportArguments,), argv)
+    if args.corruption_table:
+        print(corruption_table_markdown())
+        return 0
+    if not args.study_dir:
+        raise ValueError("Pass --study_dir (e.g. outputs/demo), or --corruption_table true.")
+    paths = build_report(
+        args.study_dir,
+        args.output_dir,
+        results=args.results,
+        analysis=args.analysis,
+        sae=args.sae,
+        title=args.title,
+    )
+    for section in paths.report.sections:
+        print(f"{section.verdict:>17}  {section.title}")
+    print(f"wrote {paths.html} and {paths.markdown}")
+    if args.check_browser:
+        check = check_in_browser(paths.html, paths.html.with_name("screenshot.png"))
+        print(
+            f"Chromium: {check.images_loaded}/{check.images} images loaded"
+            + (f" (broken: {check.broken})" if check.broken else "")
+            + f"; screenshot {check.screenshot}"
+        )
+        return 0 if check.ok else 1
+    return 0

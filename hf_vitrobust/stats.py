@@ -214,10 +214,16 @@ def paired_bootstrap(
     estimate = float(stat(data, axis=-1))
     if np.ptp(data, axis=-1).max() == 0:
         return PairedComparison(
-            estimate, estimate, estimate, 1.0 if estimate == 0 else 0.0, "paired_bootstrap", n,
+            estimate, estimate, estimate, _point_p(estimate, n_resamples), "paired_bootstrap", n,
             confidence, int(n_resamples), seed, ci_method_for(n),
         )  # fmt: skip
     res = _bootstrap(data, stat, n_resamples, confidence, seed)
+    if np.ptp(res.bootstrap_distribution) <= 1e-12 * max(1.0, abs(estimate)):
+        # The statistic's difference does not vary over resamples (e.g. b = a + c): a point.
+        return PairedComparison(
+            estimate, estimate, estimate, _point_p(estimate, n_resamples), "paired_bootstrap", n,
+            confidence, int(n_resamples), seed, ci_method_for(n),
+        )  # fmt: skip
     null = res.bootstrap_distribution - estimate
     p_value = (1 + np.count_nonzero(np.abs(null) >= abs(estimate))) / (1 + null.size)
     return PairedComparison(
@@ -232,6 +238,12 @@ def paired_bootstrap(
         seed=int(seed),
         ci_method=ci_method_for(n),
     )
+
+
+def _point_p(estimate: float, n_resamples: int) -> float:
+    """p-value of a difference that is identical on every resample: 1 when it is zero, else the
+    smallest p the bootstrap test can give (never an exact 0)."""
+    return 1.0 if estimate == 0 else 1.0 / (1 + int(n_resamples))
 
 
 def _diff_ci(d: np.ndarray, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:

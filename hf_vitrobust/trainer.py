@@ -422,7 +422,9 @@ class AdversarialTrainer(Trainer):
                 band=args.pgd_band,
                 band_cutoff=args.pgd_band_cutoff,
             )
-            generator = step_generator(args.corruption_seed, self._micro_index(), args.process_index)
+            generator = step_generator(
+                args.corruption_seed, self._micro_index(), args.process_index, device=clean.device
+            )
             for scale in dict.fromkeys((self._attack_loss_scale(), 1.0)):
                 try:
                     with eval_mode(attack_model), self.compute_loss_context_manager():
@@ -528,9 +530,7 @@ class AdversarialTrainer(Trainer):
         total = sum(self.win_counts.values())
         return {
             "winning_corruptions": dict(self.win_counts.most_common()),
-            "winning_corruption_fraction": {
-                k: v / total for k, v in self.win_counts.most_common()
-            }
+            "winning_corruption_fraction": {k: v / total for k, v in self.win_counts.most_common()}
             if total
             else {},
             "winning_severities": {int(k): v for k, v in sorted(self.win_severities.items())},
@@ -580,7 +580,9 @@ class AdversarialTrainer(Trainer):
             (Path(folder) / name).is_file()
             for name in ("model.safetensors", "model.safetensors.index.json")
         )
-        return has_weights and isinstance(self.accelerator.unwrap_model(self.model), PreTrainedModel)
+        return has_weights and isinstance(
+            self.accelerator.unwrap_model(self.model), PreTrainedModel
+        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         # transformers 5 saves ViT weights under the legacy key names (vit.encoder.layer.*) and
@@ -677,12 +679,16 @@ def build_collators(
         evals["seen"] = CorruptionCollator(processor, views=seen, k=1, **kw)
         group = args.unseen_group()
         if group is not None:
-            unseen = CorruptionViews(FAMILIES[group], severities=severities, seed=seed, stage="eval")
+            unseen = CorruptionViews(
+                FAMILIES[group], severities=severities, seed=seed, stage="eval"
+            )
             evals["unseen"] = CorruptionCollator(processor, views=unseen, k=1, **kw)
     return train, evals
 
 
-def run_finetune(model_args: Any, data_args: Any, training_args: AdversarialTrainingArguments) -> dict:
+def run_finetune(
+    model_args: Any, data_args: Any, training_args: AdversarialTrainingArguments
+) -> dict:
     """Load data and model, train (resuming from the last checkpoint in output_dir), save the
     robust model with its card, evaluate, and return the final metrics."""
     from transformers import set_seed

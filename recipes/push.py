@@ -38,6 +38,13 @@ class PushArguments:
     results: str | None = field(
         default=None, metadata={"help": "results.json from recipes/evaluate.py, for the card."}
     )
+    results_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Which evaluated model of results.json the card is for (default: the "
+            "checkpoint folder's)."
+        },
+    )
     figures: list[str] | None = field(
         default=None, metadata={"help": "PNG figures to copy into the checkpoint and its card."}
     )
@@ -63,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             figures=args.figures,
             commit_message=args.commit_message,
             card_only=args.card_only,
+            results_model=args.results_model,
         )
     except (PushError, ValueError) as error:
         print(f"push failed: {error}", file=sys.stderr)

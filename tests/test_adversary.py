@@ -68,7 +68,16 @@ def test_pgd_respects_budget_and_raises_loss(tiny_model, batch, steps):
     model, _ = tiny_model
     x, labels = batch
     eps = 8 / 255
-    adv = pgd(model, x, labels, mean=MEAN, std=STD, epsilon=eps, steps=steps, generator=step_generator(0, 0))
+    adv = pgd(
+        model,
+        x,
+        labels,
+        mean=MEAN,
+        std=STD,
+        epsilon=eps,
+        steps=steps,
+        generator=step_generator(0, 0),
+    )
     assert adv.shape == x.shape and not adv.requires_grad
     assert linf_pixels(adv, x, STD) <= eps + 1e-5
     x01 = adv * STD[0] + MEAN[0]
@@ -96,7 +105,9 @@ def test_band_limited_pgd_stays_in_band(tiny_model, batch, band):
     model, _ = tiny_model
     x, labels = batch
     eps = 8 / 255
-    adv = pgd(model, x, labels, mean=MEAN, std=STD, epsilon=eps, steps=3, band=band, band_cutoff=0.25)
+    adv = pgd(
+        model, x, labels, mean=MEAN, std=STD, epsilon=eps, steps=3, band=band, band_cutoff=0.25
+    )
     delta = ((adv - x) * STD[0]).float()
     assert linf_pixels(adv, x, STD) <= eps + 1e-5
     assert delta.abs().max() > eps / 4  # it did move

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from hf_vitrobust.analysis.attention import (
-    attention_entropy,
     grad_cam,
     rollout_matrix,
 )
@@ -60,7 +59,9 @@ def _perturbed_blocks(model, seed: int = 5, scale: float = 0.3):
     with torch.no_grad():
         for name, param in other.named_parameters():
             if name.startswith("vit.layers") or name.startswith("vit.embeddings"):
-                param.add_(scale * torch.randn(param.shape, generator=gen) * param.std().clamp(min=0.02))
+                param.add_(
+                    scale * torch.randn(param.shape, generator=gen) * param.std().clamp(min=0.02)
+                )
     return other.eval()
 
 
@@ -180,7 +181,7 @@ def test_patching_matches_hooked_forward(tiny_model, pixels):
     model, _ = tiny_model
     other = _perturbed_blocks(model)
     source = capture_batch(other, pixels, keep_hidden=True).hidden
-    fast = patched_logits(model, source, max_rows=12)  # forces several site groups
+    fast = patched_logits(model, source)
     with torch.no_grad():
         for site in range(source.shape[0]):
             direct = patched_logits_by_hook(model, pixels, site, source[site])
@@ -230,8 +231,13 @@ def test_refuses_other_layouts(tiny_model):
     model, _ = tiny_model
     deit = DeiTForImageClassificationWithTeacher(
         DeiTConfig(
-            image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=1,
-            num_attention_heads=2, intermediate_size=64, num_labels=10,
+            image_size=28,
+            patch_size=7,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=10,
         )  # fmt: skip
     )
     with pytest.raises(ValueError, match="backbone|CLS|tokens"):

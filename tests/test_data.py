@@ -112,18 +112,20 @@ def test_fashion_mnist_from_idx_files(fashion_mnist_dir):
     assert isinstance(ds.features["image"], datasets.Image)
     assert label_names(ds) == list(data.FASHION_MNIST_CLASSES)
     assert ds["example_id"] == list(range(50))
-    raw = data._read_idx(fashion_mnist_dir / "train-images-idx3-ubyte.gz")
-    raw_labels = data._read_idx(fashion_mnist_dir / "train-labels-idx1-ubyte.gz")
+    raw = data._read_idx(fashion_mnist_dir / "train-images-idx3-ubyte.gz", 50)
+    raw_labels = data._read_idx(fashion_mnist_dir / "train-labels-idx1-ubyte.gz", 50)
     assert ds["label"] == raw_labels[:50].tolist()
     decoded = decode_image(ds[7]["image"])
     assert decoded.shape == (28, 28, 3) and decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded[..., 1], raw[7])
     # "validation" reads the t10k files; streaming gives the same examples in the same order.
     test = load_image_dataset("fashion_mnist", "validation", streaming=True, max_examples=20)
-    test_raw = data._read_idx(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz")
+    test_raw = data._read_idx(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz", 20)
     rows = list(test)
     assert [r["example_id"] for r in rows] == list(range(20))
     np.testing.assert_array_equal(decode_image(rows[3]["image"])[..., 0], test_raw[3])
+    full = load_image_dataset("fashion_mnist", "test")
+    assert len(full) == 10_000 and np.bincount(full["label"]).tolist() == [1000] * 10
 
 
 def test_fashion_mnist_falls_back_to_hub_with_clear_error(tmp_path, monkeypatch):
@@ -159,7 +161,9 @@ def test_decode_awkward_images(image_folder):
     assert (rgba[transparent] == 255).all()  # composited on white, like transformers
     np.testing.assert_array_equal(rgba[~transparent], original[~transparent])
     palette = decode_image(str(image_folder["palette"]))
-    np.testing.assert_array_equal(palette, np.asarray(Image.open(image_folder["palette"]).convert("RGB")))
+    np.testing.assert_array_equal(
+        palette, np.asarray(Image.open(image_folder["palette"]).convert("RGB"))
+    )
     rotated = decode_image(str(image_folder["exif"]))
     assert rotated.shape == (32, 24, 3)  # EXIF orientation 6 applied
     expected_rot = np.rot90(original, k=-1)
@@ -253,14 +257,33 @@ def test_parquet_streamed_with_custom_columns(tmp_path):
     # Map-style parquet: row indices as ids; max_examples in both modes.
     table = load_image_dataset(files[0], image_column="img", label_column="fine", max_examples=4)
     assert table["example_id"] == [0, 1, 2, 3]
-    assert len(list(load_image_dataset(files, streaming=True, image_column="img",
-                                       label_column="fine", max_examples=5))) == 5
+    assert (
+        len(
+            list(
+                load_image_dataset(
+                    files, streaming=True, image_column="img", label_column="fine", max_examples=5
+                )
+            )
+        )
+        == 5
+    )
 
 
-def test_local_map_dataset_streamed_keeps_row_ids(tmp_path):
-    _write_parquet(tmp_path / "train.parquet", 12)
-    stream = load_image_dataset(str(tmp_path / "train.parquet"), streaming=False).to_iterable_dataset()
-    assert [r["example_id"] for r in stream] == list(range(12))
+def test_saved_dataset_and_imagefolder_streamed(tmp_path, image_folder):
+    import datasets
+
+    saved = tmp_path / "saved"
+    load_image_dataset(str(_write_parquet(tmp_path / "train.parquet", 12))).save_to_disk(saved)
+    stream = load_image_dataset(str(saved), streaming=True)
+    assert isinstance(stream, datasets.IterableDataset)
+    assert [r["example_id"] for r in stream] == list(range(12))  # same ids as map-style
+    folder = load_image_dataset(str(image_folder["root"]), streaming=True)
+    assert isinstance(folder, datasets.IterableDataset)
+    rows = list(folder)
+    assert len(rows) == 7 and len({r["example_id"] for r in rows}) == 7
+    assert label_names(folder) == ["cat", "dog"]
+    with pytest.raises(ValueError, match="no split 'test'"):
+        load_image_dataset(str(image_folder["root"]), "test")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_image_dataset(str(tmp_path / "missing.parquet"))
 
@@ -283,6 +306,18 @@ def test_label_checks(tmp_path):
     collator = CorruptionCollator(tiny_image_processor(8), num_labels=2)
     with pytest.raises(ValueError, match="Example 2 has label 2, outside"):
         collator([ds[i] for i in range(3)])
+    # Values beyond the ClassLabel (unchecked in parquet) are found by the scan, with their ids,
+    # also through a shuffled index mapping.
+    import datasets
+
+    raw = datasets.Dataset.from_dict(
+        {"image": [ds[0]["image"]] * 4, "label": [0, 1, 5, 2]},
+        features=datasets.Features(image=datasets.Image(), label=datasets.Value("int64")),
+    )
+    raw.to_parquet(str(tmp_path / "bad_labels.parquet"))
+    bad = load_image_dataset(str(tmp_path / "bad_labels.parquet"), class_names=names)
+    with pytest.raises(ValueError, match=r"example ids \[2\], labels \[5\]"):
+        validate_labels(bad.shuffle(seed=0), 3)
 
 
 # ---------------------------------------------------------------------------- preprocessing
@@ -302,11 +337,28 @@ def test_processor_spec_matches_the_processor(size):
     torch.testing.assert_close(spec.normalize(spec.denormalize(ours)), ours)
 
 
-def test_processor_spec_of_a_vit_b16_style_processor():
+@pytest.mark.parametrize("name", ["vit", "deit", "clip"])
+def test_processor_spec_of_hub_style_processors(name):
+    """ViT-B/16 (224, mean .5), DeiT (256 then crop 224, bicubic), CLIP (short side + crop)."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers.models.deit.image_processing_pil_deit import DeiTImageProcessorPil
     from transformers.models.vit import ViTImageProcessorPil
 
-    spec = ProcessorSpec.from_processor(ViTImageProcessorPil())
-    assert spec.size == (224, 224) and spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.5, 0.5, 0.5)
+    processor = {
+        "vit": ViTImageProcessorPil,
+        "deit": DeiTImageProcessorPil,
+        "clip": CLIPImageProcessorPil,
+    }[name]()
+    spec = ProcessorSpec.from_processor(processor)
+    assert spec.size == (224, 224)
+    if name == "vit":
+        assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.5, 0.5, 0.5)
+    rng = np.random.default_rng(1)
+    images = [
+        rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(300, 451, 3), (500, 333, 3)]
+    ]
+    theirs = processor(images=[Image.fromarray(i) for i in images], return_tensors="pt")
+    torch.testing.assert_close(spec.to_tensor(images), theirs["pixel_values"], atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------- corruption views
@@ -328,6 +380,11 @@ def test_draws_are_pure_functions_and_eval_differs():
     assert sum(a[2] == b[2] for a, b in zip(draws, other)) == 0
     with pytest.raises(ValueError):
         CorruptionViews("low_frequency", severities=(0,))
+    # Pinned values: a change here silently changes every resumed run's corruptions.
+    pinned = CorruptionViews(["gaussian_blur", "gaussian_noise"], seed=0)
+    assert pinned.draw(0, 0, 0) == ("gaussian_noise", 2, 963580953)
+    assert pinned.draw(3, 2**32 + 5, 1) == ("gaussian_blur", 2, 821167836)
+    assert pinned.for_eval().draw(0, 0, 0) == ("gaussian_blur", 5, 2371623095)
 
 
 def test_collator_worst_of_k_views(fashion_mnist_dir):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hf_vitrobust import hub as hub_module
 from hf_vitrobust.hub import (
     CardInputError,
     PushError,
@@ -141,17 +142,80 @@ def test_card_parses_back_with_same_results(tmp_path, tiny_vit_kwargs):
     assert 'ViTForImageClassification.from_pretrained("<repo-id>")' in text
 
 
-def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs):
+@pytest.mark.slow
+def test_card_from_evaluation_results_json(tmp_path, tiny_vit_kwargs, fashion_mnist_dir):
+    """The whole results.json of recipes/evaluate.py goes into the card of its fine-tuned model."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    from hf_vitrobust.data import load_image_dataset
+    from hf_vitrobust.evaluation import EvalModel, EvaluationSettings, evaluate_robustness
+    from hf_vitrobust.models import tiny_vit
+
+    folder = _save_checkpoint(tmp_path / "run-blur", tiny_vit_kwargs)
+    base, processor = tiny_vit(seed=0, **tiny_vit_kwargs)
+    tuned, _ = tiny_vit(seed=3, **tiny_vit_kwargs)
+    tuned.config.robustness = dict(ROBUSTNESS)
+    models = [
+        EvalModel("base", base.eval(), processor),
+        EvalModel(str(folder), tuned.eval(), processor),
+    ]
+    dataset = load_image_dataset("fashion_mnist", split="test", max_examples=16)
+    settings = EvaluationSettings(
+        corruptions=["gaussian_blur", "gaussian_noise"],
+        severities=[1],
+        n_resamples=1000,
+        progress=False,
+    )
+    evaluate_robustness(
+        models,
+        dataset,
+        tmp_path / "eval",
+        settings,
+        dataset_info={"name": "fashion_mnist", "split": "test"},
+    )
+    results_path = tmp_path / "eval" / "results.json"
+    card = ModelCard.load(write_robust_model_card(folder, results_path))
+    expected = [EvalResult(**e) for e in load_results(results_path, folder=folder)["eval_results"]]
+    assert card.data.eval_results == expected
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    # Clean and per-group top-1/top-5 with their CIs, each subset its own dataset entry.
+    configs = {r.dataset_config for r in expected}
+    assert {"clean", "group=noise"} <= configs
+    clean_top1 = next(
+        r for r in expected if r.dataset_config == "clean" and r.metric_type == "accuracy"
+    )
+    assert f"{clean_top1.metric_value:.4f} [{clean_top1.metric_args['ci_low']:.4f}," in card.text
+    assert "### Transfer matrix" in card.text and "| run-blur |" in card.text
+    assert len(card.data.to_dict()["model-index"][0]["results"]) == len(configs)
+
+
+def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, monkeypatch):
     from huggingface_hub import ModelCard
 
     folder = _save_checkpoint(tmp_path / "ckpt", tiny_vit_kwargs)
+    # The trainer's own layout: flat pgd_* keys, steps from trainer_state.json.
+    config = json.loads((folder / "config.json").read_text())
+    config["robustness"] = {"adversary": "pgd", "pgd_epsilon": 0.01, "pgd_steps": 2, "num_views": 1}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 123}))
     card = ModelCard.load(write_robust_model_card(folder))
     assert card.data.eval_results is None and "No evaluation results yet" in card.text
+    assert "| PGD settings | epsilon=0.0100, steps=2 |" in card.text
+    assert "| Steps | 123 |" in card.text and "| Training family | not recorded |" in card.text
     # The packaged copies (used by non-editable installs) must match model_cards/.
     for name in ("robust_model.md", "sae.md"):
         assert template_path(name) == ROOT / "model_cards" / name
         packaged = ROOT / "hf_vitrobust" / "templates" / name
         assert packaged.read_text() == (ROOT / "model_cards" / name).read_text(), name
+    # An installed (non-editable) package has no model_cards/: the packaged copy is used.
+    monkeypatch.setattr(
+        hub_module, "TEMPLATE_DIRS", (tmp_path / "model_cards", ROOT / "hf_vitrobust" / "templates")
+    )
+    assert template_path("sae.md") == ROOT / "hf_vitrobust" / "templates" / "sae.md"
+    assert ModelCard.load(write_robust_model_card(folder)).data.library_name == "transformers"
+    monkeypatch.setattr(hub_module, "TEMPLATE_DIRS", (tmp_path / "nowhere",))
+    with pytest.raises(FileNotFoundError, match="reinstall hf_vitrobust"):
+        template_path("sae.md")
 
 
 def test_user_strings_cannot_break_yaml_header(tmp_path, tiny_vit_kwargs):
@@ -326,6 +390,7 @@ out["model_name"], results = model_index_to_eval_results(card.data.to_dict()["mo
 out["eval_results"] = [r.__dict__ for r in results]
 out["sae_card"] = ModelCard.load(sae_repo).data.to_dict()
 out["files"] = sorted(HfApi().list_repo_files(model_repo))
+out["whoami"] = HfApi().whoami()["name"]
 print("RESULT " + json.dumps(out))
 """
 
@@ -402,6 +467,7 @@ def test_push_and_load_back_without_leaking_the_token(hub, tmp_path, tiny_vit_kw
     assert [EvalResult(**r) for r in out["eval_results"]] == expected
     assert out["sae_card"]["library_name"] == "saelens"
     assert "model.safetensors" in out["files"] and "README.md" in out["files"]
+    assert out["whoami"] == "test-user"
 
     # The token reached the server, and nothing else: not files, cache, logs or output.
     assert any(r["authorization"] == f"Bearer {TOKEN}" for r in hub.requests)
@@ -421,7 +487,8 @@ def test_failed_push_leaves_folder_intact_and_retry_succeeds(hub, tmp_path, tiny
     ckpt = _save_checkpoint(tmp_path / "run-retry", tiny_vit_kwargs)
     write_robust_model_card(ckpt, _results())
     before = _tree_hash(ckpt)
-    command = ["recipes/push.py", "--checkpoint", str(ckpt), "--repo_id", "test-user/retry"]
+    # A bare repo name goes to the token owner's namespace (test-user).
+    command = ["recipes/push.py", "--checkpoint", str(ckpt), "--repo_id", "retry"]
 
     # 1. The server answers the commit with a 500.
     hub.fail(r"^POST /api/models/test-user/retry/commit/", status=500, times=1)

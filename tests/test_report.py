@@ -166,7 +166,9 @@ def test_report_page_loads_in_chromium(tmp_path, chromium):
     check = rp.check_in_browser(paths.html, tmp_path / "out" / "screenshot.png", chromium=chromium)
     assert check.images == 2 and check.images_loaded == 2 and check.ok, check
     assert check.sections == 1
-    assert check.screenshot is not None and check.screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        check.screenshot is not None and check.screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    )
 
 
 def test_browser_check_catches_a_broken_image(tmp_path, chromium):
@@ -176,3 +178,106 @@ def test_browser_check_catches_a_broken_image(tmp_path, chromium):
     check = rp.check_in_browser(paths.html, chromium=chromium)
     assert check.images == 2 and check.images_loaded == 1 and not check.ok
     assert check.broken == ["first"]
+
+
+def _metric(v: float) -> dict:
+    return {"value": v, "ci_low": v - 0.02, "ci_high": v + 0.02, "n": 200}
+
+
+def _results(seen_gain: tuple[float, float], unseen_gain: tuple[float, float]) -> dict:
+    """A results.json of the evaluation schema with the given CIs of the top-1 changes."""
+
+    def comp(ci: tuple[float, float]) -> dict:
+        return {
+            "estimate": sum(ci) / 2,
+            "ci_low": ci[0],
+            "ci_high": ci[1],
+            "p_value": 0.01 if ci[0] > 0 or ci[1] < 0 else 0.5,
+            "test": "paired_bootstrap",
+            "n": 200,
+        }
+
+    metrics = ("top_1_accuracy", "top_5_accuracy", "top_10_accuracy", "p_true", "nll", "ece")
+    rows = []
+    for fam, ci in (("seen", seen_gain), ("unseen", unseen_gain)):
+        rows.append(
+            {
+                "model": "lf",
+                "family": fam,
+                "n_cells": 5,
+                "metrics": {m: _metric(0.6) for m in metrics},
+                "base_metrics": {m: _metric(0.5) for m in metrics},
+                "vs_base": {m: comp(ci) for m in metrics},
+            }
+        )
+    return {
+        "schema": "hf_vitrobust.evaluation/1",
+        "models": [
+            {"key": "base", "name": "/x/base", "role": "base"},
+            {"key": "lf", "name": "/x/low_frequency", "role": "fine_tuned"},
+        ],
+        "dataset": {"name": "fashion_mnist", "num_classes": 10, "n_images": 200},
+        "settings": {"top_k": {"top_1_accuracy": 1, "top_5_accuracy": 5, "top_10_accuracy": 10}},
+        "definitions": {"top_1_accuracy": "top-1 definition", "p_true": "certainty def"},
+        "per_family": rows,
+        "transfer_matrix": {
+            "rows": ["lf"],
+            "columns": ["clean", "noise", "blur"],
+            "cells": [
+                [
+                    {**comp((-0.01, 0.01)), "seen": False},
+                    {**comp(unseen_gain), "seen": False},
+                    {**comp(seen_gain), "seen": True},
+                ]
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("seen", "unseen", "accuracy", "transfer"),
+    [
+        ((0.05, 0.15), (-0.03, 0.02), rp.SUPPORTED, rp.SUPPORTED),
+        ((0.05, 0.15), (0.02, 0.08), rp.SUPPORTED, rp.NOT_SUPPORTED),
+        ((-0.03, 0.04), (-0.03, 0.02), rp.NOT_SUPPORTED, rp.NOT_SUPPORTED),
+    ],
+)
+def test_verdicts_follow_the_numbers(tmp_path, seen, unseen, accuracy, transfer):
+    study = tmp_path / "study"
+    (study / "eval").mkdir(parents=True)
+    (study / "eval" / "results.json").write_text(json.dumps(_results(seen, unseen)))
+    paths = rp.build_report(study)
+    by_key = {s.key: s for s in paths.report.sections}
+    assert by_key["accuracy"].verdict == accuracy
+    assert by_key["transfer"].verdict == transfer
+    assert by_key["certainty"].verdict == accuracy  # same CIs for every metric here
+    text = " ".join(by_key["accuracy"].readings)
+    assert f"{seen[0] * 100:+.1f}" in text and f"{seen[1] * 100:+.1f}" in text
+    assert "low_frequency" in text  # the checkpoint's folder name, not its path
+    # The report drew its own seen-vs-unseen figures and embedded them.
+    page = paths.html.read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert not (study / "report" / ".generated").exists()
+    # Sections whose stage did not run say so.
+    assert by_key["attention_entropy"].verdict == rp.MISSING
+
+
+def test_changed_rule_uses_the_chance_rate():
+    # 1 of 20 CIs excluding zero is what chance gives at 95%: not evidence of a change.
+    verdict, reading = rp._changed_verdict(1, 20, "differences")
+    assert verdict == rp.NOT_SUPPORTED and "1 of 20" in reading
+    verdict, reading = rp._changed_verdict(8, 20, "differences")
+    assert verdict == rp.SUPPORTED and "8 of 20" in reading
+
+
+def test_corruption_table_is_generated_from_the_registry():
+    from hf_vitrobust.corruptions import CORRUPTIONS, FAMILIES
+
+    table = rp.corruption_table()
+    assert [row[0] for row in table.rows] == list(CORRUPTIONS)
+    for name, group, band, lf, fams, *_ in table.rows:
+        c = CORRUPTIONS[name]
+        assert (group, band, float(lf)) == (c.group, c.band, round(c.lf_share, 2))
+        assert ("low_frequency" in fams) == (name in FAMILIES["low_frequency"])
+    md = rp.corruption_table_markdown()
+    assert md.count("\n|") == len(CORRUPTIONS) + 2  # header, separator, one row each

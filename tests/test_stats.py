@@ -125,3 +125,20 @@ def test_wilcoxon_matches_scipy_and_hand_value():
     assert r.estimate == pytest.approx(3.5)
     assert r.ci_low < 3.5 < r.ci_high
     assert wilcoxon_test(a, a).p_value == 1.0
+
+
+def test_custom_statistic_on_stacked_per_image_values():
+    rng = np.random.default_rng(9)
+    a = rng.normal(size=(3, 150))  # 3 per-image quantities, images on the last axis
+    b = a + 0.5
+
+    def mean_of_rows(x, axis=-1):
+        return x.mean(axis=axis).mean(axis=0)
+
+    r = paired_bootstrap(a, b, statistic=mean_of_rows, seed=1)
+    assert r.estimate == pytest.approx(0.5) and r.ci_low == r.ci_high == pytest.approx(0.5)
+    b = a + rng.normal(0.3, 0.2, size=a.shape)
+    r = paired_bootstrap(a, b, statistic=mean_of_rows, seed=1)
+    assert r.ci_low < float((b - a).mean()) < r.ci_high and r.p_value < 0.01
+    low, high = bootstrap_ci(a, mean_of_rows, seed=1)
+    assert low < a.mean() < high

@@ -18,11 +18,17 @@ from typing import Any
 import torch
 
 TOKEN_CHOICES = ("cls", "patches", "all")
+_TOKEN_ALIASES = {"both": "all", "patch": "patches"}
 _CACHE_MANIFEST = "activations.json"
 
 
 def check_tokens(tokens: str) -> str:
-    """Validate a token choice: ``cls`` (the CLS token), ``patches`` (patch tokens) or ``all``."""
+    """Validate a token choice: ``cls`` (the CLS token), ``patches`` (patch tokens) or ``all``.
+
+    ``both`` (CLS and patches) means ``all`` and ``patch`` means ``patches``; the canonical name
+    is returned.
+    """
+    tokens = _TOKEN_ALIASES.get(tokens, tokens)
     if tokens not in TOKEN_CHOICES:
         raise ValueError(f"tokens={tokens!r} is not one of {TOKEN_CHOICES}; pick one of them.")
     return tokens
@@ -61,7 +67,7 @@ def _vit_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 def select_tokens(hidden: torch.Tensor, tokens: str) -> torch.Tensor:
     """Select tokens from ``[B, T, d]`` residual activations: CLS ``[B, 1, d]``, patches, or all."""
-    check_tokens(tokens)
+    tokens = check_tokens(tokens)
     if tokens == "cls":
         return hidden[:, :1]
     if tokens == "patches":
@@ -138,7 +144,7 @@ def activation_chunks(
     CLS token is always kept when ``tokens='all'``), which decorrelates the stream and bounds its
     rate. ``epochs=None`` cycles forever, as the SAE trainer draws until it has enough samples.
     """
-    check_tokens(tokens)
+    tokens = check_tokens(tokens)
     model.eval()
     device = _model_device(model)
     generator = torch.Generator().manual_seed(seed)

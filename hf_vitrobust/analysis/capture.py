@@ -355,15 +355,17 @@ def analyze_models(
     confidence: float = 0.95,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    max_patch_rows: int = 4096,
     progress: bool = True,
+    summarize: bool = True,
 ) -> dict[str, Any]:
     """Run every analysis of `finetuned` models against `base`, streaming over batches.
 
     `batches(condition)` yields `(pixel_values, labels)` for each condition (e.g. "clean",
     "noise", ...), the same images in the same order for every call. Each model does one
     capture forward per batch; patching adds base-model block calls on the fine-tuned
-    hidden states. Returns a JSON-ready dict (see docs/analysis.md).
+    hidden states. Returns a JSON-ready dict (see docs/analysis.md). With
+    `summarize=False` the statistics are skipped and `result["recorders"][condition]` holds
+    the per-image recorders (lens, entropy, patching) and the CKA accumulators instead.
     """
     from tqdm.auto import tqdm
 
@@ -435,7 +437,10 @@ def analyze_models(
             cap.__enter__()
         try:
             for pixel_values, labels in tqdm(
-                batches(condition), desc=f"analysis [{condition}]", unit="batch", disable=not progress
+                batches(condition),
+                desc=f"analysis [{condition}]",
+                unit="batch",
+                disable=not progress,
             ):
                 pixel_values = pixel_values.to(device)
                 labels = labels.to(device)
@@ -449,7 +454,7 @@ def analyze_models(
                         cka_rec[name]["cls"].update(base_out.cls, out.cls)
                         cka_rec[name]["patch_mean"].update(base_out.patch_mean, out.patch_mean)
                     if patching:
-                        patched = patched_logits(base, out.hidden, max_rows=max_patch_rows)
+                        patched = patched_logits(base, out.hidden)
                         patch_rec[name].update(base_out.logits, out.logits, patched, labels)
                         out.hidden = None  # free the batch's hidden states now
                 for name, out in outs.items():
@@ -465,6 +470,14 @@ def analyze_models(
                 f"Condition {condition!r} produced {n_images} image(s); the analysis needs at "
                 "least 2 (check the dataset split and max_eval_examples)."
             )
+        if not summarize:
+            result.setdefault("recorders", {})[condition] = {
+                "lens": lens_rec,
+                "entropy": ent_rec,
+                "cka": cka_rec,
+                "patching": patch_rec,
+            }
+            continue
         if lens:
             result["logit_lens"][condition] = {
                 "models": {name: summarize_lens(rec, **boot) for name, rec in lens_rec.items()},
@@ -649,7 +662,9 @@ class AnalysisArguments:
     )
     finetuned_models: list[str] = field(
         default_factory=list,
-        metadata={"help": "Hub ids or local folders of fine-tuned models to compare with the base."},
+        metadata={
+            "help": "Hub ids or local folders of fine-tuned models to compare with the base."
+        },
     )
     finetuned_names: list[str] = field(
         default_factory=list,
@@ -678,9 +693,6 @@ class AnalysisArguments:
         default=4, metadata={"help": "Images in the rollout/Grad-CAM panel (0: no panel)."}
     )
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda', 'cuda:1', ..."})
-    max_patch_rows: int = field(
-        default=4096, metadata={"help": "Images per block call when patching (memory cap)."}
-    )
     progress: bool = field(default=True)
 
 
@@ -769,7 +781,6 @@ def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any]:
         confidence=args.confidence,
         seed=args.seed,
         device=device,
-        max_patch_rows=args.max_patch_rows,
         progress=args.progress,
     )
     result["bad_images"] = batches.bad_images.finish()

@@ -4,7 +4,7 @@ Patching site l (hidden-state index, 0 = embeddings, L = last block) runs model 
 the output of that site replaced by model B's on the same input. Since everything
 before site l is then overwritten, the patched logits are model A's blocks l+1..L, final
 layernorm and classifier applied to B's h_l, which is how `patched_logits` computes them
-(exactly the hooked forward, at about half the cost of L full forwards).
+(exactly the hooked forward, at about half the cost of L+1 full forwards).
 
 The reported number is the fraction of B's accuracy gain recovered:
 (acc(A patched at l) - acc(A)) / (acc(B) - acc(A)).
@@ -34,14 +34,13 @@ def patched_logits(
     model: nn.Module,
     source_hidden: torch.Tensor,
     sites: Sequence[int] | None = None,
-    max_rows: int = 4096,
 ) -> torch.Tensor:
     """Logits of `model` with hidden state l replaced by `source_hidden[l]`, for each site.
 
     `source_hidden` is [L+1, B, T, D] (another model's hidden states on the same batch).
-    Returns [len(sites), B, C]. Sites are processed together: a block runs once on the
-    stacked states of every site that has reached it (at most `max_rows` images at a
-    time), so each block costs one call per group of sites.
+    Returns [len(sites), B, C]. Each site runs only the blocks after it, on B images at a
+    time: every allocation has the same size, so memory stays flat over many batches
+    (stacking the sites into one growing batch fragments the heap).
     """
     from hf_vitrobust.analysis.capture import check_vit_classifier
 
@@ -60,30 +59,18 @@ def patched_logits(
     for s in sites:
         if not 0 <= s <= num_layers:
             raise ValueError(f"Patching site {s} is outside 0..{num_layers}.")
-    batch = source_hidden.shape[1]
-    per_group = max(1, max_rows // max(batch, 1))
-    order = sorted(range(len(sites)), key=lambda i: sites[i])
-    out: list[torch.Tensor | None] = [None] * len(sites)
     was_training = model.training
     model.eval()
+    out = []
     try:
-        for start in range(0, len(order), per_group):
-            group = order[start : start + per_group]
-            group_sites = [sites[i] for i in group]
-            # Entry into the stacked batch in site order; a block sees every entered site.
-            state: torch.Tensor | None = None
-            for j in range(min(group_sites), num_layers + 1):
-                entering = [source_hidden[j] for s in group_sites if s == j]
-                if entering:
-                    state = torch.cat([state, *entering]) if state is not None else torch.cat(entering)
-                if j < num_layers and state is not None:
-                    state = model.vit.layers[j](state)
-            logits = model.classifier(model.vit.layernorm(state[:, 0]))
-            for k, i in enumerate(group):
-                out[i] = logits[k * batch : (k + 1) * batch]
+        for site in sites:
+            state = source_hidden[site]
+            for layer in model.vit.layers[site:]:
+                state = layer(state)
+            out.append(model.classifier(model.vit.layernorm(state[:, 0])))
     finally:
         model.train(was_training)
-    return torch.stack(out)  # type: ignore[arg-type]
+    return torch.stack(out)
 
 
 @torch.no_grad()
@@ -185,6 +172,8 @@ class PatchingRecorder:
             "n_images": len(a),
             "accuracy_a": float(a.mean()),
             "accuracy_b": float(b.mean()),
-            "gain": mcnemar_test(a, b, n_resamples=n_resamples, confidence=confidence, seed=seed).to_dict(),
+            "gain": mcnemar_test(
+                a, b, n_resamples=n_resamples, confidence=confidence, seed=seed
+            ).to_dict(),
             "per_layer": per_site,
         }

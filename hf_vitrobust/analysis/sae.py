@@ -94,7 +94,9 @@ class SAETrainConfig:
     total_training_samples: int = 300_000
     batch_size: int = 1024
     n_init_batches: int = 16
-    dead_feature_window: int = 200
+    # Steps without firing before a feature counts as dead; BatchTopK's auxiliary loss then
+    # revives it. sae-lens' default (1000) exceeds a few-hundred-step run, where it would never act.
+    dead_feature_window: int = 50
     seed: int = 0
     device: str = "cpu"
 
@@ -627,6 +629,12 @@ class SAEStudyArguments:
         default=300_000, metadata={"help": "Activations (tokens) each SAE trains on."}
     )
     sae_batch_size: int = 1024
+    n_init_batches: int = field(
+        default=16, metadata={"help": "Batches that set b_dec (activation mean) and the norm."}
+    )
+    dead_feature_window: int = field(
+        default=50, metadata={"help": "Steps before a silent feature is dead (BatchTopK aux loss)."}
+    )
     image_batch_size: int = 256
     buffer_mb: float = field(default=64.0, metadata={"help": "Shuffle-buffer memory budget."})
     max_tokens_per_image: int | None = field(
@@ -641,7 +649,8 @@ class SAEStudyArguments:
     train_views: int = field(default=1, metadata={"help": "Corrupted views per training image."})
     train_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     eval_corruption_family: str = field(
-        default="all", metadata={"help": "Corruptions compared per group on held-out images."}
+        default="all",
+        metadata={"help": "Family (or comma-separated corruptions) compared per group, held out."},
     )
     eval_severity: int = 3
     num_eval_images: int = field(
@@ -670,7 +679,7 @@ class SAEStudyArguments:
     def __post_init__(self) -> None:
         from hf_vitrobust.analysis.activations import check_tokens
 
-        check_tokens(self.tokens)
+        self.tokens = check_tokens(self.tokens)
         for t in self.sae_types:
             check_sae_type(t)
         if self.finetuned_names and len(self.finetuned_names) != len(self.finetuned_models):
@@ -693,6 +702,8 @@ class SAEStudyArguments:
             lr_end_factor=self.lr_end_factor,
             total_training_samples=self.training_tokens,
             batch_size=self.sae_batch_size,
+            n_init_batches=self.n_init_batches,
+            dead_feature_window=self.dead_feature_window,
             seed=self.seed if seed is None else seed,
             device=self.device,
         )
@@ -704,8 +715,8 @@ def _train_batches(train_ds: Any, processor: Any, args: SAEStudyArguments) -> An
 
     from hf_vitrobust.data import CorruptionCollator, CorruptionViews
 
-    family = args.train_corruption_family
-    use_views = bool(family) and family.lower() != "none" and args.train_views > 0
+    family = _family_spec(args.train_corruption_family)
+    use_views = family is not None and args.train_views > 0
     views = (
         CorruptionViews(family, severities=tuple(args.train_severities), seed=args.seed)
         if use_views
@@ -758,12 +769,11 @@ def _model_chunks(
     if not args.cache_dir:
         return live(None)
     path = Path(args.cache_dir) / f"{role}-layer{layer}-{args.tokens}"
-    needed = args.training_tokens + 64 * args.sae_batch_size
+    # The init batches (b_dec, norm) come first, then training; one spare batch.
+    needed = args.training_tokens + (args.n_init_batches + 1) * args.sae_batch_size
     manifest = read_cache_manifest(path)
-    if manifest is None or manifest.get("n_activations", 0) < min(
-        needed, manifest.get("limit", needed)
-    ):
-        cache_activations(live(None), path, needed, metadata={**(cache_key or {}), "limit": needed})
+    if manifest is None or manifest.get("n_activations", 0) < needed:
+        cache_activations(live(None), path, needed, metadata=cache_key)
     return cached_activation_chunks(path, cycle=True, expect=cache_key)
 
 
@@ -790,14 +800,25 @@ def _eval_images(data_args: Any, args: SAEStudyArguments, processor: Any) -> lis
     return images[: args.num_eval_images]
 
 
-def _conditions(family: str) -> dict[str, list[str]]:
+def _family_spec(family: str | Sequence[str] | None) -> str | list[str] | None:
+    """A family name, or corruption names (a list or a comma-separated string); None for none."""
+    if family is None or (isinstance(family, str) and family.strip().lower() in ("", "none")):
+        return None
+    if isinstance(family, str):
+        parts = [p.strip() for p in family.split(",") if p.strip()]
+        return parts[0] if len(parts) == 1 else parts
+    return list(family) or None
+
+
+def _conditions(family: str | Sequence[str]) -> dict[str, list[str]]:
     """``{"clean": ["clean"], group: [corruption, ...]}`` for the held-out comparison."""
     conditions: dict[str, list[str]] = {"clean": ["clean"]}
-    if not family or family.lower() == "none":
+    names = _family_spec(family)
+    if not names:
         return conditions
     from hf_vitrobust.corruptions import get_corruption, resolve_family
 
-    for name in resolve_family(family):
+    for name in resolve_family(names):
         conditions.setdefault(get_corruption(name).group, []).append(name)
     return conditions
 
@@ -833,6 +854,10 @@ def run_sae_study(
     base.eval().to(args.device)
     base_name = model_args.model_name_or_path or "tiny-vit(model_config)"
     ft_names = list(args.finetuned_names) or [Path(p).name for p in args.finetuned_models]
+    if len(set(ft_names)) != len(ft_names):
+        raise ValueError(
+            f"fine-tuned model names {ft_names} are not unique; set finetuned_names explicitly."
+        )
     finetuned = {}
     for name, path in zip(ft_names, args.finetuned_models):
         ft_args = ModelArguments(
@@ -864,7 +889,7 @@ def run_sae_study(
         "dataset": data_args.dataset_name,
         "split": data_args.train_split,
         "max_examples": data_args.max_train_examples,
-        "corruption_family": args.train_corruption_family or "none",
+        "corruption_family": _family_spec(args.train_corruption_family) or "none",
         "views_per_image": args.train_views,
         "severities": list(args.train_severities),
         "tokens": args.tokens,
@@ -872,7 +897,15 @@ def run_sae_study(
         "training_tokens": args.training_tokens,
     }
 
-    def train_one(model: Any, model_name: str, role: str, sae_type: str, layer: int, seed: int):
+    def train_one(
+        model: Any,
+        model_name: str,
+        role: str,
+        ft_tag: str | None,
+        sae_type: str,
+        layer: int,
+        seed: int,
+    ):
         meta = sae_metadata(
             model_name,
             layer,
@@ -881,8 +914,17 @@ def run_sae_study(
             hf_vitrobust_version=__version__,
             role=role,
         )
-        key = {"model": model_name, "layer": layer, "tokens": args.tokens, "seed": seed}
-        chunks = _model_chunks(model, batches, layer, args, seed, key, role)
+        # The cache holds one model's activations at one layer; both SAE types (and the seed
+        # baseline) reuse it.
+        key = {
+            "model": model_name,
+            "layer": layer,
+            "tokens": args.tokens,
+            "max_tokens_per_image": args.max_tokens_per_image,
+            "training_data": training_data,
+        }
+        tag = "base" if role != "finetuned" else f"finetuned-{ft_tag}"
+        chunks = _model_chunks(model, batches, layer, args, seed, key, tag)
         stream = ActivationStream(
             chunks, d_in, args.sae_batch_size, buffer_mb=args.buffer_mb, seed=seed
         )
@@ -903,7 +945,7 @@ def run_sae_study(
     for role, ft, sae_type, layer, seed in tqdm(plan, desc="SAEs", disable=not progress):
         model = base if ft is None else finetuned[ft]
         name = base_name if ft is None else args.finetuned_models[ft_names.index(ft)]
-        sae, trainer, peak = train_one(model, name, role, sae_type, layer, seed)
+        sae, trainer, peak = train_one(model, name, role, ft, sae_type, layer, seed)
         trained[(role, ft, sae_type, layer)] = {
             "training_sae": sae,
             "trainer": trainer,

@@ -179,7 +179,11 @@ def plot_patching(result: dict, path: str | os.PathLike) -> Path:
             layers = [r["layer"] for r in rows]
             gain = s["gain"]["estimate"]
             line = ax.plot(
-                layers, _series(rows, "recovered"), marker="o", ms=3, label=f"{c} (gain {gain:+.3f})"
+                layers,
+                _series(rows, "recovered"),
+                marker="o",
+                ms=3,
+                label=f"{c} (gain {gain:+.3f})",
             )
             ax.fill_between(
                 layers,
@@ -204,7 +208,9 @@ def _overlay(ax: Any, image: np.ndarray, heat: np.ndarray) -> None:
     peak = float(heat.max())
     heat = heat / peak if peak > 0 else heat
     h, w = image.shape[:2]
-    ax.imshow(heat, cmap="jet", alpha=0.5, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear")
+    ax.imshow(
+        heat, cmap="jet", alpha=0.5, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="bilinear"
+    )
     ax.set_xticks([])
     ax.set_yticks([])
 

@@ -32,7 +32,9 @@ def run(files: list[str], dispatch: bool, batch_size: int, num_workers: int) -> 
     stream = load_image_dataset(files, streaming=True)
     tracker = BadImageTracker(max_bad_fraction=0.5)
     # dispatch_batches broadcasts tensors only.
-    collator = CorruptionCollator(tiny_image_processor(8), bad_images=tracker, tensors_only=dispatch)
+    collator = CorruptionCollator(
+        tiny_image_processor(8), bad_images=tracker, tensors_only=dispatch
+    )
     loader = torch.utils.data.DataLoader(
         stream, batch_size=batch_size, collate_fn=collator, num_workers=num_workers
     )

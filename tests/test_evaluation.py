@@ -1,0 +1,355 @@
+"""hf_vitrobust.evaluation: metric definitions, pairing, label checks, resume, the recipe."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hf_vitrobust import stats
+from hf_vitrobust.evaluation import (
+    CLEAN,
+    Cell,
+    EvalModel,
+    EvaluationSettings,
+    build_grid,
+    ece_bin_sums,
+    ece_statistic,
+    eval_results_for_model,
+    evaluate_robustness,
+    expected_calibration_error,
+    load_top_k_metric,
+    per_image_outputs,
+    run_grid,
+)
+
+GRID = dict(corruptions=["gaussian_noise", "defocus_blur"], severities=[1, 3])
+FAST = dict(n_resamples=1000, progress=False)
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models: one intra-op thread is fastest and immune to a busy machine's contention.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def test_images(fashion_mnist_dir):
+    from hf_vitrobust.data import load_image_dataset
+
+    return load_image_dataset("fashion_mnist", "test", max_examples=200)
+
+
+@pytest.fixture(scope="module")
+def class_names(test_images):
+    from hf_vitrobust.data import label_names
+
+    return label_names(test_images)
+
+
+def _tiny(tiny_vit_kwargs, names, seed, **overrides):
+    from hf_vitrobust.models import tiny_vit
+
+    kw = {k: v for k, v in tiny_vit_kwargs.items() if k != "num_labels"}
+    kw.update(overrides)
+    kw.setdefault("id2label", dict(enumerate(names)))
+    model, processor = tiny_vit(seed=seed, **kw)
+    return model.eval(), processor
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory, tiny_vit_kwargs, class_names):
+    """A base and a 'fine-tuned' tiny ViT saved like the trainer saves them."""
+    root = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed, name in ((0, "base"), (1, "noise_ft")):
+        model, processor = _tiny(tiny_vit_kwargs, class_names, seed)
+        if name != "base":
+            model.config.robustness = {
+                "adversary": "worst_of_k",
+                "train_family": "noise",
+                "train_corruptions": ["gaussian_noise"],
+                "severities": [1, 2, 3, 4, 5],
+            }
+        model.save_pretrained(root / name)
+        processor.save_pretrained(root / name)
+        paths.append(str(root / name))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def loaded(saved_models):
+    from hf_vitrobust.evaluation import load_eval_models
+
+    return load_eval_models(saved_models, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Definitions against hand-computed values
+# ---------------------------------------------------------------------------------------------
+
+LOGITS = np.array([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 3.0, 2.0], [1.0, 1.0, 0.0]])
+LABELS = np.array([0, 2, 0, 1])
+
+
+def test_per_image_outputs_match_hand_values():
+    out = per_image_outputs(torch.tensor(LOGITS), torch.tensor(LABELS))
+    # Ranks: strictly larger logits than the true one. The tie in row 4 counts for the label.
+    assert out["rank"].tolist() == [0, 0, 2, 0]
+    z = [math.exp(2) + math.exp(1) + 1, 2 + math.exp(3), math.exp(1) + math.exp(3) + math.exp(2)]
+    p_true = [math.exp(2) / z[0], math.exp(3) / z[1], math.exp(1) / z[2], math.e / (2 * math.e + 1)]
+    np.testing.assert_allclose(out["p_true"], p_true, rtol=1e-6)
+    np.testing.assert_allclose(out["nll"], [-math.log(p) for p in p_true], rtol=1e-6)
+    conf = [math.exp(2) / z[0], math.exp(3) / z[1], math.exp(3) / z[2], math.e / (2 * math.e + 1)]
+    np.testing.assert_allclose(out["confidence"], conf, rtol=1e-6)
+
+
+def test_top_k_metric_module_loads_by_path_and_agrees():
+    metric = load_top_k_metric()
+    result = metric.compute(predictions=LOGITS.tolist(), references=LABELS.tolist(), k=[1, 2, 10])
+    assert result["top_1_accuracy"] == pytest.approx(3 / 4)
+    assert result["top_2_accuracy"] == pytest.approx(3 / 4)
+    assert result["top_10_accuracy"] == 1.0  # capped at 3 classes
+    assert result["k_effective"] == {1: 1, 2: 2, 10: 3}
+    # The evaluation's per-image ranks give the same accuracies as the shipped metric.
+    rank = per_image_outputs(LOGITS, LABELS)["rank"]
+    for k in (1, 2):
+        assert result[f"top_{k}_accuracy"] == pytest.approx(float(np.mean(rank < k)))
+
+
+def test_ece_matches_hand_computation():
+    conf = np.array([0.95, 0.95, 0.55, 0.15, 1 / 15])
+    correct = np.array([1, 0, 1, 0, 0])
+    # Bins (lo, hi] of width 1/15: 0.95 -> bin 14, 0.55 -> bin 8, 0.15 -> bin 2, 1/15 -> bin 0.
+    expected = (2 / 5) * abs(0.5 - 0.95) + (1 / 5) * 0.45 + (1 / 5) * 0.15 + (1 / 5) * (1 / 15)
+    assert expected_calibration_error(conf, correct) == pytest.approx(expected)
+    sums = ece_bin_sums(conf, correct)
+    assert sums.shape == (15, 5) and np.count_nonzero(sums[:, 4]) == 1 and sums[0, 4] != 0
+    # Averaging two cells' bin sums per image gives the ECE of the pooled predictions.
+    conf2, correct2 = np.array([0.3, 0.8, 0.6, 0.99, 0.5]), np.array([0, 1, 1, 1, 0])
+    pooled = ece_statistic((sums + ece_bin_sums(conf2, correct2)) / 2)
+    both = expected_calibration_error(np.r_[conf, conf2], np.r_[correct, correct2])
+    assert pooled == pytest.approx(both)
+
+
+def test_build_grid_and_cells():
+    cells = build_grid(["noise", "fog"], [2], include_clean=True)
+    assert cells[0] == Cell(CLEAN, 0)
+    assert [c.key for c in cells[1:]] == [
+        "gaussian_noise@2", "shot_noise@2", "impulse_noise@2", "fog@2"
+    ]  # fmt: skip
+    assert Cell.from_key("fog@2") == Cell("fog", 2)
+    with pytest.raises(ValueError):
+        build_grid(["not_a_corruption"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairing, labels, resume
+# ---------------------------------------------------------------------------------------------
+
+
+def _record_inputs(model):
+    seen = []
+    handle = model.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["pixel_values"].clone()), with_kwargs=True
+    )
+    return seen, handle
+
+
+def test_models_see_identical_corrupted_images(tiny_vit_kwargs, class_names, test_images):
+    from hf_vitrobust.data import ProcessorSpec
+    from hf_vitrobust.models import tiny_image_processor
+
+    a, pa = _tiny(tiny_vit_kwargs, class_names, 0)
+    b, _ = _tiny(tiny_vit_kwargs, class_names, 1)
+    pb = tiny_image_processor(28, mean=0.5, std=0.25)  # other normalisation, same pixels
+    models = [EvalModel("a", a, pa, key="a"), EvalModel("b", b, pb, key="b")]
+    hooks = [_record_inputs(m.model) for m in models]
+    cells = [Cell(CLEAN), Cell("gaussian_noise", 3)]
+    records, _ = run_grid(models, test_images, cells, batch_size=64, progress=False)
+    for _, handle in hooks:
+        handle.remove()
+    xa = ProcessorSpec.from_processor(pa).denormalize(torch.cat(hooks[0][0]))
+    xb = ProcessorSpec.from_processor(pb).denormalize(torch.cat(hooks[1][0]))
+    assert xa.shape == (2 * 200, 3, 28, 28)
+    torch.testing.assert_close(xa, xb, atol=1e-5, rtol=0)
+    # The noise cell really differs from the clean one, and ids are aligned across models.
+    assert (xa[:200] - xa[200:]).abs().mean() > 0.01
+    for cell in ("clean", "gaussian_noise@3"):
+        assert np.array_equal(records["a"][cell].example_ids, records["b"][cell].example_ids)
+    # A separate evaluation of one model sees the same corrupted images (per-image seeds).
+    solo, _ = run_grid(
+        [EvalModel("a", a, pa, key="a")], test_images, cells, batch_size=50, progress=False
+    )
+    for cell in ("clean", "gaussian_noise@3"):
+        np.testing.assert_array_equal(solo["a"][cell].rank, records["a"][cell].rank)
+        np.testing.assert_allclose(solo["a"][cell].p_true, records["a"][cell].p_true, atol=1e-6)
+
+
+def test_label_count_and_name_mismatch_fail_before_work(
+    tmp_path, tiny_vit_kwargs, class_names, test_images
+):
+    base = EvalModel("base", *_tiny(tiny_vit_kwargs, class_names, 0))
+    five = EvalModel("five", *_tiny(tiny_vit_kwargs, class_names[:5], 0))
+    with pytest.raises(ValueError, match="5 output classes"):
+        evaluate_robustness([base, five], test_images, tmp_path / "a", EvaluationSettings(**FAST))
+    renamed = list(class_names)
+    renamed[3] = "Spaceship"
+    other = EvalModel("other", *_tiny(tiny_vit_kwargs, renamed, 0))
+    with pytest.raises(ValueError, match="class names differ"):
+        evaluate_robustness([base, other], test_images, tmp_path / "b", EvaluationSettings(**FAST))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_id2label_in_another_order_is_mapped_by_name(tiny_vit_kwargs, class_names, test_images):
+    model, processor = _tiny(tiny_vit_kwargs, class_names, 0)
+    perm = np.random.default_rng(0).permutation(len(class_names))  # new index i = old perm[i]
+    shuffled, _ = _tiny(
+        tiny_vit_kwargs, class_names, 0, id2label={i: class_names[p] for i, p in enumerate(perm)}
+    )
+    shuffled.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        shuffled.classifier.weight.copy_(model.classifier.weight[perm])
+        shuffled.classifier.bias.copy_(model.classifier.bias[perm])
+    models = [
+        EvalModel("orig", model, processor, key="orig"),
+        EvalModel("shuffled", shuffled, processor, key="shuffled"),
+    ]
+    records, _ = run_grid(models, test_images, [Cell(CLEAN)], progress=False)
+    np.testing.assert_array_equal(records["orig"]["clean"].rank, records["shuffled"]["clean"].rank)
+    np.testing.assert_allclose(
+        records["orig"]["clean"].p_true, records["shuffled"]["clean"].p_true, atol=1e-6
+    )
+
+
+def test_resume_skips_finished_cells(tmp_path, loaded, test_images):
+    settings = EvaluationSettings(**GRID, **FAST)
+    first = evaluate_robustness(loaded, test_images, tmp_path, settings, {"name": "fashion_mnist"})
+    cells_dir = tmp_path / "cells" / loaded[1].key
+    missing = cells_dir / "defocus_blur__s3.npz"
+    missing.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.npz")}
+    calls = []
+    handles = [
+        m.model.register_forward_pre_hook(lambda *a, k=m.key: calls.append(k)) for m in loaded
+    ]
+    try:
+        second = evaluate_robustness(
+            loaded, test_images, tmp_path, settings, {"name": "fashion_mnist"}
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    # Only the missing cell of the fine-tuned model ran again: one batch of 128 + one of 72.
+    assert calls == [loaded[1].key] * 2
+    assert missing.exists()
+    assert {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.npz") if p != missing} == kept
+    assert second["per_group"] == first["per_group"]
+    # Cells of another evaluation are refused rather than mixed in.
+    with pytest.raises(ValueError, match="different evaluation"):
+        evaluate_robustness(
+            loaded, test_images, tmp_path, EvaluationSettings(**GRID, **FAST, seed=1), {}
+        )
+
+
+def test_summary_statistics_are_paired_and_consistent(tmp_path, loaded, test_images):
+    results = evaluate_robustness(
+        loaded, test_images, tmp_path, EvaluationSettings(**GRID, **FAST), {"name": "fm"}
+    )
+    from hf_vitrobust.evaluation import CellRecord
+
+    base_key, ft_key = loaded[0].key, loaded[1].key
+    rec = {
+        k: CellRecord.load(tmp_path / "cells" / k / "gaussian_noise__s3.npz")
+        for k in (base_key, ft_key)
+    }
+    row = next(
+        r for r in results["cells"] if r["model"] == ft_key and r["corruption"] == "gaussian_noise"
+        and r["severity"] == 3
+    )  # fmt: skip
+    acc = (rec[ft_key].rank < 1).mean()
+    assert row["metrics"]["top_1_accuracy"]["value"] == pytest.approx(acc)
+    m = row["metrics"]["top_1_accuracy"]
+    assert m["ci_low"] <= acc <= m["ci_high"] and m["n"] == 200
+    expected = stats.mcnemar_test(rec[base_key].rank < 1, rec[ft_key].rank < 1, n_resamples=1000)
+    assert row["vs_base"]["top_1_accuracy"]["p_value"] == pytest.approx(expected.p_value)
+    assert row["vs_base"]["top_1_accuracy"]["test"] == "mcnemar_exact"
+    assert row["seen"] is True
+    # Seen / unseen: the fine-tuned model trained on gaussian_noise only.
+    fam = {r["family"]: r for r in results["per_family"] if r["model"] == ft_key}
+    assert fam["seen"]["corruptions"] == ["gaussian_noise"]
+    assert fam["unseen"]["corruptions"] == ["defocus_blur"]
+    # Transfer matrix: the noise column is seen, blur and clean are not.
+    tm = results["transfer_matrix"]
+    assert tm["rows"] == [ft_key] and tm["columns"] == ["clean", "noise", "blur"]
+    assert [c["seen"] for c in tm["cells"][0]] == [False, True, False]
+    # CE against the base model: 1 for the base, ratio of summed errors for the other.
+    ce = results["corruption_error"]
+    assert ce["reference"] == "base" and ce["models"][base_key]["mce"]["value"] == 1.0
+    err = {
+        k: sum(
+            1
+            - (
+                CellRecord.load(tmp_path / "cells" / k / f"gaussian_noise__s{s}.npz").rank < 1
+            ).mean()
+            for s in (1, 3)
+        )
+        for k in (base_key, ft_key)
+    }  # noqa: E501
+    assert ce["models"][ft_key]["ce"]["gaussian_noise"]["value"] == pytest.approx(
+        err[ft_key] / err[base_key]
+    )
+    # EvalResult-ready dicts build real huggingface_hub objects.
+    from huggingface_hub import EvalResult
+
+    dicts = eval_results_for_model(results, loaded[1].name)
+    objs = [EvalResult(**d) for d in dicts]
+    configs = {d["metric_config"] for d in dicts}
+    assert {
+        "clean",
+        "corrupted",
+        "group=noise",
+        "seen_corruptions",
+        "mce_reference=base",
+    } <= configs
+    assert all(o.task_type == "image-classification" for o in objs)
+    with pytest.raises(ValueError, match="not in these results"):
+        eval_results_for_model(results, "nope")
+
+
+@pytest.mark.slow
+def test_recipe_writes_results_and_figures(tmp_path, saved_models, fashion_mnist_dir):
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable, str(REPO / "recipes" / "evaluate.py"),
+        str(REPO / "recipes" / "fashion-mnist-tiny" / "evaluate.yaml"),
+        "--models", *saved_models,
+        "--max_eval_examples", "100", "--corruptions", "fog", "gaussian_noise",
+        "--severities", "1", "2", "--n_resamples", "1000", "--output_dir", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from hf_vitrobust.io import read_json
+
+    results = read_json(out / "results.json")
+    assert results["dataset"]["name"] == "fashion_mnist" and results["dataset"]["n_images"] == 100
+    assert results["grid"]["cells"] == [
+        "clean", "fog@1", "fog@2", "gaussian_noise@1", "gaussian_noise@2"
+    ]  # fmt: skip
+    assert set(results["definitions"]) >= {"top_1_accuracy", "p_true", "nll", "ece", "ce"}
+    for name in results["figures"]:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert len(results["figures"]) == 4
+    assert "top-1 change vs base" in proc.stdout

@@ -22,6 +22,10 @@ install:
 			echo "      Install Debian's 'dataset-fashion-mnist', or set HF_VITROBUST_FASHION_MNIST_DIR to a folder"; \
 			echo "      holding {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz. Continuing."; \
 		fi; }
+	@command -v chromium >/dev/null 2>&1 || { if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y chromium || (apt-get update && apt-get install -y chromium)) \
+		|| echo "WARNING: could not install chromium; the report's browser test will be skipped."; \
+	else echo "NOTE: chromium not found; the report's browser test will be skipped."; fi; }
 
 test:
 	$(PYTHON) -m pytest -q -ra

@@ -43,5 +43,7 @@ def fashion_mnist_dir():
 
     path = find_fashion_mnist_dir()
     if path is None:
-        pytest.skip("Fashion-MNIST files not installed (make install installs dataset-fashion-mnist)")
+        pytest.skip(
+            "Fashion-MNIST files not installed (make install installs dataset-fashion-mnist)"
+        )
     return path

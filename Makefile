@@ -44,7 +44,7 @@ format:
 bench:
 	@for b in bench/*.py; do \
 		case $$b in bench/gpu_*) continue;; esac; \
-		echo "== $$b"; $(PYTHON) $$b || exit 1; \
+		echo "== $$b"; PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(PYTHON) $$b || exit 1; \
 	done
 
 demo:

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import ViTConfig, ViTForImageClassification  # noqa: E402
 
-from hf_vitrobust.adversary import eval_mode, gather_views, pgd, worst_of_k  # noqa: E402
+from hf_vitrobust.training.adversary import eval_mode, gather_views, pgd, worst_of_k  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)

@@ -147,7 +147,7 @@ def bench_stream(n_activations: int, buffer_mb: float) -> dict:
     """Peak memory of the streaming activation source over a tiny ViT (hidden 96)."""
     import psutil
 
-    from hf_vitrobust.analysis.activations import ActivationStream, activation_chunks
+    from hf_vitrobust.analysis.sae.activations import ActivationStream, activation_chunks
     from hf_vitrobust.models import tiny_vit
 
     model, _ = tiny_vit(seed=0)

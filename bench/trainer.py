@@ -33,7 +33,7 @@ from hf_vitrobust.models import tiny_vit  # noqa: E402
 
 def build(adversary: str, batch_size: int, k: int, pgd_steps: int, device: str):
     """A trainer for `adversary` with its own copy of the tiny ViT, and one fixed batch."""
-    from hf_vitrobust.trainer import AdversarialTrainer, AdversarialTrainingArguments
+    from hf_vitrobust.training.trainer import AdversarialTrainer, AdversarialTrainingArguments
 
     model, processor = tiny_vit(seed=0)
     needs_views = adversary.startswith("worst_of_k")

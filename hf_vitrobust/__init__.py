@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 # Heavy modules (transformers, sae-lens) load on first use, so that
 # `import hf_vitrobust.corruptions` stays fast.
 _LAZY = {
-    "AdversarialTrainer": "hf_vitrobust.trainer",
-    "AdversarialTrainingArguments": "hf_vitrobust.trainer",
+    "AdversarialTrainer": "hf_vitrobust.training.trainer",
+    "AdversarialTrainingArguments": "hf_vitrobust.training.trainer",
     "CORRUPTIONS": "hf_vitrobust.corruptions",
     "FAMILIES": "hf_vitrobust.corruptions",
     "corrupt": "hf_vitrobust.corruptions",

@@ -4,7 +4,7 @@
     python recipes/finetune.py recipes/fashion-mnist-tiny/base.yaml --max_steps 2
 
 Arguments: `ModelArguments`, `DataArguments` (hf_vitrobust.configs) and
-`AdversarialTrainingArguments` (hf_vitrobust.trainer), from the YAML recipe and/or CLI flags
+`AdversarialTrainingArguments` (hf_vitrobust.training.trainer), from the YAML recipe and/or CLI flags
 (CLI wins). A rerun with the same output_dir resumes from its last checkpoint.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe  # noqa: E402
-from hf_vitrobust.trainer import AdversarialTrainingArguments, run_finetune  # noqa: E402
+from hf_vitrobust.training.trainer import AdversarialTrainingArguments, run_finetune  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_vitrobust.adversary import (
+from hf_vitrobust.training.adversary import (
     band_mask,
     eval_mode,
     fgsm,

@@ -205,13 +205,15 @@ def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, 
     # The packaged copies (used by non-editable installs) must match model_cards/.
     for name in ("robust_model.md", "sae.md"):
         assert template_path(name) == ROOT / "model_cards" / name
-        packaged = ROOT / "hf_vitrobust" / "templates" / name
+        packaged = ROOT / "hf_vitrobust" / "hub" / "templates" / name
         assert packaged.read_text() == (ROOT / "model_cards" / name).read_text(), name
     # An installed (non-editable) package has no model_cards/: the packaged copy is used.
     monkeypatch.setattr(
-        hub_module, "TEMPLATE_DIRS", (tmp_path / "model_cards", ROOT / "hf_vitrobust" / "templates")
+        hub_module,
+        "TEMPLATE_DIRS",
+        (tmp_path / "model_cards", ROOT / "hf_vitrobust" / "hub" / "templates"),
     )
-    assert template_path("sae.md") == ROOT / "hf_vitrobust" / "templates" / "sae.md"
+    assert template_path("sae.md") == ROOT / "hf_vitrobust" / "hub" / "templates" / "sae.md"
     assert ModelCard.load(write_robust_model_card(folder)).data.library_name == "transformers"
     monkeypatch.setattr(hub_module, "TEMPLATE_DIRS", (tmp_path / "nowhere",))
     with pytest.raises(FileNotFoundError, match="reinstall hf_vitrobust"):

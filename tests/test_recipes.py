@@ -119,7 +119,7 @@ def test_accelerate_configs_load(config):
 
 def test_recipes_reject_bad_settings(tmp_path):
     from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
-    from hf_vitrobust.trainer import AdversarialTrainingArguments
+    from hf_vitrobust.training.trainer import AdversarialTrainingArguments
 
     types = (ModelArguments, DataArguments, AdversarialTrainingArguments)
     recipe = str(RECIPES / "fashion-mnist-tiny/low_frequency.yaml")
@@ -187,7 +187,7 @@ def test_finetune_recipe_runs_two_steps(recipe, tiny_checkpoint, tmp_path):
     from transformers import ViTForImageClassification
 
     from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
-    from hf_vitrobust.trainer import AdversarialTrainingArguments, run_finetune
+    from hf_vitrobust.training.trainer import AdversarialTrainingArguments, run_finetune
 
     out = tmp_path / "out"
     argv = _overrides(recipe, tiny_checkpoint, out)
@@ -210,7 +210,7 @@ def test_finetune_recipe_runs_two_steps(recipe, tiny_checkpoint, tmp_path):
 
 def test_rerun_resumes_from_last_checkpoint(tiny_checkpoint, tmp_path):
     from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
-    from hf_vitrobust.trainer import AdversarialTrainingArguments, run_finetune
+    from hf_vitrobust.training.trainer import AdversarialTrainingArguments, run_finetune
 
     types = (ModelArguments, DataArguments, AdversarialTrainingArguments)
     out = tmp_path / "out"

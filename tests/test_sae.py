@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_vitrobust.analysis import activations as A
 from hf_vitrobust.analysis import sae as S
+from hf_vitrobust.analysis.sae import activations as A
 
 
 @pytest.fixture()

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback, ViTForImageClassification
 
-import hf_vitrobust.trainer as trainer_mod
-from hf_vitrobust.adversary import eval_mode, gather_views, per_example_loss, worst_of_k
+import hf_vitrobust.training.trainer as trainer_mod
 from hf_vitrobust.models import tiny_vit
-from hf_vitrobust.trainer import (
+from hf_vitrobust.training.adversary import eval_mode, gather_views, per_example_loss, worst_of_k
+from hf_vitrobust.training.trainer import (
     AdversarialTrainer,
     AdversarialTrainingArguments,
     NonFiniteLossError,

@@ -1353,7 +1353,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print("families: " + "; ".join(f"{k}={','.join(v)}" for k, v in FAMILIES.items()))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

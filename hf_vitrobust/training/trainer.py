@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hf_vitrobust.adversary import (
+from hf_vitrobust.training.adversary import (
     BANDS,
     eval_mode,
     fgsm,

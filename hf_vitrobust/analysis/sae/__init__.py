@@ -677,7 +677,7 @@ class SAEStudyArguments:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        from hf_vitrobust.analysis.activations import check_tokens
+        from hf_vitrobust.analysis.sae.activations import check_tokens
 
         self.tokens = check_tokens(self.tokens)
         for t in self.sae_types:
@@ -748,7 +748,7 @@ def _model_chunks(
     cache_key: dict[str, Any] | None,
     role: str,
 ) -> Iterator[torch.Tensor]:
-    from hf_vitrobust.analysis.activations import (
+    from hf_vitrobust.analysis.sae.activations import (
         activation_chunks,
         cache_activations,
         cached_activation_chunks,
@@ -835,7 +835,7 @@ def run_sae_study(
     from tqdm.auto import tqdm
 
     from hf_vitrobust import __version__
-    from hf_vitrobust.analysis.activations import (
+    from hf_vitrobust.analysis.sae.activations import (
         ActivationStream,
         collect_activations,
         resolve_layers,

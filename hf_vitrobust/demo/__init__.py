@@ -26,7 +26,7 @@ from typing import Any
 
 from hf_vitrobust.io import read_json, write_json_atomic
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPES = REPO_ROOT / "recipes"
 GIB = 1024**3
 

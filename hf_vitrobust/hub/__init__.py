@@ -120,7 +120,7 @@ class CardInputError(ValueError):
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Where card templates are looked up, in order: a source checkout's (editable install's)
 # model_cards/, then the copy shipped inside the package (package-data templates/*.md).
-TEMPLATE_DIRS = (_PACKAGE_DIR.parent / "model_cards", _PACKAGE_DIR / "templates")
+TEMPLATE_DIRS = (_PACKAGE_DIR.parents[1] / "model_cards", _PACKAGE_DIR / "templates")
 
 
 def template_path(name: str) -> Path:

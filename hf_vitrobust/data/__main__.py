@@ -1,0 +1,5 @@
+"""`python -m hf_vitrobust.data`."""
+
+from hf_vitrobust.data import main
+
+raise SystemExit(main())

@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     cv2.setNumThreads(1)  # one thread: CPU time then equals the work done, on both sides
-    names = C.resolve_family(args.corruptions if len(args.corruptions) > 1 else args.corruptions[0])
+    names = C.resolve_corruptions(
+        args.corruptions if len(args.corruptions) > 1 else args.corruptions[0]
+    )
 
     print(
         f"corruption benchmark: severity 3, one thread, CPU time, best of {args.rounds} "

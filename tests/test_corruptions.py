@@ -218,14 +218,16 @@ def test_bad_severity(severity):
 
 
 def test_resolve_family():
-    assert C.resolve_family("low_frequency") == C.FAMILIES["low_frequency"]
-    assert C.resolve_family("fog") == ("fog",)
-    assert C.resolve_family("fog, contrast") == ("fog", "contrast")
-    assert C.resolve_family(["noise", "gaussian_noise", "fog"]) == C.FAMILIES["noise"] + ("fog",)
+    assert C.resolve_corruptions("low_frequency") == C.FAMILIES["low_frequency"]
+    assert C.resolve_corruptions("fog") == ("fog",)
+    assert C.resolve_corruptions("fog, contrast") == ("fog", "contrast")
+    assert C.resolve_corruptions(["noise", "gaussian_noise", "fog"]) == C.FAMILIES["noise"] + (
+        "fog",
+    )
     with pytest.raises(ValueError, match="Did you mean 'weather'"):
-        C.resolve_family("wether")
+        C.resolve_corruptions("wether")
     with pytest.raises(ValueError, match="empty"):
-        C.resolve_family([])
+        C.resolve_corruptions([])
 
 
 # ------------------------------------------------------------------- severity and the spectrum

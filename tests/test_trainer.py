@@ -50,7 +50,7 @@ def _resolve(spec):
     return tuple(spec)
 
 
-FAKE.resolve_family = _resolve
+FAKE.resolve_corruptions = _resolve
 
 
 @pytest.fixture(autouse=True)

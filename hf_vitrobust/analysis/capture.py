@@ -562,10 +562,10 @@ class DatasetBatches:
         num_workers: int = 0,
         max_bad_fraction: float = 0.01,
     ) -> None:
-        from hf_vitrobust.corruptions import CORRUPTIONS, GROUPS, resolve_family
+        from hf_vitrobust.corruptions import CORRUPTIONS, GROUPS, resolve_corruptions
         from hf_vitrobust.data import BadImageTracker, CorruptionViews
 
-        names = resolve_family(corruptions)
+        names = resolve_corruptions(corruptions)
         members = {g: tuple(n for n in names if CORRUPTIONS[n].group == g) for g in GROUPS}
         members = {g: m for g, m in members.items() if m}
         if groups:

@@ -32,6 +32,8 @@ import numpy as np
 from albumentations.augmentations.geometric import functional as _fgeometric
 from albumentations.augmentations.pixel import functional as _fpixel
 
+from hf_vitrobust.seeding import image_seed
+
 REGISTRY_VERSION = "1.0"
 """Bumped whenever a corruption's parameters or algorithm change (stored in fine-tuned configs)."""
 
@@ -888,7 +890,7 @@ def get_corruption(name: str) -> Corruption:
         ) from None
 
 
-def resolve_family(spec: str | Sequence[str]) -> tuple[str, ...]:
+def resolve_corruptions(spec: str | Sequence[str]) -> tuple[str, ...]:
     """Corruption names for a family name, a corruption name, ``"a,b"``, or a list of names.
 
     Lists may mix family and corruption names; duplicates are dropped, order kept.
@@ -1183,6 +1185,28 @@ def corrupt_batch(
     return np.stack(out) if is_array else out
 
 
+def corrupt_examples(
+    images: np.ndarray | Sequence[Any],
+    example_ids: Sequence[int],
+    name: str,
+    severity: int,
+    seed: int,
+) -> np.ndarray:
+    """Corrupt dataset examples, each with ``seeding.image_seed(seed, example_id, name, severity)``.
+
+    The one path by which evaluation, analysis and the SAE stage corrupt held-out images: the
+    same ``(seed, example_id, name, severity)`` gives byte-identical pixels in all three.
+    """
+    if len(images) != len(example_ids):
+        raise ValueError(f"got {len(example_ids)} example ids for {len(images)} images")
+    return np.stack(
+        [
+            corrupt(image, name, severity, seed=image_seed(seed, int(eid), name, severity))
+            for image, eid in zip(images, example_ids)
+        ]
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Measurements (used by the tests that check the registry's declared numbers)
 # ---------------------------------------------------------------------------------------------
@@ -1228,7 +1252,7 @@ def preview_grid(
     seed: int = 0,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """A corruptions x (clean + 5 severities) mosaic as one uint8 array, and the row names."""
-    names = resolve_family(names)
+    names = resolve_corruptions(names)
     img = as_rgb_uint8(image)
     if size is not None:
         img = _resize_short_side_center_crop(img, int(size))

@@ -422,6 +422,30 @@ def load_image_dataset(
     return ds
 
 
+def load_dataset_split(
+    data_args: Any, which: str = "eval", max_examples: int | None = None
+) -> datasets.Dataset | datasets.IterableDataset:
+    """``load_image_dataset`` for a recipe's ``DataArguments``: its train or eval split.
+
+    ``which`` is ``"train"`` or ``"eval"``; ``max_examples`` defaults to the recipe's
+    ``max_train_examples`` / ``max_eval_examples``.
+    """
+    if which not in ("train", "eval"):
+        raise ValueError(f"which must be 'train' or 'eval', got {which!r}.")
+    split = data_args.train_split if which == "train" else data_args.eval_split
+    if max_examples is None:
+        max_examples = getattr(data_args, f"max_{which}_examples")
+    return load_image_dataset(
+        data_args.dataset_name,
+        split=split,
+        streaming=data_args.streaming,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        config_name=data_args.dataset_config_name,
+        max_examples=max_examples,
+    )
+
+
 def _local_shards(n: int) -> int:
     return max(1, min(LOCAL_STREAM_SHARDS, n))
 
@@ -933,10 +957,10 @@ class CorruptionViews:
         seed: int = 0,
         stage: str = "train",
     ) -> None:
-        from hf_vitrobust.corruptions import check_severity, resolve_family
+        from hf_vitrobust.corruptions import check_severity, resolve_corruptions
 
         self.family = family
-        self.names: tuple[str, ...] = tuple(resolve_family(family))
+        self.names: tuple[str, ...] = tuple(resolve_corruptions(family))
         if not self.names:
             raise ValueError(f"Corruption family {family!r} is empty.")
         self.severities: tuple[int, ...] = tuple(check_severity(s) for s in severities)

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import re
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,9 +192,9 @@ class EvalModel:
         if rob.get("train_corruptions"):
             return tuple(rob["train_corruptions"])
         if rob.get("train_family"):
-            from hf_vitrobust.corruptions import resolve_family
+            from hf_vitrobust.corruptions import resolve_corruptions
 
-            return tuple(resolve_family(rob["train_family"]))
+            return tuple(resolve_corruptions(rob["train_family"]))
         return ()
 
 
@@ -297,14 +296,14 @@ def build_grid(
     include_clean: bool = True,
 ) -> list[Cell]:
     """Clean first, then every corruption × severity (corruptions: family names or names)."""
-    from hf_vitrobust.corruptions import check_severity, resolve_family
+    from hf_vitrobust.corruptions import check_severity, resolve_corruptions
 
     if isinstance(corruptions, str):
-        names = list(resolve_family(corruptions))
+        names = list(resolve_corruptions(corruptions))
     else:
         names = []
         for spec in corruptions:
-            for name in resolve_family(spec):
+            for name in resolve_corruptions(spec):
                 if name not in names:
                     names.append(name)
     sevs = [check_severity(s) for s in severities]
@@ -313,13 +312,6 @@ def build_grid(
     if not cells:
         raise ValueError("The evaluation grid is empty: give corruptions/severities or clean.")
     return cells
-
-
-def image_seed(seed: int, example_id: int, corruption: str, severity: int) -> int:
-    """The corruption seed of one image: a pure function of the grid point and the example."""
-    eid = int(example_id)
-    entropy = [int(seed), eid & 0xFFFFFFFF, eid >> 32, zlib.crc32(corruption.encode()), severity]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 @dataclass
@@ -463,19 +455,9 @@ class _CleanImages:
 def _corrupt_batch(images: np.ndarray, ids: np.ndarray, cell: Cell, seed: int) -> np.ndarray:
     if cell.corruption == CLEAN:
         return images
-    from hf_vitrobust.corruptions import corrupt
+    from hf_vitrobust.corruptions import corrupt_examples
 
-    return np.stack(
-        [
-            corrupt(
-                img,
-                cell.corruption,
-                cell.severity,
-                seed=image_seed(seed, eid, cell.corruption, cell.severity),
-            )
-            for img, eid in zip(images, ids)
-        ]
-    )
+    return corrupt_examples(images, ids, cell.corruption, cell.severity, seed)
 
 
 def run_grid(

@@ -187,8 +187,8 @@ class AdversarialTrainingArguments(TrainingArguments):
             return ()
         mod = _corruptions_module()
         if "," in spec:
-            return tuple(mod.resolve_family([s.strip() for s in spec.split(",") if s.strip()]))
-        return tuple(mod.resolve_family(spec))
+            return tuple(mod.resolve_corruptions([s.strip() for s in spec.split(",") if s.strip()]))
+        return tuple(mod.resolve_corruptions(spec))
 
     @property
     def views_needed(self) -> int:

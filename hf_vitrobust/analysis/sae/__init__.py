@@ -816,9 +816,9 @@ def _conditions(family: str | Sequence[str]) -> dict[str, list[str]]:
     names = _family_spec(family)
     if not names:
         return conditions
-    from hf_vitrobust.corruptions import get_corruption, resolve_family
+    from hf_vitrobust.corruptions import get_corruption, resolve_corruptions
 
-    for name in resolve_family(names):
+    for name in resolve_corruptions(names):
         conditions.setdefault(get_corruption(name).group, []).append(name)
     return conditions
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_vitrobust import hub as hub_module
 from hf_vitrobust.hub import (
     CardInputError,
     PushError,
+    eval_results_for_model,
     eval_results_from_rows,
     load_results,
     push_robust_model,
@@ -29,6 +29,7 @@ from hf_vitrobust.hub import (
     write_robust_model_card,
     write_sae_card,
 )
+from hf_vitrobust.hub import cards as cards_module
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
@@ -189,6 +190,126 @@ def test_card_from_evaluation_results_json(tmp_path, tiny_vit_kwargs, fashion_mn
     assert len(card.data.to_dict()["model-index"][0]["results"]) == len(configs)
 
 
+def _evaluation_results(finetuned: str) -> dict:
+    """A small results.json of recipes/evaluate.py (base + one fine-tuned model)."""
+    from hf_vitrobust.evaluation.schema import header
+
+    def block(value: float) -> dict:
+        return {"value": value, "ci_low": value - 0.05, "ci_high": value + 0.05, "n": 16}
+
+    def metrics(shift: float) -> dict:
+        names = ("top_1_accuracy", "top_5_accuracy", "p_true", "ece")
+        return {m: block(0.5 + shift + i / 10) for i, m in enumerate(names)}
+
+    keys = {"base": 0.0, "ft": 0.1}
+    diff = {"estimate": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01}
+    return {
+        **header(),
+        "dataset": {"name": "fashion_mnist", "split": "test", "n_images": 16, "num_classes": 10},
+        "models": [
+            {"key": "base", "name": "outputs/base", "role": "base", "robustness": None},
+            {"key": "ft", "name": finetuned, "role": "fine_tuned", "robustness": ROBUSTNESS},
+        ],
+        "grid": {"cells": ["clean", "gaussian_noise@1"], "severities": [1], "clean": True},
+        "settings": {"n_resamples": 1000, "confidence": 0.95, "bootstrap_seed": 0},
+        "cells": [
+            {"model": k, "corruption": "clean", "metrics": metrics(v)} for k, v in keys.items()
+        ],
+        "all_corruptions": [{"model": k, "metrics": metrics(v - 0.2)} for k, v in keys.items()],
+        "per_group": [
+            {"model": k, "group": "noise", "metrics": metrics(v - 0.2)} for k, v in keys.items()
+        ],
+        "per_corruption": [
+            {"model": k, "corruption": "gaussian_noise", "metrics": metrics(v - 0.2)}
+            for k, v in keys.items()
+        ],
+        "per_family": [
+            {
+                "model": "ft",
+                "family": "seen",
+                "corruptions": ["gaussian_noise"],
+                "metrics": metrics(0),
+            }
+        ],
+        "corruption_error": {
+            "reference": "base",
+            "corruptions": ["gaussian_noise"],
+            "models": {"base": {"mce": block(1.0)}, "ft": {"mce": block(0.9)}},
+        },
+        "transfer_matrix": {
+            "metric": "top_1_accuracy",
+            "rows": ["ft"],
+            "columns": ["clean", "noise"],
+            "cells": [[diff, diff]],
+        },
+    }
+
+
+def test_model_index_rows_from_results_json(tmp_path, tiny_vit_kwargs):
+    """eval_results_for_model reads results.json through the evaluation stage's reader."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    from hf_vitrobust.io import SchemaMismatch
+
+    folder = _save_checkpoint(tmp_path / "run-noise", tiny_vit_kwargs)
+    results = _evaluation_results(str(folder))
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    rows = eval_results_for_model(path, "ft")
+    assert rows == eval_results_for_model(results, str(folder))
+    configs = {r["metric_config"] for r in rows}
+    assert configs == {
+        "clean",
+        "corrupted",
+        "group=noise",
+        "seen_corruptions",
+        "mce_reference=base",
+    }
+    objs = [EvalResult(**r) for r in rows]
+    assert all(o.task_type == "image-classification" for o in objs)
+    clean = next(
+        r for r in rows if r["metric_config"] == "clean" and r["metric_type"] == "accuracy"
+    )
+    assert clean["metric_value"] == 0.6 and clean["metric_args"]["ci_low"] == pytest.approx(0.55)
+    assert clean["metric_args"]["n_resamples"] == 1000 and clean["metric_args"]["n"] == 16
+    per_corruption = eval_results_for_model(path, "ft", level="corruption")
+    assert "corruption=gaussian_noise" in {r["metric_config"] for r in per_corruption}
+    with pytest.raises(ValueError, match="not in these results"):
+        eval_results_for_model(results, "nope")
+    with pytest.raises(ValueError, match="level must be"):
+        eval_results_for_model(results, "ft", level="cell")
+
+    # The card of the checkpoint takes its own model's rows (top-1/top-5) and transfer row.
+    card = ModelCard.load(write_robust_model_card(folder, path))
+    expected = [EvalResult(**e) for e in load_results(path, folder=folder)["eval_results"]]
+    assert card.data.eval_results == expected and len(expected) == 9
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert "| run-noise | +0.1000 [+0.0200, +0.1800] (p=0.01)" in card.text
+
+    # A results.json of another schema version is refused by the reader, naming the fix.
+    path.write_text(json.dumps({**results, "schema_version": 1}))
+    with pytest.raises(SchemaMismatch, match="(?i)rerun recipes/evaluate.py"):
+        write_robust_model_card(folder, path)
+    with pytest.raises(SchemaMismatch, match="schema version"):
+        eval_results_for_model({**results, "schema_version": 1}, "ft")
+
+
+def test_card_reads_the_new_and_old_training_names(tmp_path, tiny_vit_kwargs):
+    """config.robustness `corruptions` (new) or `train_family` (older checkpoints)."""
+    from huggingface_hub import ModelCard
+
+    folder = _save_checkpoint(tmp_path / "ckpt", tiny_vit_kwargs)
+    card = ModelCard.load(write_robust_model_card(folder))
+    assert "| Training family | low_frequency |" in card.text
+    config = json.loads((folder / "config.json").read_text())
+    robustness = {k: v for k, v in config["robustness"].items() if k != "train_family"}
+    config["robustness"] = {**robustness, "corruptions": ["low_frequency"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    card = ModelCard.load(write_robust_model_card(folder))
+    assert "| Training family | low_frequency |" in card.text
+    assert "| Corruptions |" not in card.text  # shown once, in its own row
+
+
 def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, monkeypatch):
     from huggingface_hub import ModelCard
 
@@ -202,22 +323,62 @@ def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, 
     assert card.data.eval_results is None and "No evaluation results yet" in card.text
     assert "| PGD settings | epsilon=0.0100, steps=2 |" in card.text
     assert "| Steps | 123 |" in card.text and "| Training family | not recorded |" in card.text
-    # The packaged copies (used by non-editable installs) must match model_cards/.
+    # One copy of the templates, inside the package (package data, read through
+    # importlib.resources): a checkout, an editable and a wheel install use the same files.
     for name in ("robust_model.md", "sae.md"):
-        assert template_path(name) == ROOT / "model_cards" / name
-        packaged = ROOT / "hf_vitrobust" / "hub" / "templates" / name
-        assert packaged.read_text() == (ROOT / "model_cards" / name).read_text(), name
-    # An installed (non-editable) package has no model_cards/: the packaged copy is used.
-    monkeypatch.setattr(
-        hub_module,
-        "TEMPLATE_DIRS",
-        (tmp_path / "model_cards", ROOT / "hf_vitrobust" / "hub" / "templates"),
-    )
-    assert template_path("sae.md") == ROOT / "hf_vitrobust" / "hub" / "templates" / "sae.md"
-    assert ModelCard.load(write_robust_model_card(folder)).data.library_name == "transformers"
-    monkeypatch.setattr(hub_module, "TEMPLATE_DIRS", (tmp_path / "nowhere",))
+        assert template_path(name) == ROOT / "hf_vitrobust" / "hub" / "templates" / name
+    assert not (ROOT / "model_cards").exists()
+    monkeypatch.setattr(cards_module, "TEMPLATE_PACKAGE", "hf_vitrobust.demo")  # no templates/
     with pytest.raises(FileNotFoundError, match="reinstall hf_vitrobust"):
         template_path("sae.md")
+
+
+def test_templates_are_package_data():
+    """pyproject.toml's package-data ships every template (the wheel test builds one)."""
+    import fnmatch
+
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["hf_vitrobust"]
+    templates = sorted((ROOT / "hf_vitrobust" / "hub" / "templates").iterdir())
+    assert {p.name for p in templates} == {"robust_model.md", "sae.md"}
+    for path in templates:
+        rel = path.relative_to(ROOT / "hf_vitrobust").as_posix()
+        assert any(fnmatch.fnmatchcase(rel, pattern) for pattern in patterns), rel
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_templates(tmp_path):
+    """A built wheel holds the templates, and an installed (unzipped) wheel renders from them."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(
+        ROOT / "hf_vitrobust", src / "hf_vitrobust", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    build = f"from setuptools import build_meta as b; print(b.build_wheel({str(tmp_path)!r}))"
+    made = subprocess.run(
+        [sys.executable, "-c", build], cwd=src, capture_output=True, text=True, timeout=300
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
+    wheel = tmp_path / made.stdout.strip().splitlines()[-1]
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("robust_model.md", "sae.md"):
+        assert f"hf_vitrobust/hub/templates/{name}" in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    probe = "import hf_vitrobust.hub as h; print(h.template_path('sae.md'))"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert Path(found.stdout.strip()) == site / "hf_vitrobust" / "hub" / "templates" / "sae.md"
 
 
 def test_user_strings_cannot_break_yaml_header(tmp_path, tiny_vit_kwargs):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hf_vitrobust import demo
 from hf_vitrobust import report as rp
+from hf_vitrobust.configs import RENAMED_KEYS
+from hf_vitrobust.demo import read_stages, runner
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,31 +44,32 @@ def _fake_stages(out: Path, fail: set[str] = frozenset()) -> list[demo.Stage]:
     ]
 
 
-def _run(monkeypatch, tmp_path: Path, fail: set[str] = frozenset(), **kw) -> dict[str, str]:
+def _run(tmp_path: Path, fail: set[str] = frozenset(), **kw) -> dict[str, str]:
     out = tmp_path / "demo"
-    monkeypatch.setattr(demo, "build_stages", lambda args: _fake_stages(out, fail))
-    results = demo.run_demo(demo.DemoArguments(output_dir=str(out), **kw))
+    args = demo.DemoArguments(output_dir=str(out), **kw)
+    results = demo.run_demo(args, sizes={}, stages=_fake_stages(out, fail))
     return {r.name: r.status for r in results}
 
 
-def test_stages_run_then_skip_on_rerun(monkeypatch, tmp_path, capsys):
-    assert set(_run(monkeypatch, tmp_path).values()) == {"ran"}
-    summary = json.loads((tmp_path / "demo" / "stages.json").read_text())
+def test_stages_run_then_skip_on_rerun(tmp_path, capsys):
+    assert set(_run(tmp_path).values()) == {"ran"}
+    summary = read_stages(tmp_path / "demo" / "stages.json")
+    assert list(summary)[:2] == ["schema", "schema_version"]
     assert [s["name"] for s in summary["stages"]] == ["a", "b", "c", "d", "report"]
     assert all(s["seconds"] > 0 and s["cpu_seconds"] >= 0 for s in summary["stages"])
     # The sampled process tree includes the child and its 64 MB buffer.
     assert all(s["peak_memory_bytes"] > 64 * 2**20 for s in summary["stages"])
     assert summary["within_memory_budget"] is True
-    assert set(_run(monkeypatch, tmp_path).values()) == {"skipped"}
+    assert set(_run(tmp_path).values()) == {"skipped"}
     printed = capsys.readouterr().out
     assert "done earlier, skipped" in printed and "(earlier run)" in printed
     # The study's time still counts the stages that ran earlier.
-    rerun = json.loads((tmp_path / "demo" / "stages.json").read_text())
+    rerun = read_stages(tmp_path / "demo" / "stages.json")
     assert rerun["study_seconds"] == pytest.approx(summary["study_seconds"], rel=1e-6)
 
 
-def test_failed_stage_blocks_its_dependants_only(monkeypatch, tmp_path):
-    statuses = _run(monkeypatch, tmp_path, fail={"b"})
+def test_failed_stage_blocks_its_dependants_only(tmp_path):
+    statuses = _run(tmp_path, fail={"b"})
     assert statuses == {
         "a": "ran",
         "b": "failed",
@@ -75,30 +79,76 @@ def test_failed_stage_blocks_its_dependants_only(monkeypatch, tmp_path):
     }
     # Rerun after the fix: finished stages are skipped, the failed one and its dependants run,
     # and the report is rebuilt because its inputs changed.
-    statuses = _run(monkeypatch, tmp_path)
+    statuses = _run(tmp_path)
     assert statuses == {"a": "skipped", "b": "ran", "c": "skipped", "d": "ran", "report": "ran"}
 
 
-def test_force_and_only(monkeypatch, tmp_path):
-    _run(monkeypatch, tmp_path)
-    statuses = _run(monkeypatch, tmp_path, force=["c"])
+def test_force_and_only(tmp_path):
+    _run(tmp_path)
+    statuses = _run(tmp_path, force=["c"])
     assert statuses["c"] == "ran" and statuses["a"] == "skipped"
     assert statuses["report"] == "ran"  # c is one of its inputs
-    assert _run(monkeypatch, tmp_path, only=["a"]) == {"a": "skipped"}
+    assert _run(tmp_path, only=["a"]) == {"a": "skipped"}
     with pytest.raises(ValueError, match="unknown stage"):
-        _run(monkeypatch, tmp_path, only=["nope"])
+        _run(tmp_path, only=["nope"])
 
 
-def test_bad_sizes_are_refused():
-    with pytest.raises(ValueError, match="finetune_steps"):
-        demo.DemoArguments(finetune_steps=0)
-    with pytest.raises(ValueError, match="finetune_families"):
-        demo.DemoArguments(finetune_families=[])
+def _sizes_file(tmp_path: Path, **changes) -> Path:
+    """The demo's sizes file with some sections changed (mappings are merged)."""
+    sizes = yaml.safe_load(demo.SIZES_FILE.read_text())
+    for section, values in changes.items():
+        if isinstance(values, dict):
+            sizes[section] = {**sizes.get(section, {}), **values}
+        else:
+            sizes[section] = values
+    path = tmp_path / "sizes.yaml"
+    path.write_text(yaml.safe_dump(sizes))
+    return path
+
+
+def test_bad_sizes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="finetune.max_steps must be an integer >= 1"):
+        demo.read_sizes(_sizes_file(tmp_path, finetune={"max_steps": 0}))
+    with pytest.raises(ValueError, match="finetunes"):
+        demo.read_sizes(_sizes_file(tmp_path, finetunes=[]))
+    with pytest.raises(ValueError, match="no fine-tune recipe"):
+        demo.read_sizes(_sizes_file(tmp_path, finetunes=["nowhere"]))
+    with pytest.raises(ValueError, match="did you mean 'evaluate'"):
+        demo.read_sizes(_sizes_file(tmp_path, evalute={"max_eval_examples": 3}))
+    # Old recipe key names are refused here (the recipes still read them, with a warning).
+    with pytest.raises(ValueError, match="'eval_corruption_family' is a deprecated"):
+        demo.read_sizes(_sizes_file(tmp_path, sae={"eval_corruption_family": "all"}))
+    with pytest.raises(ValueError, match="'models' is a deprecated"):
+        demo.read_sizes(_sizes_file(tmp_path, evaluate={"models": ["a"]}))
+    with pytest.raises(ValueError, match="set by the demo itself"):
+        demo.read_sizes(_sizes_file(tmp_path, analyze={"output_dir": "x"}))
+    with pytest.raises(ValueError, match="leave the key out"):
+        demo.read_sizes(_sizes_file(tmp_path, sae={"layers": []}))
+
+
+def test_demo_arguments_hold_no_sizes():
+    names = [f.name for f in dataclasses.fields(demo.DemoArguments)]
+    assert sorted(names) == sorted(
+        [
+            "output_dir",
+            "seed",
+            "threads",
+            "only",
+            "force",
+            "time_budget_min",
+            "memory_budget_gb",
+            "strict_budget",
+            "check_browser",
+        ]
+    )
+    assert demo.recipe_flags({"max_steps": 4, "corruptions": ["a", "b"], "seed_baseline": True}) == [
+        "--max_steps", "4", "--corruptions", "a", "b", "--seed_baseline", "true"
+    ]  # fmt: skip
 
 
 def test_stage_commands_are_the_recipes_a_user_runs():
-    args = demo.DemoArguments(output_dir="outputs/demo")
-    stages = demo.build_stages(args)
+    args = demo.DemoArguments(output_dir="outputs/demo", seed=7)
+    stages = demo.build_stages(args, demo.read_sizes())
     names = [s.name for s in stages]
     assert names == [
         "base",
@@ -125,38 +175,99 @@ def test_stage_commands_are_the_recipes_a_user_runs():
             if recipe.suffix == ".yaml":
                 assert (REPO / recipe).is_file() or recipe.is_file(), recipe
 
+    # The command lines: the demo's wiring, then demo.yaml's sizes under the new key names.
+    tail = {s.name: " ".join(s.commands[0][3:]) for s in stages if s.commands}
+    models = (
+        "--base_model outputs/demo/base --finetuned_models outputs/demo/low_frequency "
+        "outputs/demo/high_frequency"
+    )
+    assert tail == {
+        "base": "--output_dir outputs/demo/base --seed 7 --dataloader_num_workers 1 "
+        "--num_train_epochs 2 --max_eval_examples 2000",
+        "finetune_low_frequency": "--model_name_or_path outputs/demo/base --output_dir "
+        "outputs/demo/low_frequency --seed 7 --max_steps 100 --num_views 4 "
+        "--per_device_train_batch_size 128 --max_eval_examples 1000",
+        "finetune_high_frequency": "--model_name_or_path outputs/demo/base --output_dir "
+        "outputs/demo/high_frequency --seed 7 --max_steps 100 --num_views 4 "
+        "--per_device_train_batch_size 128 --max_eval_examples 1000",
+        "evaluate": f"{models} --seed 7 --output_dir outputs/demo/eval --max_eval_examples 300 "
+        "--corruptions all --severities 1 2 3 4 5",
+        "analyze": f"{models} --seed 7 --output_dir outputs/demo/analysis "
+        "--max_eval_examples 500 --corruptions all",
+        "sae": f"{models} --seed 7 --cache_dir outputs/demo/sae/activation_cache --output_dir "
+        "outputs/demo/sae --training_tokens 100000 --max_train_examples 20000 "
+        "--num_eval_images 300 --corruptions all --train_finetuned_saes true "
+        "--seed_baseline true",
+    }
+    # No deprecated recipe key in any command (configs.RENAMED_KEYS would warn about it).
+    flags = {a[2:] for s in stages for cmd in s.commands for a in cmd if a.startswith("--")}
+    assert not flags & ({"models"} | set(RENAMED_KEYS)), flags & set(RENAMED_KEYS)
+    assert "worst-of-4" in stages[1].description
+
+
+def test_sizes_file_is_given_first(tmp_path, monkeypatch):
+    """`python recipes/demo.py sizes.yaml --flags`: the YAML is the sizes, the flags the demo's."""
+    seen = {}
+
+    def fake_run(args, sizes):
+        seen.update(args=args, sizes=sizes)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_demo", fake_run)
+    monkeypatch.setattr(runner.signal, "signal", lambda *a: None)
+    path = _sizes_file(tmp_path, finetunes=["low_frequency"], evaluate={"severities": [2]})
+    assert demo.main([str(path), "--output_dir", str(tmp_path / "o"), "--seed", "3"]) == 130
+    assert seen["sizes"]["finetunes"] == ["low_frequency"]
+    assert seen["sizes"]["evaluate"]["severities"] == [2]
+    assert seen["args"].seed == 3 and seen["args"].output_dir == str(tmp_path / "o")
+    assert demo.main(["--only", "report"]) == 130
+    assert seen["sizes"] == demo.read_sizes(demo.SIZES_FILE)
+
 
 # Reduced sizes: every stage runs for real on tiny data, in about two minutes on 2 idle cores.
-REDUCED = [
-    "--base_max_steps", "40",
-    "--base_eval_examples", "200",
-    "--finetune_steps", "4",
-    "--finetune_views", "2",
-    "--finetune_batch_size", "32",
-    "--finetune_eval_examples", "64",
-    "--eval_examples", "48",
-    "--eval_severities", "2", "4",
-    "--eval_corruptions", "gaussian_noise", "sharpen", "defocus_blur", "motion_blur",
-    "contrast", "brightness",
-    "--analysis_examples", "48",
-    "--analysis_corruptions", "gaussian_noise,defocus_blur,contrast",
-    "--sae_training_tokens", "4096",
-    "--sae_train_examples", "400",
-    "--sae_eval_images", "32",
-    "--sae_layers", "5",
-    "--sae_eval_corruptions", "blur",
-]  # fmt: skip
+REDUCED = {
+    "finetunes": ["low_frequency", "high_frequency"],
+    "base": {"max_steps": 40, "max_eval_examples": 200},
+    "finetune": {
+        "max_steps": 4,
+        "num_views": 2,
+        "per_device_train_batch_size": 32,
+        "max_eval_examples": 64,
+    },
+    "evaluate": {
+        "max_eval_examples": 48,
+        "severities": [2, 4],
+        "corruptions": [
+            "gaussian_noise", "sharpen", "defocus_blur", "motion_blur", "contrast", "brightness"
+        ],
+    },
+    "analyze": {
+        "max_eval_examples": 48,
+        "corruptions": ["gaussian_noise", "defocus_blur", "contrast"],
+    },
+    "sae": {
+        "training_tokens": 4096,
+        "max_train_examples": 400,
+        "num_eval_images": 32,
+        "layers": [5],
+        "corruptions": ["blur"],
+        "train_finetuned_saes": True,
+        "seed_baseline": True,
+    },
+}  # fmt: skip
 
 
 @pytest.mark.slow
 def test_reduced_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "recipes/demo.py", "--output_dir", str(out), *REDUCED]
+    sizes = tmp_path / "reduced.yaml"
+    sizes.write_text(yaml.safe_dump(REDUCED))
+    cmd = [sys.executable, "recipes/demo.py", str(sizes), "--output_dir", str(out)]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "[demo] stage timings" in run.stdout
 
-    summary = json.loads((out / "stages.json").read_text())
+    summary = read_stages(out / "stages.json")
     ran = {s["name"]: s["status"] for s in summary["stages"]}
     assert set(ran.values()) == {"ran"}, ran
     assert summary["within_memory_budget"]
@@ -166,7 +277,8 @@ def test_reduced_demo_end_to_end(tmp_path):
 
     for fam in ("low_frequency", "high_frequency"):
         model = ViTForImageClassification.from_pretrained(out / fam)
-        assert model.config.robustness["train_family"] == fam
+        robustness = model.config.robustness
+        assert fam in (robustness.get("train_family"), *(robustness.get("corruptions") or []))
         card = (out / fam / "README.md").read_text()
         assert "model-index" in card
     sae_cards = list((out / "sae").rglob("README.md"))

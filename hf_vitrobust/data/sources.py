@@ -431,18 +431,3 @@ def load_dataset_split(
 
 def _local_shards(n: int) -> int:
     return max(1, min(LOCAL_STREAM_SHARDS, n))
-
-
-__all__ = [
-    "FASHION_MNIST_CLASSES",
-    "FASHION_MNIST_ENV",
-    "FASHION_MNIST_FILES",
-    "FASHION_MNIST_HUB_ID",
-    "STANDARD_COLUMNS",
-    "STREAM_ID_STRIDE",
-    "column_array",
-    "find_fashion_mnist_dir",
-    "load_dataset_split",
-    "load_image_dataset",
-    "pgm_bytes",
-]

@@ -405,3 +405,14 @@ def test_registry_rows():
     assert by_name["fog"]["families"] == () and by_name["fog"]["band"] == "low"
     assert by_name["snow"]["severity_params"].split("; ")[1] == "scale 0.3"
     assert C.registry_rows(["weather"])[C.FAMILIES["all"].index("snow")]["families"] == ("weather",)
+
+
+def test_package_import_leaves_preview_out():
+    """`import hf_vitrobust.corruptions` (data workers) does not load matplotlib or the preview."""
+    code = (
+        "import sys, hf_vitrobust.corruptions; "
+        "print('matplotlib' in sys.modules, 'hf_vitrobust.corruptions.preview' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "False"]

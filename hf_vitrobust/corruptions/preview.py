@@ -1,7 +1,7 @@
 """Preview grids and the command line: ``python -m hf_vitrobust.corruptions preview|list``.
 
 ``hf-vitrobust-preview IMAGE --out grid.png`` (the console script) is the same command with
-``preview`` implied. A grid has one row per corruption and the columns clean, severity 1..5.
+``preview`` implied. A grid has one row per corruption and the columns clean and each severity.
 """
 
 from __future__ import annotations

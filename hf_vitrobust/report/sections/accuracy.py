@@ -7,14 +7,16 @@ from typing import Any
 
 from hf_vitrobust.formatting import fmt_ci
 
-from ..inputs import SectionUnavailable, StudyOutputs
+from ..inputs import StudyOutputs
 from ..model import Section, Table
-from ..readings import as_comparison, describe_change
+from ..readings import as_comparison
 from ..verdicts import no_transfer_verdict, verdict_from_directions
 from .results import (
     ACC_METRICS,
     claim_rows,
+    claim_rows_or_unavailable,
     model_names,
+    pp_readings,
     seen_unseen_figure,
     seen_unseen_table,
     top_k_note,
@@ -23,25 +25,11 @@ from .results import (
 
 def build_accuracy(study: StudyOutputs, section: Section) -> None:
     results = study.load("results")
-    seen = claim_rows(results, "seen", "top_1_accuracy")
-    if not seen:
-        raise SectionUnavailable("no fine-tuned model has seen corruptions in results.json")
-    for name, comp in seen:
-        section.readings.append(
-            describe_change(
-                comp,
-                f"{name}: top-1 accuracy on its seen corruptions",
-                scale=100,
-                unit=" pp",
-                digits=1,
-            )
-        )
-    for name, comp in claim_rows(results, "seen", "top_5_accuracy"):
-        section.readings.append(
-            describe_change(
-                comp, f"{name}: top-5 accuracy on seen corruptions", scale=100, unit=" pp", digits=1
-            )
-        )
+    seen = claim_rows_or_unavailable(results, "seen", "top_1_accuracy")
+    section.readings += pp_readings(seen, "top-1 accuracy on its seen corruptions")
+    section.readings += pp_readings(
+        claim_rows(results, "seen", "top_5_accuracy"), "top-5 accuracy on seen corruptions"
+    )
     section.verdict = verdict_from_directions([c.direction for _, c in seen if c], +1)
     section.tables.append(seen_unseen_table(results, ACC_METRICS, 100))
     section.figures.append(
@@ -114,19 +102,8 @@ def _transfer_matrix(results: Mapping[str, Any], section: Section) -> None:
 
 def build_transfer(study: StudyOutputs, section: Section) -> None:
     results = study.load("results")
-    unseen = claim_rows(results, "unseen", "top_1_accuracy")
-    if not unseen:
-        raise SectionUnavailable("no fine-tuned model has unseen corruptions in results.json")
-    for name, comp in unseen:
-        section.readings.append(
-            describe_change(
-                comp,
-                f"{name}: top-1 accuracy on unseen corruptions",
-                scale=100,
-                unit=" pp",
-                digits=1,
-            )
-        )
+    unseen = claim_rows_or_unavailable(results, "unseen", "top_1_accuracy")
+    section.readings += pp_readings(unseen, "top-1 accuracy on unseen corruptions")
     seen = dict(claim_rows(results, "seen", "top_1_accuracy"))
     gained = [n for n, c in seen.items() if c is not None and c.direction > 0]
     judged = [c.direction for n, c in unseen if n in gained and c is not None]

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from ..inputs import SectionUnavailable, StudyOutputs
+from ..inputs import StudyOutputs
 from ..model import Section
-from ..readings import describe_change
 from ..verdicts import verdict_from_directions
-from .results import claim_rows, seen_unseen_figure, seen_unseen_table
+from .results import (
+    claim_rows,
+    claim_rows_or_unavailable,
+    pp_readings,
+    seen_unseen_figure,
+    seen_unseen_table,
+)
 
 
 def build_certainty(study: StudyOutputs, section: Section) -> None:
     results = study.load("results")
-    seen = claim_rows(results, "seen", "p_true")
-    if not seen:
-        raise SectionUnavailable("no fine-tuned model has seen corruptions in results.json")
+    seen = claim_rows_or_unavailable(results, "seen", "p_true")
     for fam in ("seen", "unseen"):
-        for name, comp in claim_rows(results, fam, "p_true"):
-            section.readings.append(
-                describe_change(
-                    comp, f"{name}: certainty on {fam} corruptions", scale=100, unit=" pp", digits=1
-                )
-            )
+        section.readings += pp_readings(
+            claim_rows(results, fam, "p_true"), f"certainty on {fam} corruptions"
+        )
     section.verdict = verdict_from_directions([c.direction for _, c in seen if c], +1)
     section.tables.append(seen_unseen_table(results, ("p_true", "nll", "ece"), 1))
     section.figures.append(

@@ -12,7 +12,7 @@ from hf_vitrobust.plots.report import plot_seen_unseen
 
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Figure, Table
-from ..readings import Comparison, as_comparison
+from ..readings import Comparison, as_comparison, describe_change
 
 ACC_METRICS = ("top_1_accuracy", "top_5_accuracy", "top_10_accuracy")
 METRIC_LABEL = {
@@ -58,6 +58,24 @@ def claim_rows(
         if family in fams:
             out.append((names.get(model, model), as_comparison(fams[family]["vs_base"][metric])))
     return out
+
+
+def claim_rows_or_unavailable(
+    results: Mapping[str, Any], family: str, metric: str
+) -> list[tuple[str, Comparison | None]]:
+    """`claim_rows`, or `SectionUnavailable` when no fine-tuned model has `family` corruptions."""
+    rows = claim_rows(results, family, metric)
+    if not rows:
+        raise SectionUnavailable(f"no fine-tuned model has {family} corruptions in results.json")
+    return rows
+
+
+def pp_readings(rows: list[tuple[str, Comparison | None]], subject: str) -> list[str]:
+    """One `describe_change` sentence in percentage points per (model name, difference) row."""
+    return [
+        describe_change(comp, f"{name}: {subject}", scale=100, unit=" pp", digits=1)
+        for name, comp in rows
+    ]
 
 
 def top_k_note(results: Mapping[str, Any]) -> str | None:

@@ -31,13 +31,9 @@ logger = logging.getLogger(__name__)
 def load_datasets(data_args: Any, training_args: AdversarialTrainingArguments) -> tuple[Any, Any]:
     """The training split and, when the run evaluates, the eval split (else None).
 
-    A streamed training split needs `max_steps` (it has no length to count epochs in).
+    A streamed training split needs `max_steps`; `AdversarialTrainer` says so when it is built.
     """
     train_dataset = load_dataset_split(data_args, "train")
-    if not hasattr(train_dataset, "__len__") and training_args.max_steps <= 0:
-        raise ValueError(
-            f"{data_args.dataset_name!r} is streamed: set max_steps (num_train_epochs needs a length)."
-        )
     eval_dataset = None
     if training_args.eval_strategy != "no" or training_args.do_eval:
         eval_dataset = load_dataset_split(data_args, "eval")

@@ -123,7 +123,7 @@ class AdversarialTrainer(Trainer):
             raise ValueError(
                 f"adversary {self.args.adversary!r} with corruptions {self.args.corruptions} "
                 f"needs {needed} corrupted view(s) per image but the collator produces k={k}; "
-                f"build it with CorruptionCollator(..., k={needed}) (see build_collators)."
+                f"build it with CorruptionCollator(..., k={needed}) (see hf_vitrobust.training.build_collators)."
             )
         if self.train_dataset is not None and not hasattr(self.train_dataset, "__len__"):
             if self.args.max_steps is None or self.args.max_steps <= 0:

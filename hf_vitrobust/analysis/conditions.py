@@ -142,7 +142,9 @@ class ConditionCollator:
                 continue
             label = example["label"]
             if label is None or int(label) < 0:
-                raise ValueError(f"Example {example_id} has label {label!r}; check the label column.")
+                raise ValueError(
+                    f"Example {example_id} has label {label!r}; check the label column."
+                )
             images.append(self.spec.resize_uint8(image))
             labels.append(int(label))
             ids.append(example_id)

@@ -152,9 +152,7 @@ class _ConditionRecords:
         }
         self.patching = {name: PatchingRecorder() for name in self.finetuned}
 
-    def update(
-        self, base: nn.Module, captures: dict[str, ActivationCapture], batch: Batch
-    ) -> None:
+    def update(self, base: nn.Module, captures: dict[str, ActivationCapture], batch: Batch) -> None:
         """Capture one batch through every model and record it."""
         pixel_values, labels = batch
         self.n_images += len(labels)

@@ -338,17 +338,37 @@ def _full_study(root: Path) -> Path:
 
     def lens_model(first: float) -> dict:
         return {
+            "n_images": 64,
+            "accuracy": [_metric(0.1), _metric(0.5), _metric(0.8)],
+            "true_class_probability": [_metric(0.1), _metric(0.4), _metric(0.7)],
             "first_correct_layer": {"first": _metric(first), "stable": _metric(first + 1)},
             "last_layer_max_abs_diff": 3e-7,
         }
 
+    def lens_comparison() -> dict:
+        return {
+            "accuracy": [_comp((-0.01, 0.01))] * 3,
+            "true_class_probability": [_comp((-0.01, 0.01))] * 3,
+            "first_correct_layer": {
+                "count": 50,
+                "first": {"paired_bootstrap": _comp((-1.5, -0.5))},
+                "stable": {"paired_bootstrap": _comp((-0.5, 0.5))},
+            },
+        }
+
+    entropy = {"all_queries": [[1.0] * 3] * 2, "cls_query": [[1.0] * 3] * 2}
+
     def entropy_tests(shift: float) -> dict:
         layers = [[_comp((shift - 0.01, shift + 0.02)) for _head in range(3)] for _ in range(2)]
-        return {"all_queries": {"tests": layers}, "cls_query": {"tests": layers}}
+        kind = {"difference": [[shift] * 3] * 2, "tests": layers}
+        return {"all_queries": kind, "cls_query": kind}
 
     analysis = {
         **analysis_header(),
-        "models": {"base": "/x/base", "lf": "/x/low_frequency"},
+        "models": {
+            "base": {"name_or_path": "/x/base", "num_layers": 2, "num_heads": 3},
+            "lf": {"name_or_path": "/x/low_frequency", "num_layers": 2, "num_heads": 3},
+        },
         "conditions": ["clean", "blur"],
         "data": {"max_examples": 64, "dataset": "fashion_mnist", "split": "test", "severity": 3},
         "definitions": {
@@ -360,25 +380,20 @@ def _full_study(root: Path) -> Path:
         "logit_lens": {
             cond: {
                 "models": {"base": lens_model(3.0), "lf": lens_model(2.0)},
-                "comparisons": {
-                    "lf": {
-                        "first_correct_layer": {
-                            "count": 50,
-                            "first": {"paired_bootstrap": _comp((-1.5, -0.5))},
-                            "stable": {"paired_bootstrap": _comp((-0.5, 0.5))},
-                        }
-                    }
-                },
+                "comparisons": {"lf": lens_comparison()},
             }
             for cond in ("clean", "blur")
         },
         "attention_entropy": {
-            "clean": {"differences": {"lf": entropy_tests(0.0)}},
-            "blur": {"differences": {"lf": entropy_tests(0.05)}},
+            cond: {
+                "models": {"base": entropy, "lf": entropy},
+                "differences": {"lf": entropy_tests(shift)},
+            }
+            for cond, shift in (("clean", 0.0), ("blur", 0.05))
         },
         "cka": {
             "clean": {"lf": {"cls": [1.0, 0.97, 0.93], "patch_mean": [1.0, 0.8, 0.85]}},
-            "blur": {"lf": {"cls": [1.0, 0.9, None]}},
+            "blur": {"lf": {"cls": [1.0, 0.9, None], "patch_mean": [None, None, None]}},
         },
         "patching": {
             "blur": {

@@ -1,0 +1,103 @@
+"""The report's setup lines: models, data, sizes and seeds, read from whatever outputs exist."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hf_vitrobust.io import StageOutputError
+
+from ..inputs import SOURCES, StudyOutputs
+from ..model import Table
+from .results import short_name
+
+
+def _evaluation_line(r: Mapping[str, Any]) -> str:
+    ds = r.get("dataset", {})
+    grid = r["grid"] if isinstance(r["grid"], Mapping) else {}
+    st = r.get("settings", {})
+    return (
+        f"Evaluation: {ds.get('n_images', '?')} held-out images of "
+        f"{ds.get('name', '?')} ({ds.get('split', '?')}, {ds.get('num_classes', '?')} "
+        f"classes); {len(grid.get('corruptions', []))} corruptions × severities "
+        f"{grid.get('severities', '?')}"
+        + (" plus clean" if grid.get("clean") else "")
+        + f"; corruption seed {st.get('corruption_seed', '?')} (training used its own); "
+        f"{st.get('n_resamples', '?')} bootstrap resamples, "
+        f"{st.get('ci_method', '?')} intervals."
+    )
+
+
+def _models_table(r: Mapping[str, Any]) -> Table | None:
+    rows = []
+    for m in r.get("models", []):
+        rb = m.get("robustness") or {}
+        rows.append(
+            [
+                short_name(m.get("name") or m.get("key")),
+                m.get("role", ""),
+                rb.get("adversary") or "—",
+                rb.get("train_family") or "—",
+                ", ".join(m.get("train_corruptions") or []) or "—",
+                ", ".join(str(v) for v in rb.get("severities") or []) or "—",
+            ]
+        )
+    if not rows:
+        return None
+    return Table(
+        ["model", "role", "adversary", "training family", "training corruptions", "severities"],
+        rows,
+        caption="Models compared",
+    )
+
+
+def _analysis_line(a: Mapping[str, Any]) -> str:
+    data = a.get("data", {})
+    return (
+        f"Analysis: {data.get('max_examples', '?')} images of {data.get('dataset', '?')} "
+        f"({data.get('split', '?')}), corruptions at severity {data.get('severity', '?')}, "
+        f"conditions {', '.join(a.get('conditions', []))}."
+    )
+
+
+def _sae_line(s: Mapping[str, Any]) -> str:
+    td = s.get("training_data", {})
+    return (
+        f"SAEs: trained on {td.get('training_tokens', '?')} activations of the base model "
+        f"(layers {s.get('layers', '?')}, tokens {s.get('tokens', '?')}, training images "
+        f"from {td.get('dataset', '?')} {td.get('split', '?')} with corruption family "
+        f"{td.get('corruption_family', '?')}); compared on "
+        f"{s.get('eval', {}).get('num_images', '?')} held-out images."
+    )
+
+
+def _missing_line(study: StudyOutputs, source: str, what: str, error: StageOutputError) -> str:
+    if study.paths[source] is None:
+        return f"{what}: missing ({SOURCES[source].file} not found)."
+    return f"{what}: missing ({error})"
+
+
+def describe_setup(study: StudyOutputs) -> tuple[list[str], list[Table]]:
+    """Setup lines (models, data, sizes, seeds) read from whatever outputs exist."""
+    lines: list[str] = []
+    tables: list[Table] = []
+    for source, what, describe in (
+        ("results", "Evaluation", _evaluation_line),
+        ("analysis", "Analysis", _analysis_line),
+        ("sae", "SAEs", _sae_line),
+    ):
+        try:
+            data = study.load(source)
+        except StageOutputError as error:
+            lines.append(_missing_line(study, source, what, error))
+            continue
+        lines.append(describe(data))
+        if source == "results":
+            table = _models_table(data)
+            if table is not None:
+                tables.append(table)
+    lines.append(
+        "Every base-vs-fine-tuned number is paired (same images, same corruption draws) and "
+        "carries a 95% bootstrap CI over images; definitions: docs/definitions.md."
+    )
+    return lines, tables

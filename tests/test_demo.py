@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import yaml
 
 from hf_vitrobust import demo
 from hf_vitrobust import report as rp
-from hf_vitrobust.configs import RENAMED_KEYS
+from hf_vitrobust.configs import RENAMED_KEYS, parse_recipe
 from hf_vitrobust.demo import read_stages, runner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,6 +205,40 @@ def test_stage_commands_are_the_recipes_a_user_runs():
     flags = {a[2:] for s in stages for cmd in s.commands for a in cmd if a.startswith("--")}
     assert not flags & ({"models"} | set(RENAMED_KEYS)), flags & set(RENAMED_KEYS)
     assert "worst-of-4" in stages[1].description
+
+
+class _Parsed(Exception):
+    """Raised by the recording parse_recipe: the recipe parsed its flags and stops there."""
+
+
+def test_every_stage_command_parses_in_its_recipe(monkeypatch):
+    """Each command line, as the demo writes it, parses with its recipe's own arguments, with no
+    deprecated key (a FutureWarning would be an error here)."""
+    monkeypatch.chdir(REPO)
+    stages = demo.build_stages(demo.DemoArguments(seed=3), demo.read_sizes())
+    for stage in stages:
+        for cmd in stage.commands:
+            spec = importlib.util.spec_from_file_location(f"_demo_{stage.name}", cmd[1])
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            parsed = []
+
+            def recording(types, argv, parsed=parsed):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", FutureWarning)
+                    parsed.extend(parse_recipe(types, argv))
+                raise _Parsed
+
+            monkeypatch.setattr(module, "parse_recipe", recording)
+            with pytest.raises(_Parsed):
+                module.main(cmd[2:])
+            values = {k: v for args in parsed for k, v in vars(args).items()}
+            assert values["seed"] == 3, stage.name
+            assert str(values["output_dir"]).startswith("outputs/demo"), stage.name
+            if stage.name in ("evaluate", "analyze", "sae"):
+                assert values["base_model"] == "outputs/demo/base"
+                assert len(values["finetuned_models"]) == 2
+                assert values["corruptions"] == ["all"]
 
 
 def test_sizes_file_is_given_first(tmp_path, monkeypatch):

@@ -202,7 +202,7 @@ def _evaluation_results(finetuned: str) -> dict:
         return {m: block(0.5 + shift + i / 10) for i, m in enumerate(names)}
 
     keys = {"base": 0.0, "ft": 0.1}
-    diff = {"estimate": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01}
+    diff = {"estimate": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01, "seen": True}
     return {
         **header(),
         "dataset": {"name": "fashion_mnist", "split": "test", "n_images": 16, "num_classes": 10},
@@ -213,7 +213,8 @@ def _evaluation_results(finetuned: str) -> dict:
         "grid": {"cells": ["clean", "gaussian_noise@1"], "severities": [1], "clean": True},
         "settings": {"n_resamples": 1000, "confidence": 0.95, "bootstrap_seed": 0},
         "cells": [
-            {"model": k, "corruption": "clean", "metrics": metrics(v)} for k, v in keys.items()
+            {"model": k, "corruption": "clean", "severity": 0, "metrics": metrics(v)}
+            for k, v in keys.items()
         ],
         "all_corruptions": [{"model": k, "metrics": metrics(v - 0.2)} for k, v in keys.items()],
         "per_group": [
@@ -229,6 +230,8 @@ def _evaluation_results(finetuned: str) -> dict:
                 "family": "seen",
                 "corruptions": ["gaussian_noise"],
                 "metrics": metrics(0),
+                "base_metrics": metrics(-0.1),
+                "vs_base": {"top_1_accuracy": diff},
             }
         ],
         "corruption_error": {

@@ -37,6 +37,7 @@ from hf_vitrobust.hub.common import (
 )
 from hf_vitrobust.hub.model_index import eval_result_objects, load_results
 from hf_vitrobust.io import StageOutputError, read_json, write_bytes_atomic
+from hf_vitrobust.training import read_robustness
 
 # Written into "how to load" snippets when the card is rendered before the repo id is known;
 # pushing replaces it (in the uploaded copy only) with the real repo id.
@@ -168,7 +169,6 @@ _RECIPE_KEYS = {
     "base_model",
     "dataset",
     "adversary",
-    "train_family",
     "corruptions",
     "train_corruptions",
     "severities",
@@ -181,13 +181,6 @@ _RECIPE_KEYS = {
     "registry_version",
     "run_name",
 }
-
-
-def training_spec(robustness: Mapping[str, Any]) -> Any:
-    """What the model was trained against, as the recipe gave it: `corruptions` (family or
-    corruption names), or `train_family` in checkpoints saved before that name."""
-    spec = robustness.get("corruptions")
-    return spec if spec not in (None, []) else robustness.get("train_family")
 
 
 def _recipe_rows(
@@ -206,7 +199,7 @@ def _recipe_rows(
         ("Base model", base_model),
         ("Training data", dataset),
         ("Adversary", robustness.get("adversary")),
-        ("Training family", training_spec(robustness)),
+        ("Training family", robustness.get("corruptions")),
         ("Training corruptions", robustness.get("train_corruptions")),
         ("Severities", robustness.get("severities")),
         ("Views per image", robustness.get("num_views") or robustness.get("k")),
@@ -296,6 +289,7 @@ def render_robust_model_card(
     robustness = read_config(folder).get("robustness") or {}
     if not isinstance(robustness, Mapping):
         raise CardInputError(f"config.json's 'robustness' in {str(folder)!r} must be a dict.")
+    robustness = read_robustness(robustness)  # older checkpoints' key names -> today's
     data = load_results(results, folder=folder, model=results_model)
     figure_links = _copy_figures(folder, figures)
 
@@ -516,7 +510,6 @@ __all__ = [
     "render_robust_model_card",
     "render_sae_card",
     "template_path",
-    "training_spec",
     "write_robust_model_card",
     "write_sae_card",
 ]

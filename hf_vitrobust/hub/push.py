@@ -21,11 +21,11 @@ from hf_vitrobust.hub.cards import (
     find_saes,
     render_robust_model_card,
     render_sae_card,
-    training_spec,
     write_robust_model_card,
     write_sae_card,
 )
 from hf_vitrobust.hub.common import CardInputError, cell, one_line, read_config, require_folder
+from hf_vitrobust.training import read_robustness
 
 # sae-lens' file names (sae_lens.constants), plus our per-SAE metadata.
 SAE_FILES = (
@@ -184,7 +184,7 @@ def push_robust_model(
     `PushError` with the endpoint and a retry hint when the Hub errors or is unreachable.
     """
     folder = require_folder(folder, "Checkpoint folder")
-    robustness = read_config(folder).get("robustness") or {}
+    robustness = read_robustness(read_config(folder).get("robustness"))
     names = {p.relative_to(folder).as_posix() for p in _checkpoint_files(folder)}
     if not any(n.endswith(".safetensors") for n in names):
         raise CardInputError(
@@ -202,7 +202,7 @@ def push_robust_model(
     payload = _payload(folder)  # after rendering: figures may have been copied in
     payload.append(("README.md", _readme(text)))
     run_name = one_line(robustness.get("run_name") or folder.resolve().name)
-    adversary, spec = robustness.get("adversary"), training_spec(robustness)
+    adversary, spec = robustness.get("adversary"), robustness.get("corruptions")
     detail = f" ({adversary} on {cell(spec)})" if adversary and spec else ""
     message = commit_message or f"Upload robust ViT checkpoint '{run_name}'{detail} with model card"
     return _commit(

@@ -28,11 +28,12 @@ import numpy as np
 from skimage import data
 
 from hf_vitrobust import corruptions as C
+from hf_vitrobust.corruptions.preview import resize_short_side_center_crop
 
 
 def _photos(size: int) -> list[np.ndarray]:
     return [
-        C._resize_short_side_center_crop(f(), size)
+        resize_short_side_center_crop(f(), size)
         for f in (data.astronaut, data.coffee, data.chelsea, data.rocket)
     ]
 

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from PIL import Image
@@ -31,8 +32,10 @@ from hf_vitrobust.data import (  # noqa: E402
     BadImageTracker,
     CorruptionCollator,
     CorruptionViews,
+    decode_image,
     find_fashion_mnist_dir,
     load_image_dataset,
+    pgm_bytes,
 )
 from hf_vitrobust.models import tiny_image_processor, tiny_vit  # noqa: E402
 
@@ -46,18 +49,14 @@ MODES = {  # name: (corruptions, k)
 
 def source_images(size: int, n: int):
     """A map-style dataset of n encoded images: Fashion-MNIST's own files, or 256 px JPEGs."""
-    import datasets
-
     if find_fashion_mnist_dir() is not None:
         base = load_image_dataset("fashion_mnist", "train", max_examples=n)
     else:  # no files: random 28 px grayscale images in the same (PGM) encoding
-        from hf_vitrobust.data import _pgm_bytes
-
         rng = np.random.default_rng(0)
         pixels = rng.integers(0, 256, (n, 28, 28), np.uint8)
         base = datasets.Dataset.from_dict(
             {
-                "image": [{"bytes": _pgm_bytes(p), "path": None} for p in pixels],
+                "image": [{"bytes": pgm_bytes(p), "path": None} for p in pixels],
                 "label": rng.integers(0, 10, n).tolist(),
                 "example_id": list(range(n)),
             },
@@ -70,8 +69,6 @@ def source_images(size: int, n: int):
     if size <= 32:
         return base
     # 224 px: a typical JPEG stream (decode + downscale), built from the same images.
-    from hf_vitrobust.data import decode_image
-
     images = []
     for row in base:
         rgb = Image.fromarray(decode_image(row["image"])).resize((256, 256), Image.BILINEAR)

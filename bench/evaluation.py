@@ -26,6 +26,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import torch  # noqa: E402
+
+from hf_vitrobust.data import find_fashion_mnist_dir, label_names, load_image_dataset  # noqa: E402
+from hf_vitrobust.evaluation import EvalModel, build_grid, run_grid  # noqa: E402
+from hf_vitrobust.models import tiny_vit  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,13 +40,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args()
-
-    import torch
-
-    from hf_vitrobust.data import find_fashion_mnist_dir, label_names, load_image_dataset
-    from hf_vitrobust.evaluation import EvalModel, build_grid
-    from hf_vitrobust.models import tiny_vit
-
     if find_fashion_mnist_dir() is None:
         sys.exit("Fashion-MNIST files not found (make install); nothing to benchmark.")
     torch.set_num_threads(1)  # tiny models: one thread, and no contention noise between runs
@@ -71,8 +70,6 @@ def main() -> None:
 
 
 def _compare(models, dataset, cells, n_images: int, repeats: int, label: str, device: str) -> float:
-    from hf_vitrobust.evaluation import run_grid
-
     def shared() -> dict:
         return run_grid(models, dataset, cells, batch_size=250, device=device, progress=False)[0]
 

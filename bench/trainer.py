@@ -29,12 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from hf_vitrobust.models import tiny_vit  # noqa: E402
+from hf_vitrobust.training import AdversarialTrainer, AdversarialTrainingArguments  # noqa: E402
 
 
 def build(adversary: str, batch_size: int, k: int, pgd_steps: int, device: str):
     """A trainer for `adversary` with its own copy of the tiny ViT, and one fixed batch."""
-    from hf_vitrobust.training.trainer import AdversarialTrainer, AdversarialTrainingArguments
-
     model, processor = tiny_vit(seed=0)
     needs_views = adversary.startswith("worst_of_k")
     args = AdversarialTrainingArguments(
@@ -43,7 +42,7 @@ def build(adversary: str, batch_size: int, k: int, pgd_steps: int, device: str):
         num_views=k,
         # The views are synthetic here (the bench times the trainer, not the corruptions); a
         # family is named only so that the arguments ask for k views.
-        train_family="low_frequency" if needs_views else "",
+        corruptions=["low_frequency"] if needs_views else [],
         pgd_steps=pgd_steps,
         pgd_epsilon=4 / 255,
         per_device_train_batch_size=batch_size,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from transformers import ViTConfig, ViTForImageClassification
+import torch
+from transformers import AutoImageProcessor, ViTConfig, ViTForImageClassification
 from transformers.models.vit import ViTImageProcessorPil
 
 # Fashion-MNIST pixel statistics (train split, [0, 1] scale), used by tiny
@@ -60,8 +62,6 @@ def tiny_vit(
     seed: int = 0, **config_kwargs: Any
 ) -> tuple[ViTForImageClassification, ViTImageProcessorPil]:
     """A randomly initialised tiny ViT and its processor (seeded)."""
-    import torch
-
     config = tiny_vit_config(**config_kwargs)
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)
@@ -69,6 +69,7 @@ def tiny_vit(
 
 
 def hub_unreachable_message(name: str, error: BaseException) -> str:
+    """Why a model id could not be loaded, and the offline alternatives."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     return (
         f"Could not load {name!r} from the Hugging Face Hub"
@@ -87,10 +88,6 @@ def load_model_and_processor(
 
     Weights load from safetensors only and never with remote code unless asked.
     """
-    from pathlib import Path
-
-    from transformers import AutoImageProcessor
-
     name = model_args.model_name_or_path
     if name is None:
         cfg = dict(model_args.model_config or {})
@@ -122,3 +119,14 @@ def load_model_and_processor(
             raise
         raise OSError(hub_unreachable_message(name, error)) from error
     return model, processor
+
+
+__all__ = [
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "hub_unreachable_message",
+    "load_model_and_processor",
+    "tiny_image_processor",
+    "tiny_vit",
+    "tiny_vit_config",
+]

@@ -172,6 +172,40 @@ def bootstrap_ci_many(
     return out
 
 
+def _paired(a_arr: np.ndarray, b_arr: np.ndarray, names: tuple[str, str]) -> None:
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must be paired (same images, same order); "
+            f"got shapes {a_arr.shape} and {b_arr.shape}."
+        )
+
+
+def _comparison(
+    estimate: float,
+    ci: tuple[float, float],
+    p_value: float,
+    test: str,
+    n: int,
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+    details: dict[str, Any] | None = None,
+) -> PairedComparison:
+    return PairedComparison(
+        estimate=float(estimate),
+        ci_low=float(ci[0]),
+        ci_high=float(ci[1]),
+        p_value=float(p_value),
+        test=test,
+        n=int(n),
+        confidence=float(confidence),
+        n_resamples=int(n_resamples),
+        seed=int(seed),
+        ci_method=ci_method_for(n),
+        details=details or {},
+    )
+
+
 def paired_bootstrap(
     a: Any,
     b: Any,
@@ -190,15 +224,9 @@ def paired_bootstrap(
     is shifted to mean zero (the null) and p = (1 + #{|diff*| ≥ |observed|}) / (1 + resamples)
     (Efron & Tibshirani 1993, section 16.4).
     """
-    if statistic is None:
-        a_arr, b_arr = _as_1d(a, "a"), _as_1d(b, "b")
-    else:
-        a_arr, b_arr = _as_images_last(a, "a"), _as_images_last(b, "b")
-    if a_arr.shape != b_arr.shape:
-        raise ValueError(
-            "a and b must be paired (same images, same order); "
-            f"got shapes {a_arr.shape} and {b_arr.shape}."
-        )
+    as_array = _as_1d if statistic is None else _as_images_last
+    a_arr, b_arr = as_array(a, "a"), as_array(b, "b")
+    _paired(a_arr, b_arr, ("a", "b"))
     _check_args(n_resamples, confidence)
     n = int(a_arr.shape[-1])
     if statistic is None:
@@ -212,45 +240,46 @@ def paired_bootstrap(
             return statistic(x[1], axis=axis) - statistic(x[0], axis=axis)
 
     estimate = float(stat(data, axis=-1))
+    args = ("paired_bootstrap", n, n_resamples, confidence, seed)
+    # A point: no image varies, or the statistic's difference does not vary over resamples
+    # (e.g. b = a + c). Its p-value is 1 when it is zero, else the smallest p the bootstrap
+    # test can give (never an exact 0).
+    point_p = 1.0 if estimate == 0 else 1.0 / (1 + int(n_resamples))
     if np.ptp(data, axis=-1).max() == 0:
-        return PairedComparison(
-            estimate, estimate, estimate, _point_p(estimate, n_resamples), "paired_bootstrap", n,
-            confidence, int(n_resamples), seed, ci_method_for(n),
-        )  # fmt: skip
+        return _comparison(estimate, (estimate, estimate), point_p, *args)
     res = _bootstrap(data, stat, n_resamples, confidence, seed)
     if np.ptp(res.bootstrap_distribution) <= 1e-12 * max(1.0, abs(estimate)):
-        # The statistic's difference does not vary over resamples (e.g. b = a + c): a point.
-        return PairedComparison(
-            estimate, estimate, estimate, _point_p(estimate, n_resamples), "paired_bootstrap", n,
-            confidence, int(n_resamples), seed, ci_method_for(n),
-        )  # fmt: skip
+        return _comparison(estimate, (estimate, estimate), point_p, *args)
     null = res.bootstrap_distribution - estimate
     p_value = (1 + np.count_nonzero(np.abs(null) >= abs(estimate))) / (1 + null.size)
-    return PairedComparison(
-        estimate=estimate,
-        ci_low=float(res.confidence_interval.low),
-        ci_high=float(res.confidence_interval.high),
-        p_value=float(min(1.0, p_value)),
-        test="paired_bootstrap",
-        n=n,
-        confidence=float(confidence),
-        n_resamples=int(n_resamples),
-        seed=int(seed),
-        ci_method=ci_method_for(n),
-    )
+    ci = (res.confidence_interval.low, res.confidence_interval.high)
+    return _comparison(estimate, ci, min(1.0, p_value), *args)
 
 
-def _point_p(estimate: float, n_resamples: int) -> float:
-    """p-value of a difference that is identical on every resample: 1 when it is zero, else the
-    smallest p the bootstrap test can give (never an exact 0)."""
-    return 1.0 if estimate == 0 else 1.0 / (1 + int(n_resamples))
+def _difference_test(
+    a: Any,
+    b: Any,
+    names: tuple[str, str],
+    test: Callable[[np.ndarray, np.ndarray], tuple[str, float, dict[str, Any]]],
+    n_resamples: int,
+    confidence: float,
+    seed: int,
+) -> PairedComparison:
+    """A paired test on per-image values: mean(b − a), its bootstrap CI, and `test`'s p-value.
 
-
-def _diff_ci(d: np.ndarray, n_resamples: int, confidence: float, seed: int) -> tuple[float, float]:
+    `test(a, b)` returns (the test's name, its p-value, details).
+    """
+    a_arr, b_arr = _as_1d(a, names[0]), _as_1d(b, names[1])
+    _paired(a_arr, b_arr, names)
+    _check_args(n_resamples, confidence)
+    name, p_value, details = test(a_arr, b_arr)
+    d = b_arr - a_arr
     if np.ptp(d) == 0:
-        return float(d[0]), float(d[0])
-    res = _bootstrap(d, np.mean, n_resamples, confidence, seed)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+        ci = (float(d[0]), float(d[0]))
+    else:
+        res = _bootstrap(d, np.mean, n_resamples, confidence, seed)
+        ci = (res.confidence_interval.low, res.confidence_interval.high)
+    return _comparison(d.mean(), ci, p_value, name, d.size, n_resamples, confidence, seed, details)
 
 
 def mcnemar_test(
@@ -266,34 +295,19 @@ def mcnemar_test(
     `binomtest`, p = 0.5) on the discordant pairs; 1.0 when there are none. The counts of
     discordant pairs are in `details` (`a_only`: a right, b wrong; `b_only`: b right, a wrong).
     """
-    a_arr, b_arr = _as_1d(correct_a, "correct_a"), _as_1d(correct_b, "correct_b")
-    for name, arr in (("correct_a", a_arr), ("correct_b", b_arr)):
-        if not np.isin(arr, (0.0, 1.0)).all():
-            raise ValueError(f"{name} must be per-image correctness (0/1 or bool).")
-    if a_arr.shape != b_arr.shape:
-        raise ValueError(
-            "correct_a and correct_b must be paired (same images, same order); "
-            f"got {a_arr.size} and {b_arr.size}."
-        )
-    _check_args(n_resamples, confidence)
-    a_only = int(np.count_nonzero((a_arr == 1) & (b_arr == 0)))
-    b_only = int(np.count_nonzero((a_arr == 0) & (b_arr == 1)))
-    discordant = a_only + b_only
-    p_value = 1.0 if discordant == 0 else float(_st.binomtest(b_only, discordant, 0.5).pvalue)
-    d = b_arr - a_arr
-    low, high = _diff_ci(d, n_resamples, confidence, seed)
-    return PairedComparison(
-        estimate=float(d.mean()),
-        ci_low=low,
-        ci_high=high,
-        p_value=p_value,
-        test="mcnemar_exact",
-        n=int(d.size),
-        confidence=float(confidence),
-        n_resamples=int(n_resamples),
-        seed=int(seed),
-        ci_method=ci_method_for(d.size),
-        details={"a_only": a_only, "b_only": b_only},
+
+    def exact(a: np.ndarray, b: np.ndarray) -> tuple[str, float, dict[str, Any]]:
+        for name, arr in (("correct_a", a), ("correct_b", b)):
+            if not np.isin(arr, (0.0, 1.0)).all():
+                raise ValueError(f"{name} must be per-image correctness (0/1 or bool).")
+        a_only = int(np.count_nonzero((a == 1) & (b == 0)))
+        b_only = int(np.count_nonzero((a == 0) & (b == 1)))
+        discordant = a_only + b_only
+        p_value = 1.0 if discordant == 0 else float(_st.binomtest(b_only, discordant, 0.5).pvalue)
+        return "mcnemar_exact", p_value, {"a_only": a_only, "b_only": b_only}
+
+    return _difference_test(
+        correct_a, correct_b, ("correct_a", "correct_b"), exact, n_resamples, confidence, seed
     )
 
 
@@ -310,29 +324,12 @@ def wilcoxon_test(
     zero-centred distribution of the per-image differences. Zero differences are dropped
     (`zero_method="wilcox"`); with no non-zero difference the p-value is 1.0.
     """
-    a_arr, b_arr = _as_1d(a, "a"), _as_1d(b, "b")
-    if a_arr.shape != b_arr.shape:
-        raise ValueError(
-            f"a and b must be paired (same images, same order); got {a_arr.size} and {b_arr.size}."
-        )
-    _check_args(n_resamples, confidence)
-    d = b_arr - a_arr
-    nonzero = int(np.count_nonzero(d))
-    if nonzero == 0:
-        p_value = 1.0
-    else:
-        p_value = float(_st.wilcoxon(d, zero_method="wilcox").pvalue)
-    low, high = _diff_ci(d, n_resamples, confidence, seed)
-    return PairedComparison(
-        estimate=float(d.mean()),
-        ci_low=low,
-        ci_high=high,
-        p_value=p_value,
-        test="wilcoxon_signed_rank",
-        n=int(d.size),
-        confidence=float(confidence),
-        n_resamples=int(n_resamples),
-        seed=int(seed),
-        ci_method=ci_method_for(d.size),
-        details={"nonzero_differences": nonzero, "median_difference": float(np.median(d))},
-    )
+
+    def signed_rank(a: np.ndarray, b: np.ndarray) -> tuple[str, float, dict[str, Any]]:
+        d = b - a
+        nonzero = int(np.count_nonzero(d))
+        p_value = 1.0 if nonzero == 0 else float(_st.wilcoxon(d, zero_method="wilcox").pvalue)
+        details = {"nonzero_differences": nonzero, "median_difference": float(np.median(d))}
+        return "wilcoxon_signed_rank", p_value, details
+
+    return _difference_test(a, b, ("a", "b"), signed_rank, n_resamples, confidence, seed)

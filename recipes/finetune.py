@@ -1,11 +1,14 @@
-"""Adversarial fine-tuning of a ViT against a corruption family.
+"""Adversarial fine-tuning of a ViT against image corruptions.
 
     accelerate launch recipes/finetune.py recipes/fashion-mnist-tiny/low_frequency.yaml
     python recipes/finetune.py recipes/fashion-mnist-tiny/base.yaml --max_steps 2
 
 Arguments: `ModelArguments`, `DataArguments` (hf_vitrobust.configs) and
-`AdversarialTrainingArguments` (hf_vitrobust.training.trainer), from the YAML recipe and/or CLI flags
+`AdversarialTrainingArguments` (hf_vitrobust.training), from the YAML recipe and/or CLI flags
 (CLI wins). A rerun with the same output_dir resumes from its last checkpoint.
+
+The workflow: datasets -> model + processor -> collators -> trainer -> train -> save -> model card
+-> evaluate -> push (with --push_to_hub).
 """
 
 from __future__ import annotations
@@ -16,15 +19,82 @@ from pathlib import Path
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from transformers import set_seed  # noqa: E402
+
 from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe  # noqa: E402
-from hf_vitrobust.training.trainer import AdversarialTrainingArguments, run_finetune  # noqa: E402
+from hf_vitrobust.data import BadImageTracker  # noqa: E402
+from hf_vitrobust.hub import push_robust_model, write_robust_model_card  # noqa: E402
+from hf_vitrobust.training import (  # noqa: E402
+    AdversarialTrainer,
+    AdversarialTrainingArguments,
+    build_collators,
+    count_bad_images,
+    load_datasets,
+    load_model_for_dataset,
+    resume_checkpoint,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_recipe(
         (ModelArguments, DataArguments, AdversarialTrainingArguments), argv
     )
-    return run_finetune(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    output_dir = training_args.output_dir
+
+    # Datasets: the training split, and the eval split when the run evaluates.
+    train_dataset, eval_dataset = load_datasets(data_args, training_args)
+
+    # Model and processor, checked against the dataset's classes and labels.
+    model, processor = load_model_for_dataset(model_args, train_dataset, eval_dataset)
+
+    # Collators: k corrupted views per training image; clean / seen / unseen for evaluation.
+    bad_images = BadImageTracker(max_bad_fraction=data_args.max_bad_fraction)
+    train_collator, eval_collators = build_collators(
+        processor, training_args, bad_images, num_labels=model.config.num_labels
+    )
+
+    trainer = AdversarialTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=None if eval_dataset is None else dict.fromkeys(eval_collators, eval_dataset),
+        data_collator=train_collator,
+        eval_collators=eval_collators,
+        processing_class=processor,
+        max_bad_fraction=data_args.max_bad_fraction,
+    )
+
+    # Train, resuming from the last checkpoint in output_dir.
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
+    metrics = dict(result.metrics)
+    metrics["images_skipped"] = count_bad_images(bad_images, trainer)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    # Save: weights, processor, config.robustness, adversary_stats.json.
+    trainer.save_robust_model(output_dir)
+
+    # Model card, written once by the main process.
+    metrics["model_card"] = None
+    if trainer.is_world_process_zero():
+        metrics["model_card"] = str(write_robust_model_card(output_dir))
+
+    # Evaluate: clean, seen and unseen corruptions.
+    if eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+
+    # Push the model and its card in one commit (--push_to_hub).
+    if training_args.push_robust_model and trainer.is_world_process_zero():
+        repo_id = training_args.hub_model_id or Path(output_dir).name
+        metrics["pushed"] = push_robust_model(
+            output_dir, repo_id=repo_id, private=training_args.hub_private_repo
+        )
+    return metrics
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 
 from hf_vitrobust import corruptions as C
+from hf_vitrobust.corruptions.preview import main as preview_main
+from hf_vitrobust.corruptions.preview import preview_grid, resize_short_side_center_crop
+from hf_vitrobust.images import as_rgb_uint8 as as_rgb_uint8_policy
+from hf_vitrobust.seeding import image_seed
 
 ALL = tuple(C.CORRUPTIONS)
 PHOTO_SIZE = 160  # measurement size of the declared numbers (docs/corruptions.md)
@@ -31,7 +35,7 @@ def photos() -> tuple[np.ndarray, ...]:
     from skimage import data
 
     return tuple(
-        C._resize_short_side_center_crop(f(), PHOTO_SIZE)
+        resize_short_side_center_crop(f(), PHOTO_SIZE)
         for f in (data.astronaut, data.coffee, data.chelsea, data.rocket)
     )
 
@@ -71,6 +75,8 @@ def test_registry_contents():
     }  # fmt: skip
     for g in C.GROUPS:
         assert C.FAMILIES[g], g
+    for family, names in C.FAMILIES.items():
+        assert set(names) <= set(C.CORRUPTIONS), family
     for c in C.CORRUPTIONS.values():
         assert c.group in C.GROUPS and c.band in C.BANDS
         assert c.band == C.band_of(c.lf_share)
@@ -144,6 +150,42 @@ def test_corrupt_batch():
         C.corrupt_batch(imgs, "shot_noise", 3, seed=[1, 2])
 
 
+def test_corrupt_batch_int_seed_is_image_seed_of_batch_index():
+    """One int seed: image i gets image_seed(seed, i, name, severity); reproducible, per image."""
+    img = photos()[0][:24, :24]
+    same = np.stack([img] * 3)
+    a = C.corrupt_batch(same, "shot_noise", 3, seed=11)
+    np.testing.assert_array_equal(a, C.corrupt_batch(same, "shot_noise", 3, seed=11))
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[1], a[2])
+    assert not np.array_equal(a, C.corrupt_batch(same, "shot_noise", 3, seed=12))
+    for i in range(3):
+        expected = C.corrupt(img, "shot_noise", 3, seed=image_seed(11, i, "shot_noise", 3))
+        np.testing.assert_array_equal(a[i], expected)
+    np.testing.assert_array_equal(a, C.corrupt_examples(same, range(3), "shot_noise", 3, 11))
+    # A list gives a list with the same pixels.
+    lst = C.corrupt_batch(list(same), "shot_noise", 3, seed=11)
+    assert isinstance(lst, list)
+    np.testing.assert_array_equal(np.stack(lst), a)
+
+
+@pytest.mark.parametrize("name", ["fog", "motion_blur", "contrast"])
+def test_corrupt_examples_equals_corrupt_with_image_seed(name):
+    """corrupt_examples is corrupt(..., seed=image_seed(seed, example_id, name, severity))."""
+    imgs = [photos()[1][:32, :40], photos()[2][:32, :40]]
+    ids = [1234, 7]
+    out = C.corrupt_examples(imgs, ids, name, 2, seed=3)
+    assert out.shape == (2, 32, 40, 3) and out.dtype == np.uint8
+    for img, eid, o in zip(imgs, ids, out):
+        np.testing.assert_array_equal(o, C.corrupt(img, name, 2, seed=image_seed(3, eid, name, 2)))
+    # Keyed on the example id, not the position: reordering the batch reorders the pixels.
+    np.testing.assert_array_equal(C.corrupt_examples(imgs[::-1], ids[::-1], name, 2, 3), out[::-1])
+    # Any accepted spelling of the name keys the seed on the registered name.
+    spelled = name.replace("_", "-").upper()
+    np.testing.assert_array_equal(C.corrupt_examples(imgs, ids, spelled, 2, 3), out)
+    with pytest.raises(ValueError, match="example ids"):
+        C.corrupt_examples(imgs, ids[:1], name, 2, 3)
+
+
 # ----------------------------------------------------------------------------------- bad input
 
 
@@ -152,8 +194,20 @@ def test_as_rgb_uint8_conversions():
     grey = rgb[..., 0]
     np.testing.assert_array_equal(C.as_rgb_uint8(grey), np.repeat(grey[..., None], 3, axis=2))
     np.testing.assert_array_equal(C.as_rgb_uint8(grey[..., None]), C.as_rgb_uint8(grey))
+    # RGBA is composited on white (hf_vitrobust.images; the old copy dropped alpha).
+    opaque = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    np.testing.assert_array_equal(C.as_rgb_uint8(opaque), rgb)
+    clear = np.concatenate([rgb, np.zeros(rgb.shape[:2] + (1,), np.uint8)], axis=2)
+    np.testing.assert_array_equal(C.as_rgb_uint8(clear), np.full_like(rgb, 255))
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 7, np.uint8)], axis=2)
-    np.testing.assert_array_equal(C.as_rgb_uint8(rgba), rgb)
+    over_white = (rgb * 7.0 + 255.0 * 248.0) / 255.0
+    assert np.abs(C.as_rgb_uint8(rgba).astype(float) - over_white).max() <= 1.0
+    # 16-bit is read by range: values above 255 are scaled by 255 / 65535.
+    np.testing.assert_array_equal(C.as_rgb_uint8(rgb.astype(np.uint16) * 257), rgb)
+    # Booleans are 0 / 255; floats above 1 are read as 0..255.
+    np.testing.assert_array_equal(C.as_rgb_uint8(rgb > 127), (rgb > 127).astype(np.uint8) * 255)
+    np.testing.assert_array_equal(C.as_rgb_uint8(rgb.astype(np.float32)), rgb)
+    assert C.as_rgb_uint8 is as_rgb_uint8_policy
     np.testing.assert_array_equal(C.as_rgb_uint8(rgb.astype(np.float32) / 255.0), rgb)
     np.testing.assert_array_equal(C.as_rgb_uint8(rgb.astype(np.int64)), rgb)
     nc = np.asfortranarray(rgb)[:, ::-1]
@@ -170,16 +224,20 @@ def test_as_rgb_uint8_conversions():
         (np.zeros((3, 32, 32), np.uint8), "channels-first"),
         (np.zeros((32, 32, 2), np.uint8), "shape"),
         (np.zeros((4, 32), np.uint8), "at least 8x8"),
-        (np.full((16, 16, 3), 2.0, np.float32), r"\[0, 1\]"),
+        (np.full((16, 16, 3), 300.0, np.float32), r"\[0, 1\]"),
+        (np.full((16, 16, 3), -0.5, np.float32), r"\[0, 1\]"),
         (np.full((16, 16, 3), np.nan, np.float32), "NaN"),
-        (np.full((16, 16, 3), 300, np.uint16), "outside 0..255"),
-        (np.zeros((16, 16, 3), bool), "boolean"),
+        (np.full((16, 16, 3), 70000, np.int32), "above 16-bit"),
+        (np.full((16, 16, 3), -1, np.int16), "negative"),
         ([[1, 2], [3, 4]], "numpy array"),
     ],
 )
 def test_as_rgb_uint8_refuses(bad, match):
     with pytest.raises(ValueError, match=match):
-        C.as_rgb_uint8(bad)
+        C.as_rgb_uint8(bad, min_side=C.MIN_SIDE)
+    # corrupt() applies the same policy with the registry's minimum side.
+    with pytest.raises(ValueError, match=match):
+        C.corrupt(bad, "contrast", 1)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -310,7 +368,7 @@ def test_preview_cli(tmp_path: Path):
     src = tmp_path / "photo.png"
     Image.fromarray(photos()[0]).save(src)
     out = tmp_path / "grid.png"
-    grid, names = C.preview_grid(photos()[0], ["noise", "fog"], size=32)
+    grid, names = preview_grid(photos()[0], ["noise", "fog"], size=32)
     assert names == C.FAMILIES["noise"] + ("fog",) and grid.shape == (4 * 32, 6 * 32, 3)
     res = subprocess.run(
         [sys.executable, "-m", "hf_vitrobust.corruptions", "preview", str(src), "--out", str(out),
@@ -319,10 +377,42 @@ def test_preview_cli(tmp_path: Path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert Image.open(out).size[0] > 100
+    # The console script hf-vitrobust-preview is main() with "preview" implied.
+    assert preview_main([str(src), "--out", str(tmp_path / "g2.png"), "--corruptions", "fog"]) == 0
+    assert (tmp_path / "g2.png").is_file()
     assert (
-        C.preview_main([str(src), "--out", str(tmp_path / "g2.png"), "--corruptions", "fog"]) == 0
+        preview_main(["preview", str(src), "--out", str(tmp_path / "g5.png"), "--size", "16"]) == 0
     )
     with pytest.raises(SystemExit, match="unknown corruption|neither"):
-        C.preview_main([str(src), "--out", str(tmp_path / "g3.png"), "--corruptions", "fgo"])
+        preview_main([str(src), "--out", str(tmp_path / "g3.png"), "--corruptions", "fgo"])
     with pytest.raises(SystemExit, match="not found"):
-        C.preview_main([str(tmp_path / "missing.png"), "--out", str(tmp_path / "g4.png")])
+        preview_main([str(tmp_path / "missing.png"), "--out", str(tmp_path / "g4.png")])
+
+
+def test_list_command(capsys):
+    assert preview_main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(C.CORRUPTIONS) + 1 and lines[-1].startswith("families: low_frequency=")
+    assert lines[0].split()[:2] == ["gaussian_noise", "noise"]
+
+
+def test_registry_rows():
+    rows = C.registry_rows()
+    assert [r["name"] for r in rows] == list(C.CORRUPTIONS)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["gaussian_noise"]["severity_params"] == "sigma 0.08 0.12 0.18 0.26 0.38"
+    assert by_name["gaussian_noise"]["families"] == ("high_frequency",)
+    assert by_name["fog"]["families"] == () and by_name["fog"]["band"] == "low"
+    assert by_name["snow"]["severity_params"].split("; ")[1] == "scale 0.3"
+    assert C.registry_rows(["weather"])[C.FAMILIES["all"].index("snow")]["families"] == ("weather",)
+
+
+def test_package_import_leaves_preview_out():
+    """`import hf_vitrobust.corruptions` (data workers) does not load matplotlib or the preview."""
+    code = (
+        "import sys, hf_vitrobust.corruptions; "
+        "print('matplotlib' in sys.modules, 'hf_vitrobust.corruptions.preview' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "False"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_vitrobust import data
+from hf_vitrobust import constants, data, images, seeding
 from hf_vitrobust.data import (
     BadImageError,
     BadImageTracker,
@@ -19,10 +19,12 @@ from hf_vitrobust.data import (
     ProcessorSpec,
     TooManyBadImagesError,
     check_labels,
+    cli,
     decode_image,
     find_fashion_mnist_dir,
     label_names,
     load_image_dataset,
+    sources,
     validate_labels,
 )
 from hf_vitrobust.models import tiny_image_processor, tiny_vit_config
@@ -91,15 +93,15 @@ def _write_parquet(path: Path, n: int, start: int = 0, image_col="image", label_
 
 
 def test_find_fashion_mnist_dir_env_and_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "nowhere")
     monkeypatch.setenv(data.FASHION_MNIST_ENV, str(tmp_path))
     assert find_fashion_mnist_dir() is None
-    assert data.main(["--check-fashion-mnist"]) == 1
+    assert cli.main(["--check-fashion-mnist"]) == 1
     for pair in data.FASHION_MNIST_FILES.values():
         for name in pair:
             (tmp_path / name).write_bytes(b"")
     assert find_fashion_mnist_dir() == tmp_path
-    assert data.main(["--check-fashion-mnist"]) == 0
+    assert cli.main(["--check-fashion-mnist"]) == 0
     assert str(tmp_path) in capsys.readouterr().out
 
 
@@ -112,15 +114,15 @@ def test_fashion_mnist_from_idx_files(fashion_mnist_dir):
     assert isinstance(ds.features["image"], datasets.Image)
     assert label_names(ds) == list(data.FASHION_MNIST_CLASSES)
     assert ds["example_id"] == list(range(50))
-    raw = data._read_idx(fashion_mnist_dir / "train-images-idx3-ubyte.gz", 50)
-    raw_labels = data._read_idx(fashion_mnist_dir / "train-labels-idx1-ubyte.gz", 50)
+    raw = sources._read_idx(fashion_mnist_dir / "train-images-idx3-ubyte.gz", 50)
+    raw_labels = sources._read_idx(fashion_mnist_dir / "train-labels-idx1-ubyte.gz", 50)
     assert ds["label"] == raw_labels[:50].tolist()
     decoded = decode_image(ds[7]["image"])
     assert decoded.shape == (28, 28, 3) and decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded[..., 1], raw[7])
     # "validation" reads the t10k files; streaming gives the same examples in the same order.
     test = load_image_dataset("fashion_mnist", "validation", streaming=True, max_examples=20)
-    test_raw = data._read_idx(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz", 20)
+    test_raw = sources._read_idx(fashion_mnist_dir / "t10k-images-idx3-ubyte.gz", 20)
     rows = list(test)
     assert [r["example_id"] for r in rows] == list(range(20))
     np.testing.assert_array_equal(decode_image(rows[3]["image"])[..., 0], test_raw[3])
@@ -129,7 +131,7 @@ def test_fashion_mnist_from_idx_files(fashion_mnist_dir):
 
 
 def test_fashion_mnist_falls_back_to_hub_with_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path)
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path)
     monkeypatch.delenv(data.FASHION_MNIST_ENV, raising=False)
     # HF_HUB_OFFLINE=1 (conftest): the Hub fallback is attempted and fails with advice.
     with pytest.raises(ConnectionError, match="zalando-datasets/fashion_mnist") as info:
@@ -172,6 +174,49 @@ def test_decode_awkward_images(image_folder):
     assert decode_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
     assert decode_image(np.ones((5, 6, 3), np.float32)).max() == 255
     assert decode_image(np.full((2, 2), 65535, np.uint16)).max() == 255
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_decode_16bit_images_both_kinds():
+    """The one RGB policy (images.as_rgb_uint8): 16-bit images holding 8-bit values keep them;
+    full-range 16-bit images are scaled by 255 / 65535. (Before phase 1, decode divided every
+    16-bit image by 257, so a 16-bit PNG of 0..255 values came out black.)"""
+    small = (np.arange(24 * 32).reshape(24, 32) % 256).astype(np.uint16)  # values <= 255
+    full = (np.arange(24 * 32).reshape(24, 32) * 85).astype(np.uint16)  # up to 65195
+    scaled = np.rint(full / 257.0).astype(np.uint8)
+    for pixels, expected in ((small, small.astype(np.uint8)), (full, scaled)):
+        rgb = np.repeat(expected[..., None], 3, axis=2)
+        png = _png_bytes(Image.fromarray(pixels))
+        assert Image.open(io.BytesIO(png)).mode.startswith("I")  # really stored as 16-bit
+        np.testing.assert_array_equal(decode_image(png), rgb)
+        np.testing.assert_array_equal(decode_image(pixels), rgb)
+    assert decode_image(np.full((2, 2), 200, np.uint16)).max() == 200
+
+
+def test_decode_uses_the_one_rgb_policy(image_folder):
+    """Decoded files and in-memory images give the pixels images.as_rgb_uint8 gives."""
+    for key in ("rgb", "cmyk", "gray16", "rgba", "palette"):
+        with Image.open(image_folder[key]) as image:
+            image.load()
+            np.testing.assert_array_equal(
+                decode_image(str(image_folder[key])), images.as_rgb_uint8(image)
+            )
+    rgba = np.dstack([_pattern(), np.full((24, 32), 128, np.uint8)])
+    np.testing.assert_array_equal(decode_image(rgba), images.as_rgb_uint8(rgba))
+    # What the policy refuses is a bad image for the pipeline (skipped and counted).
+    for refused in (
+        np.full((2, 2), np.nan, np.float32),
+        np.full((2, 2), -1, np.int16),
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((3, 8, 8), np.uint8),  # channels-first
+    ):
+        with pytest.raises(BadImageError):
+            decode_image(refused)
 
 
 @pytest.mark.parametrize(
@@ -382,9 +427,38 @@ def test_draws_are_pure_functions_and_eval_differs():
         CorruptionViews("low_frequency", severities=(0,))
     # Pinned values: a change here silently changes every resumed run's corruptions.
     pinned = CorruptionViews(["gaussian_blur", "gaussian_noise"], seed=0)
-    assert pinned.draw(0, 0, 0) == ("gaussian_noise", 2, 963580953)
-    assert pinned.draw(3, 2**32 + 5, 1) == ("gaussian_blur", 2, 821167836)
-    assert pinned.for_eval().draw(0, 0, 0) == ("gaussian_blur", 5, 2371623095)
+    # (Pinned again in phase 1, when the draw moved to seeding.view_words.)
+    assert pinned.draw(0, 0, 0) == ("gaussian_blur", 1, 4068361300)
+    assert pinned.draw(3, 2**32 + 5, 1) == ("gaussian_blur", 1, 2298926496)
+    assert pinned.for_eval().draw(0, 0, 0) == ("gaussian_blur", 1, 2598593336)
+
+
+def test_draw_is_a_pure_function_of_its_arguments_matching_view_words():
+    """One seed derivation: a view's draw is seeding.view_words(seed, epoch, id, view, stage)."""
+    views = CorruptionViews("low_frequency,gaussian_noise", severities=(1, 3, 5), seed=11)
+    assert views.severities == (1, 3, 5) and "gaussian_noise" in views.names
+    assert CorruptionViews("low_frequency").severities == constants.SEVERITIES
+    for stage, v in (("train", views), ("eval", views.for_eval())):
+        assert v.stage == stage
+        for key in [(0, 0, 0), (2, 7, 3), (1, 2**32 + 9, 0), (5, 2**63, 1)]:
+            words = seeding.view_words(11, *key, stage=stage)
+            expected = (
+                v.names[words[0] % len(v.names)],
+                v.severities[words[1] % len(v.severities)],
+                words[2] >> 32,
+            )
+            assert v.draw(*key) == v.draw(*key) == expected
+    # The draw depends on nothing else: not on earlier draws, not on the object.
+    fresh = CorruptionViews(["low_frequency", "gaussian_noise"], (1, 3, 5), seed=11)
+    assert [fresh.draw(1, i, 0) for i in range(5)][::-1] == [
+        views.draw(1, i, 0) for i in reversed(range(5))
+    ]
+    with pytest.raises(ValueError):
+        views.draw(0, -1, 0)
+    with pytest.raises(TypeError):
+        views.draw(0.5, 0, 0)
+    with pytest.raises(ValueError, match="stage"):
+        CorruptionViews("low_frequency", stage="test")
 
 
 def test_collator_worst_of_k_views(fashion_mnist_dir):

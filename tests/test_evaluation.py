@@ -1,7 +1,9 @@
-"""hf_vitrobust.evaluation: metric definitions, pairing, label checks, resume, the recipe."""
+"""hf_vitrobust.evaluation: metric definitions, pairing, label checks, resume, results.json,
+the recipe."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -13,21 +15,27 @@ import pytest
 import torch
 
 from hf_vitrobust import stats
+from hf_vitrobust.configs import DataArguments, parse_recipe
+from hf_vitrobust.constants import RESULTS_FILE
 from hf_vitrobust.evaluation import (
     CLEAN,
     Cell,
+    CellRecord,
     EvalModel,
+    EvaluationArguments,
     EvaluationSettings,
     build_grid,
     ece_bin_sums,
     ece_statistic,
-    eval_results_for_model,
     evaluate_robustness,
     expected_calibration_error,
+    load_eval_models,
     load_top_k_metric,
     per_image_outputs,
+    read_results,
     run_grid,
 )
+from hf_vitrobust.io import SchemaMismatch
 
 GRID = dict(corruptions=["gaussian_noise", "defocus_blur"], severities=[1, 3])
 FAST = dict(n_resamples=1000, progress=False)
@@ -89,9 +97,7 @@ def saved_models(tmp_path_factory, tiny_vit_kwargs, class_names):
 
 @pytest.fixture(scope="module")
 def loaded(saved_models):
-    from hf_vitrobust.evaluation import load_eval_models
-
-    return load_eval_models(saved_models, device="cpu")
+    return load_eval_models(saved_models[0], saved_models[1:], device="cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,16 +268,19 @@ def test_resume_skips_finished_cells(tmp_path, loaded, test_images):
         )
 
 
-def test_summary_statistics_are_paired_and_consistent(tmp_path, loaded, test_images):
-    results = evaluate_robustness(
-        loaded, test_images, tmp_path, EvaluationSettings(**GRID, **FAST), {"name": "fm"}
-    )
-    from hf_vitrobust.evaluation import CellRecord
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, loaded, test_images):
+    """(results, output folder) of one evaluation of the saved base and fine-tuned models."""
+    out = tmp_path_factory.mktemp("evaluated")
+    settings = EvaluationSettings(**GRID, **FAST)
+    return evaluate_robustness(loaded, test_images, out, settings, {"name": "fm"}), out
 
+
+def test_summary_statistics_are_paired_and_consistent(evaluated, loaded):
+    results, out = evaluated
     base_key, ft_key = loaded[0].key, loaded[1].key
     rec = {
-        k: CellRecord.load(tmp_path / "cells" / k / "gaussian_noise__s3.npz")
-        for k in (base_key, ft_key)
+        k: CellRecord.load(out / "cells" / k / "gaussian_noise__s3.npz") for k in (base_key, ft_key)
     }
     row = next(
         r for r in results["cells"] if r["model"] == ft_key and r["corruption"] == "gaussian_noise"
@@ -298,10 +307,7 @@ def test_summary_statistics_are_paired_and_consistent(tmp_path, loaded, test_ima
     assert ce["reference"] == "base" and ce["models"][base_key]["mce"]["value"] == 1.0
     err = {
         k: sum(
-            1
-            - (
-                CellRecord.load(tmp_path / "cells" / k / f"gaussian_noise__s{s}.npz").rank < 1
-            ).mean()
+            1 - (CellRecord.load(out / "cells" / k / f"gaussian_noise__s{s}.npz").rank < 1).mean()
             for s in (1, 3)
         )
         for k in (base_key, ft_key)
@@ -309,22 +315,87 @@ def test_summary_statistics_are_paired_and_consistent(tmp_path, loaded, test_ima
     assert ce["models"][ft_key]["ce"]["gaussian_noise"]["value"] == pytest.approx(
         err[ft_key] / err[base_key]
     )
-    # EvalResult-ready dicts build real huggingface_hub objects.
-    from huggingface_hub import EvalResult
 
-    dicts = eval_results_for_model(results, loaded[1].name)
-    objs = [EvalResult(**d) for d in dicts]
-    configs = {d["metric_config"] for d in dicts}
-    assert {
-        "clean",
-        "corrupted",
-        "group=noise",
-        "seen_corruptions",
-        "mce_reference=base",
-    } <= configs
-    assert all(o.task_type == "image-classification" for o in objs)
-    with pytest.raises(ValueError, match="not in these results"):
-        eval_results_for_model(results, "nope")
+
+# ---------------------------------------------------------------------------------------------
+# results.json: the writer's output reads back through its reader; drift is refused
+# ---------------------------------------------------------------------------------------------
+
+
+def test_results_json_reads_back_through_read_results(evaluated, loaded):
+    results, out = evaluated
+    data = read_results(out / RESULTS_FILE)
+    assert list(data)[:2] == ["schema", "schema_version"]
+    assert (data["schema"], data["schema_version"]) == ("hf_vitrobust.evaluation", 2)
+    assert data == json.loads(json.dumps(data))  # plain JSON
+    assert data["per_family"] == results["per_family"]
+    assert data["transfer_matrix"] == results["transfer_matrix"]
+    assert data["grid"]["cells"] == results["grid"]["cells"]
+    assert [m["role"] for m in data["models"]] == ["base", "fine_tuned"]
+    assert [m["label"] for m in data["models"]] == ["base", "noise_ft"]
+    assert data["models"][0]["key"] == loaded[0].key
+
+
+def _broken(data: dict, change) -> dict:
+    copy = json.loads(json.dumps(data))
+    change(copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(schema="hf_vitrobust.evaluation/1"), "hf_vitrobust.evaluation/1"),
+        (lambda d: d.update(schema_version=1), "schema version 1"),
+        (lambda d: d.pop("schema_version"), "schema version None"),
+        (lambda d: d.pop("per_family"), "'per_family'"),
+        (lambda d: d["per_family"][0].pop("vs_base"), r"per_family\[0\] lacks .*'vs_base'"),
+        (lambda d: d["per_family"][1].update(family="other"), "not seen/unseen"),
+        (lambda d: d["cells"][2].pop("metrics"), r"cells\[2\] lacks .*'metrics'"),
+        (lambda d: d["models"].reverse(), "base model first"),
+        (lambda d: d["transfer_matrix"].pop("columns"), "transfer_matrix lacks .*'columns'"),
+        (lambda d: d["transfer_matrix"]["cells"][0].pop(), "not rows x columns"),
+        (lambda d: d["transfer_matrix"]["cells"][0][1].pop("seen"), r"cells\[0\]\[1\] lacks"),
+    ],
+)
+def test_read_results_refuses_other_schemas_and_missing_fields(
+    tmp_path, evaluated, change, message
+):
+    results, out = evaluated
+    path = tmp_path / "old" / RESULTS_FILE
+    path.parent.mkdir()
+    path.write_text(json.dumps(_broken(json.loads((out / RESULTS_FILE).read_text()), change)))
+    with pytest.raises(SchemaMismatch, match=message) as error:
+        read_results(path)
+    assert str(path) in str(error.value) and "recipes/evaluate.py" in str(error.value)
+
+
+def test_recipe_arguments_extend_the_comparison_arguments(tmp_path):
+    from hf_vitrobust.configs import ComparisonArguments
+
+    assert issubclass(EvaluationArguments, ComparisonArguments)
+    recipe = REPO / "recipes" / "fashion-mnist-tiny" / "evaluate.yaml"
+    data_args, args = parse_recipe((DataArguments, EvaluationArguments), [str(recipe)])
+    assert args.base_model == "outputs/fashion-mnist-tiny/base"
+    assert args.finetuned_models == [
+        "outputs/fashion-mnist-tiny/low_frequency", "outputs/fashion-mnist-tiny/high_frequency"
+    ]  # fmt: skip
+    assert data_args.dataset_name == "fashion_mnist" and args.n_resamples == 1000
+    # The old `models` list (base first) still parses, with a FutureWarning.
+    with pytest.warns(FutureWarning, match="'models' is deprecated"):
+        _, old = parse_recipe((DataArguments, EvaluationArguments), ["--models", "b", "f1", "f2"])
+    assert (old.base_model, old.finetuned_models) == ("b", ["f1", "f2"])
+    with pytest.raises(ValueError, match="No base model"):
+        parse_recipe((DataArguments, EvaluationArguments), ["--output_dir", str(tmp_path)])
+
+
+def test_finetuned_names_label_the_models(saved_models):
+    models = load_eval_models(saved_models[0], saved_models[1:], ["noise"], device="cpu")
+    assert [m.label for m in models] == ["base", "noise"]
+    with pytest.raises(ValueError, match="1 finetuned_models"):
+        load_eval_models(saved_models[0], saved_models[1:], ["a", "b"], device="cpu")
+    with pytest.raises(ValueError, match="more than once"):
+        load_eval_models(saved_models[0], saved_models[:1], device="cpu")
 
 
 @pytest.mark.slow
@@ -333,16 +404,14 @@ def test_recipe_writes_results_and_figures(tmp_path, saved_models, fashion_mnist
     cmd = [
         sys.executable, str(REPO / "recipes" / "evaluate.py"),
         str(REPO / "recipes" / "fashion-mnist-tiny" / "evaluate.yaml"),
-        "--models", *saved_models,
+        "--base_model", saved_models[0], "--finetuned_models", *saved_models[1:],
         "--max_eval_examples", "100", "--corruptions", "fog", "gaussian_noise",
         "--severities", "1", "2", "--n_resamples", "1000", "--output_dir", str(out),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from hf_vitrobust.io import read_json
-
-    results = read_json(out / "results.json")
+    results = read_results(out / RESULTS_FILE)
     assert results["dataset"]["name"] == "fashion_mnist" and results["dataset"]["n_images"] == 100
     assert results["grid"]["cells"] == [
         "clean", "fog@1", "fog@2", "gaussian_noise@1", "gaussian_noise@2"

@@ -119,13 +119,21 @@ def test_accelerate_configs_load(config):
 
 def test_recipes_reject_bad_settings(tmp_path):
     from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
-    from hf_vitrobust.training.trainer import AdversarialTrainingArguments
+    from hf_vitrobust.training import AdversarialTrainingArguments
 
     types = (ModelArguments, DataArguments, AdversarialTrainingArguments)
     recipe = str(RECIPES / "fashion-mnist-tiny/low_frequency.yaml")
+    with pytest.raises(ValueError, match="low_freqency"):
+        parse_recipe(
+            types, [recipe, "--corruptions", "low_freqency", "--output_dir", str(tmp_path)]
+        )
+    with pytest.raises(ValueError, match="unseen_corruptions: 'digitl'"):
+        parse_recipe(
+            types, [recipe, "--unseen_corruptions", "digitl", "--output_dir", str(tmp_path)]
+        )
     with pytest.raises(ValueError, match="num_views"):
         parse_recipe(types, [recipe, "--num_views", "0", "--output_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="low_freqency"):
+    with pytest.raises(ValueError, match="low_freqency"), pytest.warns(FutureWarning):
         parse_recipe(
             types, [recipe, "--train_family", "low_freqency", "--output_dir", str(tmp_path)]
         )
@@ -182,43 +190,51 @@ def _overrides(recipe: str, tiny: Path, out: Path) -> list[str]:
     return args
 
 
+@pytest.fixture(scope="module")
+def finetune():
+    """`recipes/finetune.py` as a module: its `main(argv)` is the whole workflow."""
+    return _load_script(RECIPES / "finetune.py")
+
+
 @pytest.mark.parametrize("recipe", FINETUNE_RECIPES)
-def test_finetune_recipe_runs_two_steps(recipe, tiny_checkpoint, tmp_path):
+def test_finetune_recipe_runs_two_steps(recipe, tiny_checkpoint, tmp_path, finetune):
     from transformers import ViTForImageClassification
 
     from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
-    from hf_vitrobust.training.trainer import AdversarialTrainingArguments, run_finetune
+    from hf_vitrobust.training import AdversarialTrainingArguments
 
     out = tmp_path / "out"
     argv = _overrides(recipe, tiny_checkpoint, out)
-    model_args, data_args, training_args = parse_recipe(
+    _, data_args, _ = parse_recipe(
         (ModelArguments, DataArguments, AdversarialTrainingArguments), argv
     )
     if "imagenet" in recipe:
         assert data_args.streaming  # the paper-scale recipes stream; this runs the stream path
-    metrics = run_finetune(model_args, data_args, training_args)
+    metrics = finetune.main(argv)
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
     model = ViTForImageClassification.from_pretrained(out)
     robustness = model.config.robustness
     expected = yaml.safe_load((RECIPES / recipe).read_text())
     assert robustness["adversary"] == expected["adversary"]
-    if expected["train_family"]:
+    assert robustness["corruptions"] == expected["corruptions"]
+    if expected["corruptions"]:
         assert robustness["train_corruptions"] and robustness["registry_version"]
+        assert robustness["unseen_corruptions"] == expected["unseen_corruptions"]
         assert "eval_seen_accuracy" in metrics and "eval_unseen_accuracy" in metrics
     assert "eval_clean_accuracy" in metrics
+    # The recipe (not the trainer) writes the model card, through hf_vitrobust.hub.
+    assert metrics["model_card"] == str(out / "README.md")
+    assert "robust" in (out / "README.md").read_text().lower()
+    assert (out / "adversary_stats.json").is_file()
 
 
-def test_rerun_resumes_from_last_checkpoint(tiny_checkpoint, tmp_path):
-    from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
-    from hf_vitrobust.training.trainer import AdversarialTrainingArguments, run_finetune
-
-    types = (ModelArguments, DataArguments, AdversarialTrainingArguments)
+def test_rerun_resumes_from_last_checkpoint(tiny_checkpoint, tmp_path, finetune):
     out = tmp_path / "out"
     argv = _overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, out)
     argv += ["--save_steps", "1", "--eval_strategy", "no"]
-    run_finetune(*parse_recipe(types, argv))
+    finetune.main(argv)
     argv[argv.index("--max_steps") + 1] = "3"
-    run_finetune(*parse_recipe(types, argv))
+    finetune.main(argv)
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     # Only the new step ran: the first run's two steps were restored from checkpoint-2.
@@ -253,5 +269,72 @@ def test_two_process_cpu_launch(tiny_checkpoint, tmp_path):
     from transformers import ViTForImageClassification
 
     model = ViTForImageClassification.from_pretrained(out)
-    assert model.config.robustness["train_family"] == "low_frequency"
+    assert model.config.robustness["corruptions"] == ["low_frequency"]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+
+
+def test_old_training_keys_still_parse_with_a_warning(tmp_path):
+    from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
+    from hf_vitrobust.training import AdversarialTrainingArguments
+
+    types = (ModelArguments, DataArguments, AdversarialTrainingArguments)
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(
+        f"output_dir: {tmp_path / 'out'}\nadversary: worst_of_k\n"
+        "train_family: low_frequency\neval_unseen_group: digital\n"
+    )
+    with pytest.warns(FutureWarning) as caught:
+        *_, args = parse_recipe(types, [str(recipe)])
+    messages = " ".join(str(w.message) for w in caught)
+    assert "'train_family' is deprecated" in messages and "'unseen_corruptions'" in messages
+    assert args.corruptions == ["low_frequency"] and args.unseen_corruptions == ["digital"]
+    recipe.write_text(
+        f"output_dir: {tmp_path / 'out'}\ntrain_family: ''\neval_unseen_group: none\n"
+    )
+    with pytest.warns(FutureWarning):
+        *_, args = parse_recipe(types, [str(recipe)])
+    assert args.corruptions == [] and args.unseen_corruptions == [] and args.views_needed == 0
+
+
+def test_collators_follow_the_training_and_unseen_corruptions(tmp_path, tiny_model):
+    from hf_vitrobust.corruptions import FAMILIES
+    from hf_vitrobust.training import AdversarialTrainingArguments, build_collators
+
+    _, processor = tiny_model
+
+    def collators(**kw):
+        args = AdversarialTrainingArguments(output_dir=str(tmp_path), use_cpu=True, **kw)
+        return build_collators(processor, args, num_labels=10)
+
+    train, evals = collators(adversary="worst_of_k", num_views=3, corruptions=["low_frequency"])
+    assert train.k == 3 and train.views.names == FAMILIES["low_frequency"]
+    assert evals["seen"].views.names == FAMILIES["low_frequency"]
+    assert evals["seen"].views.stage == "eval" and evals["seen"].views.seed == 1_000_003
+    # Default unseen: the first corruption group disjoint from the training corruptions.
+    assert evals["unseen"].views.names == FAMILIES["noise"]
+    _, evals = collators(corruptions=["blur"], unseen_corruptions=["fog", "contrast"])
+    assert evals["unseen"].views.names == ("fog", "contrast")
+    _, evals = collators(corruptions=["blur"], unseen_corruptions=["none"])
+    assert list(evals) == ["clean", "seen"]
+    train, evals = collators()
+    assert train.k == 0 and train.views is None and list(evals) == ["clean"]
+
+
+def test_labels_are_validated_before_training(tiny_vit_kwargs):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from hf_vitrobust.configs import ModelArguments
+    from hf_vitrobust.training import load_model_for_dataset
+
+    names = [f"class_{i}" for i in range(10)]
+    features = Features({"label": ClassLabel(names=names), "example_id": Value("int64")})
+    good = Dataset.from_dict({"label": [0, 9, 3], "example_id": [0, 1, 2]}, features=features)
+    bad = Dataset.from_dict({"label": [0, -1, 3], "example_id": [0, 1, 2]}, features=features)
+    config = {k: v for k, v in tiny_vit_kwargs.items() if k != "num_labels"}
+    model_args = ModelArguments(model_config=config)
+    model, _ = load_model_for_dataset(model_args, good)
+    assert model.config.id2label[9] == "class_9"  # a fresh head gets the dataset's classes
+    with pytest.raises(ValueError, match=r"outside \[0, 10\) \(example ids \[1\]"):
+        load_model_for_dataset(model_args, bad)
+    with pytest.raises(ValueError, match="outside"):
+        load_model_for_dataset(model_args, good, bad)

@@ -6,6 +6,7 @@ trainer's own logic; tests/test_recipes.py runs the real registry and data pipel
 
 from __future__ import annotations
 
+import json
 import math
 import types
 
@@ -15,9 +16,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback, ViTForImageClassification
 
-import hf_vitrobust.training.trainer as trainer_mod
+import hf_vitrobust.training.config as config_mod
 from hf_vitrobust.models import tiny_vit
 from hf_vitrobust.training.adversary import eval_mode, gather_views, per_example_loss, worst_of_k
+from hf_vitrobust.training.config import read_robustness
 from hf_vitrobust.training.trainer import (
     AdversarialTrainer,
     AdversarialTrainingArguments,
@@ -39,15 +41,14 @@ FAKE = types.SimpleNamespace(
 
 
 def _resolve(spec):
-    if isinstance(spec, str):
-        if spec not in FAKE.FAMILIES:
-            raise ValueError(f"Unknown corruption family {spec!r}")
-        return FAKE.FAMILIES[spec]
+    """Like `corruptions.resolve_corruptions`: family and/or corruption names, in order."""
     known = {n for f in FAKE.FAMILIES.values() for n in f}
-    for name in spec:
-        if name not in known:
-            raise ValueError(f"Unknown corruption {name!r}")
-    return tuple(spec)
+    out = []
+    for item in [spec] if isinstance(spec, str) else spec:
+        if item not in FAKE.FAMILIES and item not in known:
+            raise ValueError(f"{item!r} is neither a corruption family nor a corruption.")
+        out += [n for n in FAKE.FAMILIES.get(item, (item,)) if n not in out]
+    return tuple(out)
 
 
 FAKE.resolve_corruptions = _resolve
@@ -55,7 +56,7 @@ FAKE.resolve_corruptions = _resolve
 
 @pytest.fixture(autouse=True)
 def fake_registry(monkeypatch):
-    monkeypatch.setattr(trainer_mod, "_corruptions_module", lambda: FAKE)
+    monkeypatch.setattr(config_mod, "registry", FAKE)
 
 
 class SyntheticImages(torch.utils.data.Dataset):
@@ -176,9 +177,11 @@ def test_clean_training_saves_a_plain_loadable_model(tmp_path, tiny_vit_kwargs):
     assert loaded.config.robustness["train_corruptions"] == []
     state = load_file(out / "model.safetensors")
     torch.testing.assert_close(state["classifier.weight"], trainer.model.classifier.weight.detach())
-    # The local model card comes from hf_vitrobust.hub.write_robust_model_card.
-    assert status["model_card"] and (out / "README.md").is_file()
-    assert (out / "adversary_stats.json").is_file()
+    assert status["adversary_stats"] == str(out / "adversary_stats.json")
+    stats = json.loads((out / "adversary_stats.json").read_text())
+    assert stats["images_used"] == 3 * 8 and stats["images_skipped"] == 0
+    # Training never publishes: no model card (the recipe writes it through hf_vitrobust.hub).
+    assert not (out / "README.md").exists()
 
 
 def test_worst_of_k_trains_on_the_highest_loss_view(tmp_path, tiny_vit_kwargs):
@@ -187,7 +190,7 @@ def test_worst_of_k_trains_on_the_highest_loss_view(tmp_path, tiny_vit_kwargs):
         tiny_vit_kwargs,
         adversary="worst_of_k",
         num_views=3,
-        train_family="noise",
+        corruptions=["noise"],
         max_steps=1,
         learning_rate=0.0,
         dataset=SyntheticImages(8),
@@ -249,7 +252,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, tiny_vit_kwargs, 
     kw = dict(
         adversary=adversary,
         num_views=2,
-        train_family="noise",
+        corruptions=["noise"],
         pgd_random_start=False,
         pgd_steps=2,
         clean_loss_weight=0.3,
@@ -305,14 +308,15 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, tiny_
     [
         (dict(num_views=0), "num_views"),
         (dict(adversary="pgd", pgd_epsilon=-0.1), "pgd_epsilon"),
-        (dict(train_family="no_such_family"), "Unknown corruption family"),
-        (dict(train_family="noise_a,nope"), "Unknown corruption"),
-        (dict(adversary="worst_of_k"), "needs train_family"),
+        (dict(corruptions=["no_such_family"]), "corruptions: 'no_such_family' is neither"),
+        (dict(corruptions=["noise_a,nope"]), "'nope' is neither a corruption family"),
+        (dict(corruptions=["noise_a", "nope"]), "'nope' is neither a corruption family"),
+        (dict(adversary="worst_of_k"), "needs corruptions"),
         (dict(adversary="cw"), "Unknown adversary"),
         (dict(pgd_band="mid"), "pgd_band"),
         (dict(clean_loss_weight=1.5), "clean_loss_weight"),
-        (dict(train_family="noise", severities=[0]), "severity"),
-        (dict(train_family="noise", eval_unseen_group="weather"), "eval_unseen_group"),
+        (dict(corruptions=["noise"], severities=[0]), "severity"),
+        (dict(corruptions=["noise"], unseen_corruptions=["weather"]), "unseen_corruptions"),
     ],
 )
 def test_wrong_settings_fail_before_training(tmp_path, kw, match):
@@ -327,7 +331,7 @@ def test_collator_without_enough_views_fails_before_training(tmp_path, tiny_vit_
             tiny_vit_kwargs,
             collator=FakeCollator(k=1),
             adversary="worst_of_k",
-            train_family="noise",
+            corruptions=["noise"],
             num_views=4,
         )
 
@@ -353,8 +357,8 @@ def test_bad_image_limit_stops_the_run(tmp_path, tiny_vit_kwargs):
 
 
 def test_evaluation_reports_clean_seen_and_unseen(tmp_path, tiny_vit_kwargs):
-    args = make_args(tmp_path, adversary="worst_of_k", num_views=2, train_family="low_frequency")
-    assert args.unseen_group() == "noise"
+    args = make_args(tmp_path, adversary="worst_of_k", num_views=2, corruptions=["low_frequency"])
+    assert args.unseen_spec() == ["noise"]
     model, processor = tiny_vit(seed=0, **tiny_vit_kwargs)
     evals = {
         "clean": FakeCollator(k=0),
@@ -379,7 +383,8 @@ def test_evaluation_reports_clean_seen_and_unseen(tmp_path, tiny_vit_kwargs):
     robustness = trainer.model.config.robustness
     assert robustness["train_corruptions"] == ["blur_a", "blur_b"]
     assert robustness["registry_version"] == "fake-1"
-    assert robustness["eval_unseen_group"] == "noise"
+    assert robustness["unseen_corruptions"] == ["noise"]
+    assert robustness["corruptions"] == ["low_frequency"]
 
 
 class _Crash(TrainerCallback):
@@ -398,7 +403,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_vit_kwargs):
     kw = dict(
         adversary="worst_of_k+pgd",
         num_views=2,
-        train_family="noise",
+        corruptions=["noise"],
         pgd_steps=1,
         max_steps=8,
         save_strategy="steps",
@@ -462,3 +467,86 @@ def test_stream_resume_sees_no_example_twice(tmp_path, tiny_vit_kwargs):
     assert sorted(seen) == [1, 2, 3, 4, 5, 6]
     assert len(ids) == len(set(ids)) == 48
     assert np.array_equal(np.sort(ids), np.arange(48))
+
+
+def test_corruption_lists_are_normalised_and_recorded(tmp_path):
+    args = make_args(tmp_path, adversary="worst_of_k", corruptions=["noise_a, blur", "none", ""])
+    assert args.corruptions == ["noise_a", "blur"]
+    assert args.train_corruptions == ("noise_a", "blur_a", "blur_b")
+    assert args.unseen_spec() == []  # no group is disjoint from noise_a + blur
+    skip = make_args(tmp_path, corruptions=["noise"], unseen_corruptions=["none"])
+    assert skip.unseen_corruptions == [] and skip.unseen_spec() == []
+    robustness = make_args(
+        tmp_path, corruptions="blur", unseen_corruptions="noise_b"
+    ).robustness_config()
+    assert robustness["corruptions"] == ["blur"]
+    assert robustness["train_corruptions"] == ["blur_a", "blur_b"]
+    assert robustness["unseen_corruptions"] == ["noise_b"]
+    clean = make_args(tmp_path).robustness_config()
+    assert clean["corruptions"] == clean["train_corruptions"] == clean["unseen_corruptions"] == []
+
+
+def test_read_robustness_renames_the_keys_of_older_checkpoints(tiny_vit_kwargs):
+    model, _ = tiny_vit(seed=0, **tiny_vit_kwargs)
+    assert read_robustness(model.config) == {}  # a base model records nothing
+    model.config.robustness = {
+        "adversary": "worst_of_k",
+        "train_family": "low_frequency",
+        "train_corruptions": ["blur_a"],
+        "eval_unseen_group": "noise",
+    }
+    assert read_robustness(model.config) == {
+        "adversary": "worst_of_k",
+        "corruptions": ["low_frequency"],
+        "train_corruptions": ["blur_a"],
+        "unseen_corruptions": ["noise"],
+    }
+    old_clean = {"adversary": "none", "train_family": None, "eval_unseen_group": None}
+    assert read_robustness(old_clean) == {
+        "adversary": "none",
+        "corruptions": [],
+        "unseen_corruptions": [],
+    }
+    new = {"corruptions": ["blur"], "unseen_corruptions": ["noise"]}
+    assert read_robustness(new) == new
+
+
+def test_training_never_imports_publishing(tmp_path):
+    """Training is below hub/report/evaluation: not in its imports, not loaded at run time."""
+    import ast
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hf_vitrobust.training as training
+
+    above = (
+        "hf_vitrobust.hub",
+        "hf_vitrobust.report",
+        "hf_vitrobust.evaluation",
+        "hf_vitrobust.demo",
+    )
+    for path in Path(training.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not [n for n in names if n.startswith(above)], (path.name, names)
+    code = (
+        "import sys, hf_vitrobust.training; "
+        "print(sorted(m for m in sys.modules if m.startswith('hf_vitrobust.')))"
+    )
+    root = Path(training.__file__).parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=root
+    ).stdout
+    assert "hf_vitrobust.training.trainer" in loaded
+    assert not [m for m in above if f"'{m}" in loaded], loaded

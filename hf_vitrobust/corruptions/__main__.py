@@ -1,5 +1,5 @@
-"""`python -m hf_vitrobust.corruptions`."""
+"""`python -m hf_vitrobust.corruptions {preview,list}`."""
 
-from hf_vitrobust.corruptions import main
+from hf_vitrobust.corruptions.preview import main
 
-raise SystemExit(main())
+raise SystemExit(main(prog="python -m hf_vitrobust.corruptions"))

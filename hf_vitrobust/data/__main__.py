@@ -1,5 +1,5 @@
 """`python -m hf_vitrobust.data`."""
 
-from hf_vitrobust.data import main
+from hf_vitrobust.data.cli import main
 
 raise SystemExit(main())

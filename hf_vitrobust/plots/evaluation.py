@@ -1,4 +1,7 @@
-"""Figures of the corruption benchmark, drawn from `results.json` (with their CIs)."""
+"""Figures of the corruption benchmark, drawn from `results.json` (with their CIs).
+
+`results` is what `evaluation.evaluate_robustness` returns or `evaluation.read_results` reads.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hf_vitrobust.constants import CLEAN
 from hf_vitrobust.plots import plt, save_figure
 
 _K_METRICS = (
@@ -18,10 +22,10 @@ _K_METRICS = (
 
 
 def _labels(results: dict[str, Any]) -> dict[str, str]:
-    """Short display names for the models (folder name or Hub id), unique."""
+    """Short display names for the models (their label, else folder name or Hub id), unique."""
     out: dict[str, str] = {}
     for m in results["models"]:
-        name = Path(m["name"].rstrip("/")).name or m["name"]
+        name = m.get("label") or Path(m["name"].rstrip("/")).name or m["name"]
         if name in out.values():
             name = m["key"]
         base = m["role"] == "base" and "base" not in name.lower()
@@ -34,10 +38,10 @@ def _group_blocks(results: dict[str, Any]) -> tuple[list[str], dict[tuple[str, s
     columns: list[str] = []
     blocks: dict[tuple[str, str], dict] = {}
     for row in results["cells"]:
-        if row["corruption"] == "clean":
-            blocks[(row["model"], "clean")] = row["metrics"]
-            if "clean" not in columns:
-                columns.append("clean")
+        if row["corruption"] == CLEAN:
+            blocks[(row["model"], CLEAN)] = row["metrics"]
+            if CLEAN not in columns:
+                columns.append(CLEAN)
     for row in results["per_group"]:
         blocks[(row["model"], row["group"])] = row["metrics"]
         if row["group"] not in columns:
@@ -104,9 +108,7 @@ def plot_accuracy_vs_severity(
     labels = _labels(results)
     keys = [m["key"] for m in results["models"]]
     corruptions = results["grid"]["corruptions"]
-    clean = {
-        r["model"]: r["metrics"][metric] for r in results["cells"] if r["corruption"] == "clean"
-    }
+    clean = {r["model"]: r["metrics"][metric] for r in results["cells"] if r["corruption"] == CLEAN}
     cols = min(5, max(1, len(corruptions)))
     rows = int(np.ceil(len(corruptions) / cols))
     fig, axes = plt.subplots(

@@ -1,9 +1,11 @@
-"""Adversarial fine-tuning as a `transformers.Trainer` subclass.
+"""Adversarial fine-tuning as a `transformers.Trainer` subclass: the only module that knows the
+Trainer's hooks.
 
-`AdversarialTrainingArguments` adds the adversary settings to `TrainingArguments`;
-`AdversarialTrainer` builds the adversarial batch in `training_step` (the attack runs in
-eval mode, through the unwrapped module under DDP and the wrapped one under FSDP/DeepSpeed)
-and otherwise leaves the Trainer alone. `run_finetune` is what `recipes/finetune.py` calls.
+`AdversarialTrainer` builds the adversarial batch in `training_step` (the attack runs in eval
+mode, through the unwrapped module under DDP and the wrapped one under FSDP/DeepSpeed), evaluates
+clean / seen / unseen corruptions with one collator each, resumes through `from_pretrained`, and
+saves weights, processor, `config.robustness` and `adversary_stats.json`. It never writes a model
+card or pushes: `recipes/finetune.py` does that through `hf_vitrobust.hub`.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from accelerate.utils import DistributedType
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
+from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.training.adversary import (
-    BANDS,
     eval_mode,
     fgsm,
     gather_views,
@@ -31,6 +33,7 @@ from hf_vitrobust.training.adversary import (
     step_generator,
     worst_of_k,
 )
+from hf_vitrobust.training.config import AdversarialTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -49,197 +52,6 @@ _CLEAN_KEY = "_clean_pixel_values"
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a training loss is NaN/Inf; the last saved checkpoint is left untouched."""
-
-
-def _corruptions_module():
-    try:
-        from hf_vitrobust import corruptions
-    except ImportError as error:  # pragma: no cover - only while the registry is missing
-        raise ImportError(
-            f"hf_vitrobust.corruptions is needed for corruption families ({error})."
-        ) from error
-    return corruptions
-
-
-@dataclass
-class AdversarialTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the adversary settings (all budgets in [0, 1] pixel units)."""
-
-    adversary: str = field(
-        default="none",
-        metadata={
-            "help": "none (a random corrupted view, or clean with an empty family), worst_of_k, "
-            "pgd, fgsm, worst_of_k+pgd, worst_of_k+fgsm."
-        },
-    )
-    num_views: int = field(
-        default=4, metadata={"help": "k: corrupted views scored per image by worst_of_k."}
-    )
-    train_family: str = field(
-        default="",
-        metadata={
-            "help": "Corruption family name (e.g. low_frequency) or comma-separated corruption "
-            "names; empty: train on clean images."
-        },
-    )
-    severities: list[int] = field(
-        default_factory=lambda: [1, 2, 3, 4, 5],
-        metadata={"help": "Severities drawn for the corrupted views (1..5)."},
-    )
-    pgd_epsilon: float = field(
-        default=2 / 255, metadata={"help": "L-inf budget of pgd/fgsm in [0, 1] pixel units."}
-    )
-    pgd_steps: int = field(default=3, metadata={"help": "PGD iterations."})
-    pgd_step_size: float | None = field(
-        default=None, metadata={"help": "PGD step in pixel units (default 2.5·eps/steps)."}
-    )
-    pgd_band: str = field(
-        default="all", metadata={"help": "Frequency band of the perturbation: all, low, high."}
-    )
-    pgd_band_cutoff: float = field(
-        default=0.125, metadata={"help": "Low/high split as a fraction of Nyquist."}
-    )
-    pgd_random_start: bool = field(default=True, metadata={"help": "PGD uniform random start."})
-    clean_loss_weight: float = field(
-        default=0.0,
-        metadata={"help": "Weight w of the clean loss: (1-w)·adversarial + w·clean (0..1)."},
-    )
-    corruption_seed: int = field(default=0, metadata={"help": "Seed of the corrupted views."})
-    eval_corruption_seed: int = field(
-        default=1_000_003,
-        metadata={"help": "Seed of evaluation corruptions (held-out instances of each one)."},
-    )
-    eval_unseen_group: str | None = field(
-        default=None,
-        metadata={
-            "help": "Corruption group reported as 'unseen' during evaluation (default: the first "
-            "group disjoint from the training family; 'none' to skip)."
-        },
-    )
-    worst_of_k_chunk_size: int | None = field(
-        default=None, metadata={"help": "Score at most this many views per forward."}
-    )
-    # Defaults that differ from TrainingArguments: the collator needs the raw columns, ViT has
-    # no unused parameters, and iterable batches carry strings that rank-0 dispatch cannot split.
-    remove_unused_columns: bool = field(default=False)
-    ddp_find_unused_parameters: bool | None = field(default=False)
-    label_names: list[str] | None = field(default_factory=lambda: ["labels"])
-
-    def __post_init__(self) -> None:
-        if self.accelerator_config is None:
-            self.accelerator_config = {"dispatch_batches": False}
-        elif isinstance(self.accelerator_config, dict):
-            self.accelerator_config.setdefault("dispatch_batches", False)
-        super().__post_init__()
-        # The robust model is pushed once at the end by `hf_vitrobust.hub.push_robust_model`
-        # (card + weights), not by the Trainer at every checkpoint.
-        self.push_robust_model = bool(self.push_to_hub)
-        self.push_to_hub = False
-        self.validate_adversary()
-
-    def validate_adversary(self) -> None:
-        """Check the adversary settings; raise ValueError naming the setting and the fix."""
-        plan = parse_adversary(self.adversary)
-        if self.num_views < 1:
-            raise ValueError(f"num_views (k) must be >= 1, got {self.num_views}.")
-        if not 0.0 <= self.clean_loss_weight <= 1.0:
-            raise ValueError(f"clean_loss_weight must be in [0, 1], got {self.clean_loss_weight}.")
-        if self.pgd_epsilon < 0:
-            raise ValueError(
-                f"pgd_epsilon must be >= 0 ([0, 1] pixel units, e.g. 2/255), got {self.pgd_epsilon}."
-            )
-        if self.pgd_steps < 1:
-            raise ValueError(f"pgd_steps must be >= 1, got {self.pgd_steps}.")
-        if self.pgd_step_size is not None and self.pgd_step_size <= 0:
-            raise ValueError(f"pgd_step_size must be > 0, got {self.pgd_step_size}.")
-        if self.pgd_band not in BANDS:
-            raise ValueError(f"pgd_band must be one of {list(BANDS)}, got {self.pgd_band!r}.")
-        if not 0.0 < self.pgd_band_cutoff < 1.0:
-            raise ValueError(f"pgd_band_cutoff must be in (0, 1), got {self.pgd_band_cutoff}.")
-        if self.clean_loss_weight > 0 and self.label_smoothing_factor > 0:
-            raise ValueError("clean_loss_weight > 0 does not support label_smoothing_factor.")
-        if plan.perturbation is None and self.clean_loss_weight > 0 and not self.train_family:
-            raise ValueError("clean_loss_weight needs a corruption family or a pgd/fgsm adversary.")
-        corruptions = self.train_corruptions  # raises on unknown names
-        if plan.select_worst and not corruptions:
-            raise ValueError(
-                f"adversary {self.adversary!r} picks the worst corrupted view, so it needs "
-                "train_family (e.g. low_frequency)."
-            )
-        if corruptions:
-            mod = _corruptions_module()
-            self.severities = [mod.check_severity(s) for s in self.severities]
-            if not self.severities:
-                raise ValueError("severities must list at least one severity in 1..5.")
-        if self.eval_unseen_group not in (None, "none"):
-            mod = _corruptions_module()
-            if self.eval_unseen_group not in mod.FAMILIES:
-                raise ValueError(
-                    f"eval_unseen_group {self.eval_unseen_group!r} is not a corruption group; "
-                    f"choose one of {list(mod.GROUPS)} or 'none'."
-                )
-
-    @property
-    def train_corruptions(self) -> tuple[str, ...]:
-        """The training family resolved to corruption names (empty: clean training)."""
-        spec = (self.train_family or "").strip()
-        if not spec:
-            return ()
-        mod = _corruptions_module()
-        if "," in spec:
-            return tuple(mod.resolve_corruptions([s.strip() for s in spec.split(",") if s.strip()]))
-        return tuple(mod.resolve_corruptions(spec))
-
-    @property
-    def views_needed(self) -> int:
-        """How many corrupted views per image the collator must produce."""
-        if not self.train_corruptions:
-            return 0
-        return self.num_views if parse_adversary(self.adversary).select_worst else 1
-
-    def unseen_group(self) -> str | None:
-        """The held-out group evaluated as 'unseen' (None when skipped or none is disjoint)."""
-        if self.eval_unseen_group == "none":
-            return None
-        if self.eval_unseen_group:
-            return self.eval_unseen_group
-        mod = _corruptions_module()
-        seen = set(self.train_corruptions)
-        for group in mod.GROUPS:
-            members = set(mod.FAMILIES.get(group, ()))
-            if members and not members & seen:
-                return group
-        return None
-
-    def robustness_config(self) -> dict[str, Any]:
-        """What `config.robustness` records: adversary settings, family and registry version."""
-        corruptions = self.train_corruptions
-        plan = parse_adversary(self.adversary)
-        try:
-            registry_version = _corruptions_module().REGISTRY_VERSION
-        except ImportError:
-            registry_version = None
-        out: dict[str, Any] = {
-            "adversary": self.adversary,
-            "train_family": self.train_family or None,
-            "train_corruptions": list(corruptions),
-            "severities": list(self.severities) if corruptions else [],
-            "num_views": self.views_needed,
-            "clean_loss_weight": self.clean_loss_weight,
-            "corruption_seed": self.corruption_seed,
-            "eval_unseen_group": self.unseen_group() if corruptions else None,
-            "registry_version": registry_version,
-        }
-        if plan.perturbation:
-            out.update(
-                pgd_epsilon=self.pgd_epsilon,
-                pgd_steps=1 if plan.perturbation == "fgsm" else self.pgd_steps,
-                pgd_step_size=self.pgd_step_size,
-                pgd_band=self.pgd_band,
-                pgd_band_cutoff=self.pgd_band_cutoff,
-                pgd_random_start=self.pgd_random_start and plan.perturbation == "pgd",
-            )
-        return out
 
 
 def accuracy_metrics(eval_pred: Any) -> dict[str, float]:
@@ -309,9 +121,9 @@ class AdversarialTrainer(Trainer):
         k = getattr(self.data_collator, "k", None)
         if needed and k is not None and k < needed:
             raise ValueError(
-                f"adversary {self.args.adversary!r} with train_family {self.args.train_family!r} "
+                f"adversary {self.args.adversary!r} with corruptions {self.args.corruptions} "
                 f"needs {needed} corrupted view(s) per image but the collator produces k={k}; "
-                f"build it with CorruptionCollator(..., k={needed}) (see build_collators)."
+                f"build it with CorruptionCollator(..., k={needed}) (see hf_vitrobust.training.build_collators)."
             )
         if self.train_dataset is not None and not hasattr(self.train_dataset, "__len__"):
             if self.args.max_steps is None or self.args.max_steps <= 0:
@@ -333,8 +145,6 @@ class AdversarialTrainer(Trainer):
 
     # ---- training -------------------------------------------------------------------------
     def _attack_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        from accelerate.utils import DistributedType
-
         # FSDP/DeepSpeed shard parameters: only the wrapped module can run a forward. DDP's
         # wrapper would register the attack's forward for gradient sync: use the module.
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
@@ -572,8 +382,6 @@ class AdversarialTrainer(Trainer):
 
     # ---- loading checkpoints --------------------------------------------------------------
     def _plain_checkpoint(self, folder: str | None) -> bool:
-        from transformers import PreTrainedModel
-
         if not folder or self.is_fsdp_enabled or self.is_deepspeed_enabled:
             return False
         has_weights = any(
@@ -603,36 +411,21 @@ class AdversarialTrainer(Trainer):
 
     # ---- saving ---------------------------------------------------------------------------
     def save_robust_model(self, output_dir: str | None = None) -> dict[str, Any]:
-        """Save weights (safetensors) + processor + `config.robustness`, the adversary stats,
-        a local model card (`hf_vitrobust.hub`), and push when `push_to_hub` was set."""
-        from hf_vitrobust.io import write_json_atomic
+        """Save weights (safetensors), processor and `config.robustness` on every process (the
+        Trainer writes on the main one), and `adversary_stats.json` on the main process.
 
+        No model card and no push: the recipe writes the card (`hf_vitrobust.hub`) afterwards.
+        Returns `{"output_dir", "adversary_stats"}` (the stats path, None off the main process).
+        """
         output_dir = str(output_dir or self.args.output_dir)
         self.accelerator.unwrap_model(self.model).config.robustness = self.args.robustness_config()
         self.save_model(output_dir)
-        status: dict[str, Any] = {"output_dir": output_dir, "model_card": None, "pushed": None}
-        if not self.is_world_process_zero():
-            return status
-        write_json_atomic(self.adversary_stats(), Path(output_dir) / "adversary_stats.json")
-        try:
-            from hf_vitrobust import hub
-        except ImportError as error:
-            logger.error(
-                "No model card written: hf_vitrobust.hub could not be imported (%s). The model "
-                "itself is saved in %s.",
-                error,
-                output_dir,
+        status: dict[str, Any] = {"output_dir": output_dir, "adversary_stats": None}
+        if self.is_world_process_zero():
+            path = write_json_atomic(
+                self.adversary_stats(), Path(output_dir) / "adversary_stats.json"
             )
-            status["model_card_error"] = f"hf_vitrobust.hub unavailable: {error}"
-            if self.args.push_robust_model:
-                raise
-            return status
-        status["model_card"] = str(hub.write_robust_model_card(output_dir))
-        if self.args.push_robust_model:
-            repo_id = self.args.hub_model_id or Path(output_dir).name
-            status["pushed"] = hub.push_robust_model(
-                output_dir, repo_id=repo_id, private=self.args.hub_private_repo
-            )
+            status["adversary_stats"] = str(path)
         return status
 
 
@@ -646,122 +439,3 @@ def load_converted_weights(model: torch.nn.Module, folder: str | Path) -> None:
         attn_implementation=getattr(model.config, "_attn_implementation", None),
     )
     model.load_state_dict(fresh.state_dict(), strict=True)
-
-
-# ---- wiring used by recipes/finetune.py ------------------------------------------------------
-def build_collators(
-    processor: Any,
-    args: AdversarialTrainingArguments,
-    bad_images: Any = None,
-    num_labels: int | None = None,
-) -> tuple[Callable, dict[str, Callable]]:
-    """The training collator (k views of the training family) and the evaluation collators:
-    `clean`, `seen` (training family, held-out seed) and `unseen` (one disjoint group)."""
-    from hf_vitrobust.corruptions import FAMILIES
-    from hf_vitrobust.data import CorruptionCollator, CorruptionViews
-
-    family = args.train_corruptions
-    severities = tuple(args.severities)
-    train_views = (
-        CorruptionViews(family, severities=severities, seed=args.corruption_seed)
-        if family
-        else None
-    )
-    kw = dict(num_labels=num_labels)
-    train = CorruptionCollator(
-        processor, views=train_views, k=args.views_needed, bad_images=bad_images, **kw
-    )
-    evals: dict[str, Callable] = {"clean": CorruptionCollator(processor, views=None, k=0, **kw)}
-    if family:
-        # stage="eval": new instances of the training corruptions (held-out draws).
-        seed = args.eval_corruption_seed
-        seen = CorruptionViews(family, severities=severities, seed=seed, stage="eval")
-        evals["seen"] = CorruptionCollator(processor, views=seen, k=1, **kw)
-        group = args.unseen_group()
-        if group is not None:
-            unseen = CorruptionViews(
-                FAMILIES[group], severities=severities, seed=seed, stage="eval"
-            )
-            evals["unseen"] = CorruptionCollator(processor, views=unseen, k=1, **kw)
-    return train, evals
-
-
-def run_finetune(
-    model_args: Any, data_args: Any, training_args: AdversarialTrainingArguments
-) -> dict:
-    """Load data and model, train (resuming from the last checkpoint in output_dir), save the
-    robust model with its card, evaluate, and return the final metrics."""
-    from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from hf_vitrobust.data import BadImageTracker, check_labels, label_names, load_image_dataset
-    from hf_vitrobust.models import load_model_and_processor
-
-    set_seed(training_args.seed)
-    common = dict(
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        config_name=data_args.dataset_config_name,
-        streaming=data_args.streaming,
-    )
-    train_ds = load_image_dataset(
-        data_args.dataset_name,
-        split=data_args.train_split,
-        max_examples=data_args.max_train_examples,
-        **common,
-    )
-    is_stream = not hasattr(train_ds, "__len__")
-    if is_stream and training_args.max_steps <= 0:
-        raise ValueError(
-            f"{data_args.dataset_name!r} is streamed: set max_steps (num_train_epochs needs a length)."
-        )
-    eval_ds = None
-    if training_args.eval_strategy != "no" or training_args.do_eval:
-        eval_ds = load_image_dataset(
-            data_args.dataset_name,
-            split=data_args.eval_split,
-            max_examples=data_args.max_eval_examples,
-            **common,
-        )
-    names = label_names(train_ds)
-    id2label = {i: n for i, n in enumerate(names)}
-    fresh = model_args.model_name_or_path is None
-    model, processor = load_model_and_processor(model_args, id2label=id2label if fresh else None)
-    check_labels(names, model.config)
-
-    tracker = BadImageTracker(max_bad_fraction=data_args.max_bad_fraction)
-    train_collator, eval_collators = build_collators(
-        processor, training_args, tracker, num_labels=model.config.num_labels
-    )
-    trainer = AdversarialTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_ds,
-        eval_dataset={name: eval_ds for name in eval_collators} if eval_ds is not None else None,
-        data_collator=train_collator,
-        eval_collators=eval_collators,
-        processing_class=processor,
-        max_bad_fraction=data_args.max_bad_fraction,
-    )
-    resume = training_args.resume_from_checkpoint
-    if resume is None and Path(training_args.output_dir).is_dir():
-        resume = get_last_checkpoint(training_args.output_dir)
-    if resume:
-        logger.warning("Resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(result.metrics)
-    bad = tracker.gather(trainer.accelerator)
-    metrics["images_skipped"] = bad["bad"]
-    if trainer.is_world_process_zero():
-        tracker.finish()  # logs the count and enforces the limit on the whole run
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-    status = trainer.save_robust_model()
-    if eval_ds is not None:
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-    metrics["model_card"] = status.get("model_card")
-    return metrics

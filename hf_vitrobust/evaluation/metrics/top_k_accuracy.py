@@ -2,7 +2,7 @@
 
     import evaluate
     from hf_vitrobust.evaluation import TOP_K_METRIC_PATH
-    metric = evaluate.load(TOP_K_METRIC_PATH)
+    metric = evaluate.load(str(TOP_K_METRIC_PATH))
     metric.compute(predictions=logits, references=labels, k=[1, 5])
 
 Definition (DESIGN.md section 4): an image is correct at k when its true label is among the k
@@ -28,7 +28,7 @@ Returns:
     {"top_{k}_accuracy": float, ...} for each requested k (the requested k names the key),
     and "k_effective": {requested k: capped k}.
 Examples:
-    >>> metric = evaluate.load("hf_vitrobust/metrics/top_k_accuracy.py")
+    >>> metric = evaluate.load("hf_vitrobust/evaluation/metrics/top_k_accuracy.py")
     >>> metric.compute(predictions=[[0.1, 0.9, 0.0]], references=[0], k=[1, 2])
     {'top_1_accuracy': 0.0, 'top_2_accuracy': 1.0, 'k_effective': {1: 1, 2: 2}}
 """

@@ -1,0 +1,142 @@
+"""Which model is which in a comparison: base, controls and adversarial fine-tunes, and their keys.
+
+A fine-tuned checkpoint says how it was trained in ``config.robustness`` (written by
+``training``). From that record alone this module tells its role and pairs every adversarial
+fine-tune with its controls — the same base, data, steps, optimizer and seed:
+
+- ``clean_control``: fine-tuned on clean images only (``adversary: none``, no corruptions);
+  separates "trained longer" from everything else.
+- ``random_view_control``: one random corrupted view per image from the same corruptions, no
+  worst-of selection (``adversary: random_view``, or ``worst_of_k`` with one view); separates
+  "saw corruptions" from "adversarial selection".
+- ``adversarial``: anything else that trained on corruptions or perturbations.
+
+A leaf: reads plain dicts, imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+BASE = "base"
+CLEAN_CONTROL = "clean_control"
+RANDOM_VIEW_CONTROL = "random_view_control"
+ADVERSARIAL = "adversarial"
+ROLES = (BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL, ADVERSARIAL)
+CONTROL_ROLES = (CLEAN_CONTROL, RANDOM_VIEW_CONTROL)
+
+# The facts that must agree for a control to be the control of an adversarial fine-tune.
+_MATCH_KEYS = ("base_model", "seed", "max_steps")
+
+
+def role_of(robustness: Mapping[str, Any] | None) -> str:
+    """The role of a model from its ``config.robustness`` (``None``: a model never fine-tuned here)."""
+    if not robustness:
+        return BASE
+    adversary = str(robustness.get("adversary") or "none")
+    corruptions = robustness.get("train_corruptions") or []
+    if adversary == "none":
+        return CLEAN_CONTROL if not corruptions else RANDOM_VIEW_CONTROL
+    if adversary == "random_view" or (
+        adversary == "worst_of_k" and int(robustness.get("num_views") or 0) == 1
+    ):
+        return RANDOM_VIEW_CONTROL
+    return ADVERSARIAL
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The controls of one adversarial fine-tune (keys; ``None`` when the study has none)."""
+
+    clean: str | None
+    random_view: str | None
+
+    @property
+    def primary(self) -> str | None:
+        """The control claims are judged against: the clean one (same training, no corruptions)."""
+        return self.clean
+
+
+def _agree(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return all(a.get(k) is None or b.get(k) is None or a.get(k) == b.get(k) for k in _MATCH_KEYS)
+
+
+def match_controls(
+    robustness_by_key: Mapping[str, Mapping[str, Any] | None],
+) -> dict[str, Controls]:
+    """``{adversarial key: Controls}`` for every adversarial model among ``robustness_by_key``.
+
+    A clean control matches when base model, seed and steps agree (where recorded); a
+    random-view control must also have trained on the same corruptions. The first match in
+    the given order wins.
+    """
+    roles = {key: role_of(r) for key, r in robustness_by_key.items()}
+    out: dict[str, Controls] = {}
+    for key, role in roles.items():
+        if role != ADVERSARIAL:
+            continue
+        mine = robustness_by_key[key] or {}
+        clean = random_view = None
+        for other, other_role in roles.items():
+            theirs = robustness_by_key[other] or {}
+            if other_role == CLEAN_CONTROL and clean is None and _agree(mine, theirs):
+                clean = other
+            if (
+                other_role == RANDOM_VIEW_CONTROL
+                and random_view is None
+                and _agree(mine, theirs)
+                and sorted(theirs.get("train_corruptions") or [])
+                == sorted(mine.get("train_corruptions") or [])
+            ):
+                random_view = other
+        out[key] = Controls(clean=clean, random_view=random_view)
+    return out
+
+
+def model_keys(paths: Sequence[str], names: Sequence[str] | None = None) -> list[str]:
+    """Unique, readable keys for fine-tuned models: ``names`` when given, else path suffixes.
+
+    Two checkpoints that share a folder name (``runA/final``, ``runB/final``) get the shortest
+    path suffixes that tell them apart, never the same key. ``"base"`` is reserved.
+    """
+    if names:
+        if len(names) != len(paths):
+            raise ValueError(f"finetuned_names has {len(names)} names for {len(paths)} models.")
+        keys = [str(n) for n in names]
+    else:
+        parts = [PurePath(str(p).rstrip("/")).parts or (str(p),) for p in paths]
+        depth = [1] * len(paths)
+        while True:
+            keys = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
+            clashes = [
+                i for i, k in enumerate(keys) if keys.count(k) > 1 and depth[i] < len(parts[i])
+            ]
+            if not clashes:
+                break
+            for i in clashes:
+                depth[i] += 1
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ValueError(
+            f"model keys {duplicates} are not unique; give finetuned_names to tell them apart."
+        )
+    if BASE in keys:
+        raise ValueError(f"{BASE!r} is reserved for the base model; rename that fine-tuned model.")
+    return keys
+
+
+__all__ = [
+    "ADVERSARIAL",
+    "BASE",
+    "CLEAN_CONTROL",
+    "CONTROL_ROLES",
+    "Controls",
+    "RANDOM_VIEW_CONTROL",
+    "ROLES",
+    "match_controls",
+    "model_keys",
+    "role_of",
+]

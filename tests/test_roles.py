@@ -1,0 +1,79 @@
+"""Model roles, control matching and unique model keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from hf_vitrobust.roles import (
+    ADVERSARIAL,
+    BASE,
+    CLEAN_CONTROL,
+    RANDOM_VIEW_CONTROL,
+    match_controls,
+    model_keys,
+    role_of,
+)
+
+LOW = ["defocus_blur", "glass_blur"]
+
+
+def _rob(adversary, corruptions=(), **kw):
+    return {
+        "adversary": adversary,
+        "train_corruptions": list(corruptions),
+        "base_model": "b",
+        "seed": 0,
+        "max_steps": 100,
+        **kw,
+    }
+
+
+@pytest.mark.parametrize(
+    "robustness, role",
+    [
+        (None, BASE),
+        ({}, BASE),
+        (_rob("none"), CLEAN_CONTROL),
+        (_rob("random_view", LOW), RANDOM_VIEW_CONTROL),
+        (_rob("worst_of_k", LOW, num_views=1), RANDOM_VIEW_CONTROL),
+        (_rob("worst_of_k", LOW, num_views=4), ADVERSARIAL),
+        (_rob("pgd"), ADVERSARIAL),
+    ],
+)
+def test_role_of(robustness, role):
+    assert role_of(robustness) == role
+
+
+def test_controls_match_on_corruptions_base_seed_and_steps():
+    models = {
+        "clean": _rob("none"),
+        "rv_high": _rob("random_view", ["gaussian_noise"]),
+        "rv_low": _rob("random_view", LOW[::-1]),
+        "low": _rob("worst_of_k", LOW, num_views=4),
+        "high": _rob("worst_of_k", ["gaussian_noise"], num_views=4),
+        "other_seed": _rob("worst_of_k", LOW, num_views=4, seed=1),
+    }
+    controls = match_controls(models)
+    assert set(controls) == {"low", "high", "other_seed"}
+    assert (controls["low"].clean, controls["low"].random_view) == ("clean", "rv_low")
+    assert controls["high"].random_view == "rv_high" and controls["high"].primary == "clean"
+    assert (controls["other_seed"].clean, controls["other_seed"].random_view) == (None, None)
+
+
+def test_model_keys_are_unique_and_readable():
+    assert model_keys(["out/low_frequency", "out/high_frequency/"]) == [
+        "low_frequency",
+        "high_frequency",
+    ]
+    assert model_keys(["runA/final", "runB/final", "x/final2"]) == [
+        "runA/final",
+        "runB/final",
+        "final2",
+    ]
+    assert model_keys(["a", "b"], ["lf", "hf"]) == ["lf", "hf"]
+    with pytest.raises(ValueError, match="not unique"):
+        model_keys(["a", "b"], ["x", "x"])
+    with pytest.raises(ValueError, match="not unique"):
+        model_keys(["final", "final"])
+    with pytest.raises(ValueError, match="reserved"):
+        model_keys(["a/base"])

@@ -21,9 +21,6 @@ SAE_TYPE_LABELS: dict[str, str] = {
 }
 SAE_TYPES: tuple[str, ...] = tuple(SAE_TYPE_LABELS)
 
-#: Fine-tuned models may not be called this: it keys the base model's activations and metrics.
-RESERVED_NAME = "base"
-
 
 def check_sae_type(sae_type: str) -> str:
     """Validate an SAE type name: ``standard`` (vanilla ReLU + L1) or ``batchtopk``."""
@@ -187,11 +184,6 @@ class SAEStudyArguments(ComparisonArguments):
         for names in (self.corruptions, self.train_corruptions):
             if names:
                 resolve_corruptions(names)  # unknown names fail here, with "did you mean"
-        if self.finetuned_names and len(self.finetuned_names) != len(self.finetuned_models):
-            raise ValueError(
-                f"finetuned_names has {len(self.finetuned_names)} entries but finetuned_models "
-                f"has {len(self.finetuned_models)}; give one name per model or none."
-            )
         if self.num_eval_images < 2:
             raise ValueError(
                 "num_eval_images must be >= 2 (the different-image baseline pairs images)."
@@ -220,7 +212,6 @@ class SAEStudyArguments(ComparisonArguments):
 
 
 __all__ = [
-    "RESERVED_NAME",
     "SAEStudyArguments",
     "SAETrainConfig",
     "SAE_TYPES",

@@ -37,7 +37,6 @@ from hf_vitrobust.analysis.sae.compare import (
     summarize,
 )
 from hf_vitrobust.analysis.sae.config import (
-    RESERVED_NAME,
     SAE_TYPE_LABELS,
     SAEStudyArguments,
     config_dict,
@@ -63,6 +62,7 @@ from hf_vitrobust.data import ProcessorSpec, load_dataset_split
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
 from hf_vitrobust.plots.sae import plot_cosine_histograms, plot_dictionary_matching
+from hf_vitrobust.roles import BASE, model_keys
 
 #: (role, fine-tuned model name or None, SAE type, layer); role: base, seed_baseline, finetuned.
 SAEKey = tuple[str, str | None, str, int]
@@ -111,12 +111,7 @@ def load_study_models(model_args: Any, args: SAEStudyArguments) -> StudyModels:
         return model.eval().to(device), processor
 
     base, processor = load(args.base_model)
-    names = list(args.finetuned_names) or [Path(p).name for p in args.finetuned_models]
-    if len(set(names)) != len(names) or RESERVED_NAME in names:
-        raise ValueError(
-            f"fine-tuned model names {names} must be unique and not {RESERVED_NAME!r}; set "
-            "finetuned_names explicitly."
-        )
+    names = model_keys(args.finetuned_models, args.finetuned_names)
     finetuned = {}
     for name, path in zip(names, args.finetuned_models):
         model, _ = load(path)
@@ -205,9 +200,7 @@ def train_study_saes(
             "training_data": training_data,
         }
         tag = "base" if role != "finetuned" else f"finetuned-{name}"
-        chunks = activation_source(
-            models.model(name), batches, layer, args, seed, cache_key, tag
-        )
+        chunks = activation_source(models.model(name), batches, layer, args, seed, cache_key, tag)
         stream = ActivationStream(
             chunks, models.d_in, args.sae_batch_size, buffer_mb=args.buffer_mb, seed=seed
         )
@@ -251,7 +244,7 @@ def compare_heldout(
         example_ids=ids,
         metrics={
             (who, t, layer): MetricsAccumulator(trained[("base", None, t, layer)].inference)
-            for who in [RESERVED_NAME, *models.finetuned]
+            for who in [BASE, *models.finetuned]
             for t, layer in keys
         },
         per_image={ft: {sid: {} for sid in sids} for ft in models.finetuned},
@@ -260,17 +253,15 @@ def compare_heldout(
     corruptions = [c for names in conditions.values() for c in names]
     for corruption in tqdm(corruptions, desc="held-out conditions", disable=not args.progress):
         pixels = condition_pixels(images, ids, corruption, args.severity, args.seed, models.spec)
-        batches = [
-            pixels[i : i + args.batch_size] for i in range(0, len(pixels), args.batch_size)
-        ]
-        acts = {RESERVED_NAME: collect_activations(models.base, batches, models.layers, args.tokens)}
+        batches = [pixels[i : i + args.batch_size] for i in range(0, len(pixels), args.batch_size)]
+        acts = {BASE: collect_activations(models.base, batches, models.layers, args.tokens)}
         for ft, model in models.finetuned.items():
             acts[ft] = collect_activations(model, batches, models.layers, args.tokens)
         for (t, layer), sid in zip(keys, sids):
             sae = trained[("base", None, t, layer)].inference
             for who in acts:
                 held.metrics[(who, t, layer)].update(acts[who][layer])
-            xb = acts[RESERVED_NAME][layer]
+            xb = acts[BASE][layer]
             held.baseline[sid][corruption] = compare_codes(
                 sae, xb, xb[perm], topk=args.topk_overlap_k
             )
@@ -296,7 +287,7 @@ def save_study_saes(
     for t, layer in base_keys(args, models.layers):
         sid = sae_id(t, layer, args.tokens)
         sae = trained[("base", None, t, layer)]
-        metrics = {"base": held.metrics[(RESERVED_NAME, t, layer)].result()}
+        metrics = {"base": held.metrics[(BASE, t, layer)].result()}
         for ft in models.finetuned:
             metrics[f"finetuned:{ft}"] = held.metrics[(ft, t, layer)].result()
         reason = policy.check(sid, metrics["base"])
@@ -408,7 +399,8 @@ def write_figures(
     figures = []
     for key, by_layer in figure_data.items():
         t, ft = key.split("|", 1)
-        path = out / f"sae_cosine_{t}_{ft}.png"
+        # A key told apart by its path suffix (roles.model_keys: runA/final) stays one file.
+        path = out / f"sae_cosine_{t}_{ft.replace('/', '_')}.png"
         plot_cosine_histograms(
             by_layer,
             title=f"{SAE_TYPE_LABELS[t]} SAE codes: base vs {ft} (same input) "

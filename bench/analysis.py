@@ -30,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from hf_vitrobust.analysis.capture import ActivationCapture, lens_logits  # noqa: E402
+from hf_vitrobust.analysis.capture import ActivationCapture  # noqa: E402
+from hf_vitrobust.analysis.lens import lens_logits  # noqa: E402
+from hf_vitrobust.analysis.run import analyze_models  # noqa: E402
 from hf_vitrobust.analysis.similarity import StreamingLinearCKA  # noqa: E402
 from hf_vitrobust.models import tiny_vit  # noqa: E402
 
@@ -123,8 +125,6 @@ def child_memory(num_images: int, batch: int) -> None:
     """Stream `num_images` synthetic images (clean + one corrupted condition) through the
     analysis; print the peak RSS after streaming, and after the statistics."""
     import copy
-
-    from hf_vitrobust.analysis.capture import analyze_models
 
     torch.set_num_threads(1)
     model, _ = tiny_vit(seed=0, **SHAPES["tiny-28"])

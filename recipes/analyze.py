@@ -14,7 +14,7 @@ from pathlib import Path
 # Runs from a checkout without `pip install -e .` too.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hf_vitrobust.analysis.capture import AnalysisArguments, run_analysis  # noqa: E402
+from hf_vitrobust.analysis import AnalysisArguments, run_analysis  # noqa: E402
 from hf_vitrobust.configs import DataArguments, parse_recipe  # noqa: E402
 
 

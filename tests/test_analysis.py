@@ -1,8 +1,9 @@
-"""Each analysis definition (DESIGN.md section 4) against a direct computation on a tiny ViT."""
+"""Each analysis definition (docs/definitions.md) against a direct computation on a tiny ViT."""
 
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -12,12 +13,7 @@ from hf_vitrobust.analysis.attention import (
     grad_cam,
     rollout_matrix,
 )
-from hf_vitrobust.analysis.capture import (
-    ActivationCapture,
-    analyze_models,
-    capture_batch,
-    check_vit_classifier,
-)
+from hf_vitrobust.analysis.capture import ActivationCapture, capture_batch
 from hf_vitrobust.analysis.lens import LensRecorder, first_correct_layers
 from hf_vitrobust.analysis.patching import (
     PatchingRecorder,
@@ -25,8 +21,10 @@ from hf_vitrobust.analysis.patching import (
     patched_logits_by_hook,
     recovery_fraction,
 )
+from hf_vitrobust.analysis.run import analyze_models
 from hf_vitrobust.analysis.similarity import StreamingLinearCKA, linear_cka
 from hf_vitrobust.io import write_json_atomic
+from hf_vitrobust.vit import check_vit_classifier
 
 
 @pytest.fixture(autouse=True)
@@ -294,3 +292,143 @@ def test_analyze_models_end_to_end_is_repeatable(tiny_model, tmp_path):
     assert patch["accuracy_b"] == 1.0
     assert patch["per_layer"][-1]["recovered"] == pytest.approx(1.0)
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_analyze_models_output_reads_back_through_read_analysis(tiny_model, tmp_path):
+    from hf_vitrobust.analysis.schema import SCHEMA, SCHEMA_VERSION, read_analysis
+    from hf_vitrobust.io import SchemaMismatch
+
+    model, _ = tiny_model
+    other = _perturbed_blocks(model)
+    data = torch.randn(8, 3, 28, 28, generator=torch.Generator().manual_seed(4))
+    labels = torch.arange(8) % 10
+
+    def batches(condition):
+        yield data, labels
+
+    kwargs = dict(n_resamples=1000, progress=False)
+    result = analyze_models(model, {"ft": other}, batches, ["clean"], **kwargs)
+    assert list(result)[:2] == ["schema", "schema_version"]
+    assert (result["schema"], result["schema_version"]) == (SCHEMA, SCHEMA_VERSION)
+    back = read_analysis(write_json_atomic(result, tmp_path / "analysis.json"))
+    assert back["conditions"] == ["clean"] and set(back["patching"]["clean"]) == {"ft"}
+    # Sections switched off are present and empty: the reader and the plots accept them.
+    lean = analyze_models(model, {"ft": other}, batches, ["clean"], patching=False, **kwargs)
+    assert read_analysis(write_json_atomic(lean, tmp_path / "lean.json"))["patching"] == {}
+    # Drift inside a section names the file and the entry.
+    broken = json.loads((tmp_path / "analysis.json").read_text())
+    broken["cka"]["noise"] = broken["cka"].pop("clean")
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(SchemaMismatch, match=r"broken\.json.*cka\['noise'\].*conditions"):
+        read_analysis(tmp_path / "broken.json")
+    del broken["logit_lens"]["clean"]["models"]["ft"]["first_correct_layer"]
+    broken["cka"] = {}
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(SchemaMismatch, match="first_correct_layer"):
+        read_analysis(tmp_path / "broken.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions: the analysis's corrupted pixels are the evaluation's (corrupt_examples)
+# ---------------------------------------------------------------------------------------------
+
+CONDITION_CORRUPTIONS = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur"]
+
+
+def _examples(n: int = 12, size: int = 36) -> list[dict]:
+    """Images larger than the model's 28 px (so they are resized first), sparse example ids."""
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            "label": i % 10,
+            "example_id": 1000 + 7 * i,
+        }
+        for i in range(n)
+    ]
+
+
+def test_condition_pixels_equal_corrupt_examples(tiny_model):
+    from hf_vitrobust.analysis.conditions import DatasetBatches, group_corruption
+    from hf_vitrobust.corruptions import corrupt_examples
+
+    _, processor = tiny_model
+    examples = _examples()
+    batches = DatasetBatches(
+        examples, processor, corruptions=CONDITION_CORRUPTIONS, severity=3, seed=7, batch_size=5
+    )
+    assert batches.conditions == ["clean", "noise", "blur"]
+    clean = {
+        int(e): img
+        for b in batches.images("clean")
+        for e, img in zip(b["example_ids"], b["images"])
+    }
+    drawn = set()
+    for batch in batches.images("noise"):
+        for i, example_id in enumerate(batch["example_ids"].tolist()):
+            name = batch["corruptions"][i]
+            drawn.add(name)
+            assert name == group_corruption(7, example_id, "noise", batches.group_members["noise"])
+            expected = corrupt_examples(clean[example_id][None], [example_id], name, 3, 7)[0]
+            assert clean[example_id].shape == (28, 28, 3)
+            np.testing.assert_array_equal(batch["images"][i], expected)  # byte-identical
+        # The model's input is normalised from exactly those pixels.
+        torch.testing.assert_close(
+            batch["pixel_values"], batches.spec.to_tensor(batch["images"]), rtol=0, atol=0
+        )
+    assert drawn == {"gaussian_noise", "shot_noise", "impulse_noise"}
+
+
+def test_condition_pixels_are_keyed_on_example_id_not_position(tiny_model):
+    from hf_vitrobust.analysis.conditions import DatasetBatches
+
+    _, processor = tiny_model
+    examples = _examples()
+
+    def pixels(data, batch_size):
+        batches = DatasetBatches(
+            data, processor, corruptions=CONDITION_CORRUPTIONS, seed=7, batch_size=batch_size
+        )
+        return {
+            int(e): img
+            for b in batches.images("blur")
+            for e, img in zip(b["example_ids"], b["images"])
+        }
+
+    forward = pixels(examples, 5)
+    backward = pixels(examples[::-1], 4)
+    assert sorted(forward) == sorted(backward)
+    for example_id, image in forward.items():
+        np.testing.assert_array_equal(image, backward[example_id])
+    # The panel's corrupted image i is its group's condition pixel.
+    batches = DatasetBatches(examples, processor, corruptions=CONDITION_CORRUPTIONS, seed=7)
+    panel = batches.panel_batch(2)
+    assert [c.split(":")[0] for c in panel["corruptions"]] == ["noise", "blur"]
+    torch.testing.assert_close(
+        panel["corrupted"][1], batches.spec.to_tensor([forward[1007]])[0], rtol=0, atol=0
+    )
+
+
+def test_analysis_arguments_new_and_old_keys(tmp_path):
+    import warnings
+    from pathlib import Path
+
+    from hf_vitrobust.analysis.run import AnalysisArguments
+    from hf_vitrobust.configs import DataArguments, parse_recipe
+
+    recipe = Path(__file__).resolve().parent.parent / "recipes/fashion-mnist-tiny/analyze.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the shipped recipe uses the new names only
+        args, _ = parse_recipe((AnalysisArguments, DataArguments), [str(recipe)])
+    assert (args.corruptions, args.severities, args.severity) == (["all"], [3], 3)
+    old = tmp_path / "old.yaml"
+    old.write_text("base_model: b\nseverity: 2\ngroups: [noise, blur]\n")
+    with pytest.warns(FutureWarning) as record:
+        args, _ = parse_recipe((AnalysisArguments, DataArguments), [str(old)])
+    messages = " ".join(str(w.message) for w in record)
+    assert "'severity' is deprecated" in messages and "'groups' is deprecated" in messages
+    assert (args.corruptions, args.severities) == (["noise", "blur"], [2])
+    with pytest.raises(ValueError, match="severities.*exactly one"):
+        parse_recipe((AnalysisArguments, DataArguments), ["--severities", "1", "3"])
+    with pytest.raises(ValueError, match="severity must be in 1..5"):
+        AnalysisArguments(severities=[6])

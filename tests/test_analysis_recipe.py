@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_vitrobust.io import read_json
+from hf_vitrobust.analysis.schema import read_analysis
 from hf_vitrobust.models import tiny_vit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,8 @@ def test_analyze_recipe_writes_json_and_figures(tmp_path, tiny_vit_kwargs, fashi
         "--output_dir", str(out),
     ]  # fmt: skip
     _recipe().main(argv)
-    result = read_json(out / "analysis.json")
+    result = read_analysis(out / "analysis.json")  # the typed reader validates it
+    assert list(result)[:2] == ["schema", "schema_version"]
     assert result["conditions"] == ["clean", "noise", "blur"]
     assert result["data"]["corruption_groups"] == {
         "noise": ["gaussian_noise"],
@@ -80,7 +81,7 @@ def test_analyze_recipe_writes_json_and_figures(tmp_path, tiny_vit_kwargs, fashi
     assert panel["images"].shape == (2, 2, 28, 28, 3)
     # Seeded and repeatable: a second run writes the same numbers.
     _recipe().main([*argv[:-1], str(tmp_path / "again"), "--num_panel_images", "0"])
-    again = read_json(tmp_path / "again" / "analysis.json")
+    again = read_analysis(tmp_path / "again" / "analysis.json")
     for key in ("logit_lens", "attention_entropy", "cka", "patching"):
         assert again[key] == result[key]
 

@@ -1,6 +1,6 @@
 """Attention analyses: per-head entropy, attention rollout and Grad-CAM for ViT.
 
-Definitions (DESIGN.md section 4):
+Definitions (docs/definitions.md):
 
 - entropy of a head = mean over queries i of -sum_j A_ij ln A_ij (nats, fp32); the
   CLS-query row alone (i = 0) is reported beside it;
@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from hf_vitrobust.stats import paired_bootstrap
+from hf_vitrobust.vit import check_vit_classifier
 
 __all__ = [
     "attention_entropy",
@@ -89,8 +92,6 @@ def grad_cam(
     Returns [B, rows, cols] (fp32, >= 0, not normalised). Works under any attention
     implementation; the model is put in eval mode for the pass and restored.
     """
-    from hf_vitrobust.analysis.capture import check_vit_classifier
-
     layout = check_vit_classifier(model)
     grid = grid or layout.grid
     target = model.vit.layers[-1].layernorm_before
@@ -154,8 +155,6 @@ def compare_entropy(
     """Paired other − base entropy per layer x head (same images): mean difference with a
     paired-bootstrap CI and p-value, as nested lists [layer][head] of dicts, plus the
     plain [layer][head] difference matrix for plotting."""
-    from hf_vitrobust.stats import paired_bootstrap
-
     out: dict[str, Any] = {}
     for kind in ("all_queries", "cls_query"):
         a = base.values(kind).astype(np.float64)

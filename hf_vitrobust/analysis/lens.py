@@ -2,7 +2,7 @@
 
 For hidden state l = 0..L (0 = embeddings; L = last block, before the final layernorm),
 logits_l = classifier(final_layernorm(h_l[:, 0])): the CLS token is sliced first, then
-normalised (`capture.lens_logits`, one batched matmul over layers). At l = L this is the
+normalised (`lens_logits`, one batched matmul over layers). At l = L this is the
 model's own logits; `LensRecorder` records the largest deviation seen so that every
 report can show the check.
 
@@ -17,13 +17,33 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from hf_vitrobust.stats import (
+    bootstrap_ci,
+    bootstrap_ci_many,
+    mcnemar_test,
+    paired_bootstrap,
+    wilcoxon_test,
+)
 
 __all__ = [
+    "lens_logits",
     "LensRecorder",
     "first_correct_layers",
     "summarize_lens",
     "compare_lens",
 ]
+
+
+def lens_logits(model: nn.Module, cls_states: torch.Tensor) -> torch.Tensor:
+    """Logit lens: classifier(final_layernorm(h_l[:, 0])) for every l at once.
+
+    `cls_states` is [L+1, B, D] (the CLS token of hidden states 0..L, before the final
+    layernorm). LayerNorm and Linear act on the last dimension, so this is one batched
+    matmul over all layers, not a loop.
+    """
+    return model.classifier(model.vit.layernorm(cls_states))
 
 
 class LensRecorder:
@@ -77,8 +97,6 @@ def first_correct_layers(correct: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _mean_ci(values: np.ndarray, n_resamples: int, seed: int, confidence: float) -> dict:
-    from hf_vitrobust.stats import bootstrap_ci
-
     values = np.asarray(values, dtype=np.float64)
     if values.size < 2:
         mean = float(values.mean()) if values.size else None
@@ -89,8 +107,6 @@ def _mean_ci(values: np.ndarray, n_resamples: int, seed: int, confidence: float)
 
 def _per_layer_ci(values: np.ndarray, n_resamples: int, seed: int, confidence: float) -> list:
     """Mean and CI of each column of [N, L+1], one shared set of resampled images."""
-    from hf_vitrobust.stats import bootstrap_ci_many
-
     values = np.asarray(values, dtype=np.float64)
     ci = bootstrap_ci_many(values.T, n_resamples=n_resamples, confidence=confidence, seed=seed)
     return [
@@ -134,8 +150,6 @@ def compare_lens(
     """Paired (same images) other − base per layer: McNemar on accuracy, paired bootstrap
     on true-class probability; first-correct layers over images both models get right
     at the last layer (paired bootstrap of the mean difference and a Wilcoxon test)."""
-    from hf_vitrobust.stats import mcnemar_test, paired_bootstrap, wilcoxon_test
-
     ca, cb = base.correct, other.correct
     if ca.shape != cb.shape:
         raise ValueError(f"Lens records differ in shape: {ca.shape} vs {cb.shape}.")

@@ -21,6 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hf_vitrobust.stats import bootstrap_ci, mcnemar_test
+from hf_vitrobust.vit import check_vit_classifier
+
 __all__ = [
     "patched_logits",
     "patched_logits_by_hook",
@@ -42,8 +45,6 @@ def patched_logits(
     time: every allocation has the same size, so memory stays flat over many batches
     (stacking the sites into one growing batch fragments the heap).
     """
-    from hf_vitrobust.analysis.capture import check_vit_classifier
-
     layout = check_vit_classifier(model)
     num_layers = layout.num_layers
     if source_hidden.ndim != 4 or source_hidden.shape[0] != num_layers + 1:
@@ -129,8 +130,6 @@ class PatchingRecorder:
     ) -> dict[str, Any]:
         """B's gain over A (McNemar) and, per site, the fraction recovered with a bootstrap CI
         over images (the same resampled images in numerator and denominator)."""
-        from hf_vitrobust.stats import bootstrap_ci, mcnemar_test
-
         a, b, patched = self.arrays()
         per_site = []
         for site in range(patched.shape[1]):

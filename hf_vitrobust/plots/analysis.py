@@ -247,20 +247,22 @@ def plot_attention_panel(panel: dict[str, Any], path: str | os.PathLike) -> Path
 def plot_all(
     result: dict, output_dir: str | os.PathLike, panel: dict[str, Any] | None = None
 ) -> list[Path]:
-    """Every figure whose data is in `result` (and the panel when given) into `output_dir`."""
+    """Every figure whose data is in `result` (and the panel when given) into `output_dir`.
+
+    A section that was switched off (absent or empty) draws nothing."""
     out = Path(output_dir)
     written = []
-    if "logit_lens" in result:
+    if result.get("logit_lens"):
         written.append(plot_lens_accuracy(result, out / "lens_accuracy.png"))
         written.append(plot_first_correct_layer(result, out / "first_correct_layer.png"))
-    if "attention_entropy" in result:
+    if result.get("attention_entropy"):
         written.append(plot_entropy_difference(result, out / "entropy_difference.png"))
         written.append(
             plot_entropy_difference(result, out / "entropy_difference_cls.png", kind="cls_query")
         )
-    if "cka" in result:
+    if result.get("cka"):
         written.append(plot_cka(result, out / "cka.png"))
-    if "patching" in result:
+    if result.get("patching"):
         written.append(plot_patching(result, out / "patching.png"))
     if panel is not None:
         written.append(plot_attention_panel(panel, out / "attention_maps.png"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hf_vitrobust.analysis import sae as S
+from hf_vitrobust.analysis.conditions import corrupt_condition
 from hf_vitrobust.analysis.sae import activations as A
 from hf_vitrobust.analysis.sae.schema import header, read_sae_results
 from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
@@ -323,6 +324,12 @@ def test_heldout_images_are_the_evaluation_pixels(fashion_mnist_dir, tiny_model)
         np.testing.assert_array_equal(shuffled, got[order])
         assert not np.array_equal(got, S.condition_images(images, ids, name, 3, seed=6))
     np.testing.assert_array_equal(S.condition_images(images, ids, "clean", 3, 5), np.stack(images))
+    # The analysis draws one corruption of a group per image; its pixels are the SAE stage's
+    # pixels for that corruption (the SAE stage applies every corruption of the group).
+    groups = {"noise": ("gaussian_noise", "impulse_noise")}
+    drawn, names = corrupt_condition(np.stack(images), ids, "noise", groups, 3, 5)
+    for i, name in enumerate(names):
+        np.testing.assert_array_equal(drawn[i], S.condition_images(images, ids, name, 3, 5)[i])
     assert S.heldout_conditions([]) == {"clean": ["clean"]}
     assert S.heldout_conditions(["gaussian_noise", "defocus_blur", "shot_noise"]) == {
         "clean": ["clean"],

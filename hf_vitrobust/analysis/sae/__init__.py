@@ -8,6 +8,7 @@
 - ``io``: SAE folders in sae-lens' layout (``save_sae``, ``load_sae``, ``list_saes``, ``sae_id``).
 - ``schema``: the ``sae.json`` contract (``read_sae_results``).
 - ``run``: ``run_sae_study``, the study behind ``recipes/train_sae.py``.
+- ``saelens``: the one lazy import of sae-lens (~8 s to import).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ an image's pixels never depend on its position in the list.
 
 A condition is ``clean`` or a corruption group (``noise``, ``blur``, ...). Under a group, *every*
 corruption of the group that the recipe names is applied to *every* image, and per-image values are
-averaged over those corruptions; so no per-image choice of a corruption is made here.
+averaged over those corruptions; so no per-image choice of a corruption is made here (the analysis
+draws one per image, ``analysis.conditions.group_corruption``: that image's pixels are the SAE
+stage's pixels for the corruption drawn).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from hf_vitrobust.analysis.conditions import condition_groups
 from hf_vitrobust.constants import CLEAN
-from hf_vitrobust.corruptions import corrupt_examples, get_corruption, resolve_corruptions
+from hf_vitrobust.corruptions import corrupt_examples
 from hf_vitrobust.data import ProcessorSpec, decode_image, load_dataset_split
 
 
@@ -46,13 +49,13 @@ def load_heldout_images(
 def heldout_conditions(corruptions: Sequence[str]) -> dict[str, list[str]]:
     """``{"clean": ["clean"], group: [corruption, ...]}`` for the held-out comparison.
 
-    ``corruptions`` holds family and/or corruption names; empty means clean only.
+    ``corruptions`` holds family and/or corruption names (empty: clean only); groups come in the
+    registry's order, as in the analysis (``analysis.conditions.condition_groups``).
     """
     conditions: dict[str, list[str]] = {CLEAN: [CLEAN]}
-    if not corruptions:
-        return conditions
-    for name in resolve_corruptions(list(corruptions)):
-        conditions.setdefault(get_corruption(name).group, []).append(name)
+    if corruptions:
+        groups = condition_groups(list(corruptions))
+        conditions.update({group: list(members) for group, members in groups.items()})
     return conditions
 
 

@@ -56,6 +56,21 @@ def save_sae(
     return folder
 
 
+def _identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What an SAE is, from its sae-lens ``cfg.json``: architecture, model, layer, hook, sizes."""
+    meta = cfg.get("metadata") or {}
+    return {
+        "architecture": cfg.get("architecture"),
+        "training_architecture": meta.get("training_architecture"),
+        "model": meta.get("model_name"),
+        "layer": meta.get("layer"),
+        "hook": meta.get("hook_name"),
+        "tokens": meta.get("tokens"),
+        "d_in": cfg.get("d_in"),
+        "d_sae": cfg.get("d_sae"),
+    }
+
+
 def _summary(cfg: dict[str, Any]) -> dict[str, Any]:
     """The flat ``metadata.json`` of an SAE from its sae-lens ``cfg.json``."""
     meta = cfg.get("metadata") or {}
@@ -64,12 +79,7 @@ def _summary(cfg: dict[str, Any]) -> dict[str, Any]:
     d_sae = int(cfg["d_sae"])
     dead = metrics.get("dead_fraction")
     return {
-        "architecture": cfg.get("architecture"),
-        "training_architecture": meta.get("training_architecture"),
-        "model": meta.get("model_name"),
-        "layer": meta.get("layer"),
-        "hook": meta.get("hook_name"),
-        "tokens": meta.get("tokens"),
+        **_identity(cfg),
         "d_in": int(cfg["d_in"]),
         "d_sae": d_sae,
         "training_tokens": training_data.get("training_tokens"),
@@ -140,18 +150,7 @@ def list_saes(folder: str | os.PathLike) -> list[dict[str, Any]]:
         if meta_path.is_file():
             entry = read_json(meta_path, what="SAE metadata")
         else:
-            cfg = read_json(cfg_path, what="SAE config")
-            meta = cfg.get("metadata") or {}
-            entry = {
-                "architecture": cfg.get("architecture"),
-                "training_architecture": meta.get("training_architecture"),
-                "model": meta.get("model_name"),
-                "layer": meta.get("layer"),
-                "hook": meta.get("hook_name"),
-                "tokens": meta.get("tokens"),
-                "d_in": cfg.get("d_in"),
-                "d_sae": cfg.get("d_sae"),
-            }
+            entry = _identity(read_json(cfg_path, what="SAE config"))
         out.append({"sae_id": sae_folder.name, "path": str(sae_folder), **entry})
     if not out:
         raise FileNotFoundError(

@@ -102,6 +102,7 @@ def load_study_models(model_args: Any, args: SAEStudyArguments) -> StudyModels:
             "the SAE stage takes its base model from 'base_model', not from "
             "'model_name_or_path'/'model_config'; write base_model: <checkpoint>."
         )
+    names = model_keys(args.finetuned_models, args.finetuned_names)
     device = resolve_device(args.device)
 
     def load(path: str) -> tuple[Any, Any]:
@@ -111,7 +112,6 @@ def load_study_models(model_args: Any, args: SAEStudyArguments) -> StudyModels:
         return model.eval().to(device), processor
 
     base, processor = load(args.base_model)
-    names = model_keys(args.finetuned_models, args.finetuned_names)
     finetuned = {}
     for name, path in zip(names, args.finetuned_models):
         model, _ = load(path)

@@ -349,7 +349,10 @@ def test_study_arguments_names_and_old_keys(tmp_path):
     with pytest.raises(ValueError, match="neither a corruption family nor a corruption"):
         S.SAEStudyArguments(base_model="b", train_corruptions=["blurr"])
     with pytest.warns(FutureWarning, match="image_batch_size"):
-        assert S.SAEStudyArguments(base_model="b", image_batch_size=8).batch_size == 8
+        (renamed,) = parse_recipe(
+            (S.SAEStudyArguments,), ["--base_model", "b", "--image_batch_size", "8"]
+        )
+    assert renamed.batch_size == 8
 
     old = tmp_path / "old.yaml"
     old.write_text(

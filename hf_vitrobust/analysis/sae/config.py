@@ -3,7 +3,6 @@ arguments of ``recipes/train_sae.py``."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -156,9 +155,6 @@ class SAEStudyArguments(ComparisonArguments):
     cache_dir: str | None = field(
         default=None, metadata={"help": "Cache streamed activations here and reuse them."}
     )
-    image_batch_size: int | None = field(
-        default=None, metadata={"help": "Deprecated: write batch_size."}
-    )
 
     def __post_init__(self) -> None:
         if not self.base_model:
@@ -169,13 +165,6 @@ class SAEStudyArguments(ComparisonArguments):
                 "severity for now; give one value, e.g. severities: [3]."
             )
         check_severity(self.severities[0])
-        if self.image_batch_size is not None:
-            warnings.warn(
-                "'image_batch_size' is deprecated and will be removed in 0.3; write 'batch_size'.",
-                FutureWarning,
-                stacklevel=3,
-            )
-            self.batch_size, self.image_batch_size = self.image_batch_size, None
         self.tokens = check_tokens(self.tokens)
         for sae_type in self.sae_types:
             check_sae_type(sae_type)

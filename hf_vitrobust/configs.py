@@ -137,6 +137,7 @@ RENAMED_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "eval_severity": ("severities", _as_list),
     "eval_corruption_family": ("corruptions", _as_list),
     "train_corruption_family": ("train_corruptions", _as_list),
+    "image_batch_size": ("batch_size", int),
 }
 REMOVED_IN = "0.3"
 
@@ -164,7 +165,7 @@ def _rename_deprecated(values: dict[str, Any], known: set[str], where: str) -> d
                 raise ValueError(f"{where}: give {new!r} only, not also the deprecated {old!r}.")
             warnings.warn(
                 f"{where}: {old!r} is deprecated and will be removed in {REMOVED_IN}; write "
-                f"{new!r} (a list) instead.",
+                f"{new!r} instead.",
                 FutureWarning,
                 stacklevel=3,
             )

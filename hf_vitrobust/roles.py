@@ -11,7 +11,7 @@ fine-tune with its controls — the same base, data, steps, optimizer and seed:
   "saw corruptions" from "adversarial selection".
 - ``adversarial``: anything else that trained on corruptions or perturbations.
 
-A leaf: reads plain dicts, imports nothing from the package.
+Layer 1: reads plain dicts; imports only ``configs`` (for the old key names).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
+
+from hf_vitrobust.configs import RENAMED_KEYS
 
 BASE = "base"
 CLEAN_CONTROL = "clean_control"
@@ -30,6 +32,27 @@ CONTROL_ROLES = (CLEAN_CONTROL, RANDOM_VIEW_CONTROL)
 
 # The facts that must agree for a control to be the control of an adversarial fine-tune.
 _MATCH_KEYS = ("base_model", "seed", "max_steps")
+
+
+#: Keys older checkpoints wrote into ``config.robustness``, renamed since.
+OLD_ROBUSTNESS_KEYS = ("train_family", "eval_unseen_group")
+
+
+def read_robustness(config: Any) -> dict[str, Any]:
+    """A model's ``config.robustness`` (a config object or the dict) with old keys renamed.
+
+    ``train_family`` -> ``corruptions`` and ``eval_unseen_group`` -> ``unseen_corruptions`` (as
+    lists). ``{}`` for a model that has none (e.g. a base model).
+    """
+    value = config if isinstance(config, Mapping) else getattr(config, "robustness", None)
+    if not isinstance(value, Mapping):
+        return {}
+    out = dict(value)
+    for old in OLD_ROBUSTNESS_KEYS:
+        if old in out:
+            new, convert = RENAMED_KEYS[old]
+            out.setdefault(new, convert(out.pop(old)))
+    return out
 
 
 def role_of(robustness: Mapping[str, Any] | None) -> str:
@@ -137,6 +160,7 @@ __all__ = [
     "RANDOM_VIEW_CONTROL",
     "ROLES",
     "match_controls",
+    "read_robustness",
     "model_keys",
     "role_of",
 ]

@@ -17,11 +17,13 @@ from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
 
 
 def main(argv: list[str] | None = None) -> dict:
+    # ModelArguments say how to load the models (attention implementation, remote code); which
+    # models is base_model and finetuned_models.
     model_args, data_args, sae_args = parse_recipe(
         (ModelArguments, DataArguments, SAEStudyArguments), argv
     )
     result = run_sae_study(model_args, data_args, sae_args)
-    short = {
+    quality = {
         s["sae_id"]: {
             "explained_variance": round(s["metrics"]["base"]["explained_variance"], 3),
             "l0": round(s["metrics"]["base"]["l0"], 1),
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for s in result["saes"]
     }
-    print(json.dumps(short, indent=2))
+    print(json.dumps(quality, indent=2))
     print(f"wrote {sae_args.output_dir}/sae.json")
     return result
 

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from hf_vitrobust.analysis import sae as S
+from hf_vitrobust.analysis.conditions import corrupt_condition
 from hf_vitrobust.analysis.sae import activations as A
+from hf_vitrobust.analysis.sae.schema import header, read_sae_results
+from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
+from hf_vitrobust.corruptions import corrupt_examples
+from hf_vitrobust.data import ProcessorSpec
+from hf_vitrobust.io import SchemaMismatch, write_json_atomic
 
 
 @pytest.fixture()
@@ -247,11 +253,11 @@ def test_train_sae_recipe_end_to_end(tiny_vit_kwargs, fashion_mnist_dir, tmp_pat
         "training_tokens": 2048,
         "sae_batch_size": 128,
         "n_init_batches": 2,
-        "image_batch_size": 32,
+        "batch_size": 32,
         "buffer_mb": 1,
         "max_tokens_per_image": 5,
-        "train_corruption_family": "sharpen",
-        "eval_corruption_family": "gaussian_noise,sharpen",
+        "train_corruptions": ["sharpen"],
+        "corruptions": ["gaussian_noise", "sharpen"],
         "num_eval_images": 24,
         "n_resamples": 1000,
         "cache_dir": str(tmp_path / "cache"),
@@ -266,6 +272,9 @@ def test_train_sae_recipe_end_to_end(tiny_vit_kwargs, fashion_mnist_dir, tmp_pat
 
     out = tmp_path / "out"
     saved = json.loads((out / "sae.json").read_text())
+    assert read_sae_results(out / "sae.json") == saved  # the writer's output passes its reader
+    assert list(saved)[:2] == ["schema", "schema_version"]
+    assert saved["eval"]["severity"] == 3 and saved["config"]["severities"] == [3]
     assert saved["layers"] == [1] and saved["tokens"] == "all"
     ids = sorted(s["sae_id"] for s in result["saes"])
     assert ids == ["batchtopk-layer1-all"]
@@ -296,3 +305,124 @@ def test_train_sae_recipe_end_to_end(tiny_vit_kwargs, fashion_mnist_dir, tmp_pat
     assert len(result["figures"]) == 3 and all(
         Path(f).stat().st_size > 0 for f in result["figures"]
     )
+
+
+def test_heldout_images_are_the_evaluation_pixels(fashion_mnist_dir, tiny_model):
+    """The SAE stage corrupts held-out images through corrupt_examples, keyed on example_id: the
+    same (seed, example_id, corruption, severity) gives the evaluation's pixels, in any order."""
+    _, processor = tiny_model
+    spec = ProcessorSpec.from_processor(processor)
+    data_args = DataArguments(dataset_name="fashion_mnist", eval_split="test")
+    images, ids = S.load_heldout_images(data_args, 6, spec)
+    assert len(images) == 6 and ids.tolist() == list(range(6))
+    for name in ("gaussian_noise", "impulse_noise"):
+        got = S.condition_images(images, ids, name, 3, seed=5)
+        np.testing.assert_array_equal(got, corrupt_examples(images, ids, name, 3, 5))
+        # Keyed on example_id, not on the position in the list.
+        order = [4, 1, 5, 0, 3, 2]
+        shuffled = S.condition_images([images[i] for i in order], ids[order], name, 3, seed=5)
+        np.testing.assert_array_equal(shuffled, got[order])
+        assert not np.array_equal(got, S.condition_images(images, ids, name, 3, seed=6))
+    np.testing.assert_array_equal(S.condition_images(images, ids, "clean", 3, 5), np.stack(images))
+    # The analysis draws one corruption of a group per image; its pixels are the SAE stage's
+    # pixels for that corruption (the SAE stage applies every corruption of the group).
+    groups = {"noise": ("gaussian_noise", "impulse_noise")}
+    drawn, names = corrupt_condition(np.stack(images), ids, "noise", groups, 3, 5)
+    for i, name in enumerate(names):
+        np.testing.assert_array_equal(drawn[i], S.condition_images(images, ids, name, 3, 5)[i])
+    assert S.heldout_conditions([]) == {"clean": ["clean"]}
+    assert S.heldout_conditions(["gaussian_noise", "defocus_blur", "shot_noise"]) == {
+        "clean": ["clean"],
+        "noise": ["gaussian_noise", "shot_noise"],
+        "blur": ["defocus_blur"],
+    }
+
+
+def test_study_arguments_names_and_old_keys(tmp_path):
+    assert set(S.SAE_TYPE_LABELS) == set(S.SAE_TYPES)
+    args = S.SAEStudyArguments(base_model="b", corruptions=["none"], train_corruptions=["none"])
+    assert args.corruptions == [] and args.train_corruptions == [] and args.severity == 3
+    with pytest.raises(ValueError, match="severities=.*exactly one"):
+        S.SAEStudyArguments(base_model="b", severities=[1, 3])
+    with pytest.raises(ValueError, match="base_model is required"):
+        S.SAEStudyArguments()
+    with pytest.raises(ValueError, match="neither a corruption family nor a corruption"):
+        S.SAEStudyArguments(base_model="b", train_corruptions=["blurr"])
+    with pytest.warns(FutureWarning, match="image_batch_size"):
+        (renamed,) = parse_recipe(
+            (S.SAEStudyArguments,), ["--base_model", "b", "--image_batch_size", "8"]
+        )
+    assert renamed.batch_size == 8
+
+    old = tmp_path / "old.yaml"
+    old.write_text(
+        "base_model: b\neval_corruption_family: blur\neval_severity: 2\n"
+        "train_corruption_family: none\n"
+    )
+    types = (ModelArguments, DataArguments, S.SAEStudyArguments)
+    with pytest.warns(FutureWarning) as record:
+        _, _, parsed = parse_recipe(types, [str(old)])
+    messages = " ".join(str(w.message) for w in record)
+    for key in ("eval_corruption_family", "eval_severity", "train_corruption_family"):
+        assert f"{key!r} is deprecated" in messages
+    assert parsed.corruptions == ["blur"] and parsed.severities == [2]
+    assert parsed.train_corruptions == []
+    with pytest.warns(FutureWarning, match="eval_severity"):
+        _, _, parsed = parse_recipe(types, ["--base_model", "b", "--eval_severity", "4"])
+    assert parsed.severities == [4]
+
+    with pytest.raises(ValueError, match="from 'base_model'"):
+        S.run.load_study_models(ModelArguments(model_name_or_path="x"), args)
+
+
+def _sae_json(**changes):
+    summary = {"n": 2, "median": 1.0}
+    cell = {k: summary for k in ("code_cosine", "raw_cosine", "topk_jaccard")}
+    cell["code_cosine_different_image"] = summary
+    data = {
+        **header(),
+        "definitions": S.DEFINITIONS,
+        "base_model": "base",
+        "finetuned_models": {"ft": "path/ft"},
+        "layers": [1],
+        "tokens": "all",
+        "eval": {"severity": 3},
+        "training_data": {},
+        "config": {},
+        "saes": [
+            {
+                "sae_id": "standard-layer1-all",
+                "sae_type": "standard",
+                "layer": 1,
+                "d_in": 4,
+                "d_sae": 8,
+                "metrics": {"base": {"l0": 1.0}},
+                "flagged": False,
+            }
+        ],
+        "comparisons": {"ft": {"standard-layer1-all": {"conditions": {"clean": cell}}}},
+        "dictionary_matching": {"standard-layer1-all": {"random_directions": summary}},
+        "figures": [],
+    }
+    data.update(changes)
+    return data
+
+
+def test_sae_json_reader_validates(tmp_path):
+    path = tmp_path / "sae.json"
+    write_json_atomic(_sae_json(), path)
+    assert read_sae_results(path)["saes"][0]["sae_id"] == "standard-layer1-all"
+    bad_entry = dict(_sae_json()["saes"][0], sae_type="topk")
+    other_id = {"ft": {"batchtopk-layer1-all": {"conditions": {}}}}
+    no_cosine = {"ft": {"standard-layer1-all": {"conditions": {"clean": {}}}}}
+    for changes, message in [
+        ({"schema_version": 0}, "schema version"),
+        ({"tokens": 3}, "'tokens' should be str"),
+        ({"saes": [bad_entry]}, "sae_type"),
+        ({"comparisons": other_id}, "names no SAE"),
+        ({"comparisons": no_cosine}, "code_cosine should be dict"),
+        ({"comparisons": {"other": {}}}, "not in finetuned_models"),
+    ]:
+        write_json_atomic(_sae_json(**changes), path)
+        with pytest.raises(SchemaMismatch, match=message):
+            read_sae_results(path)

@@ -18,8 +18,8 @@ from transformers import TrainerCallback, ViTForImageClassification
 
 import hf_vitrobust.training.config as config_mod
 from hf_vitrobust.models import tiny_vit
+from hf_vitrobust.roles import read_robustness
 from hf_vitrobust.training.adversary import eval_mode, gather_views, per_example_loss, worst_of_k
-from hf_vitrobust.training.config import read_robustness
 from hf_vitrobust.training.trainer import (
     AdversarialTrainer,
     AdversarialTrainingArguments,

@@ -11,7 +11,7 @@ from hf_vitrobust.training.adversary import (
     pgd,
     worst_of_k,
 )
-from hf_vitrobust.training.config import AdversarialTrainingArguments, read_robustness
+from hf_vitrobust.training.config import AdversarialTrainingArguments
 from hf_vitrobust.training.run import (
     build_collators,
     count_bad_images,
@@ -35,7 +35,6 @@ __all__ = [
     "load_model_for_dataset",
     "parse_adversary",
     "pgd",
-    "read_robustness",
     "resume_checkpoint",
     "worst_of_k",
 ]

@@ -4,26 +4,20 @@
 report) holds: `adversary`, `corruptions` (the recipe's spec as given), `train_corruptions` (that
 spec resolved to corruption names), `severities`, `num_views`, `clean_loss_weight`,
 `corruption_seed`, `unseen_corruptions` (the spec evaluated as unseen), `registry_version`, and
-the `pgd_*` settings when a perturbation is used. `read_robustness` also reads checkpoints
+the `pgd_*` settings when a perturbation is used. `roles.read_robustness` also reads checkpoints
 written before the rename (`train_family`, `eval_unseen_group`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
 from hf_vitrobust import corruptions as registry
-from hf_vitrobust.configs import RENAMED_KEYS
 from hf_vitrobust.constants import SEVERITIES
 from hf_vitrobust.training.adversary import BANDS, parse_adversary
-
-#: Keys of `config.robustness` in checkpoints saved before the rename, mapped through
-#: `configs.RENAMED_KEYS` (the recipe keys had the same names).
-OLD_ROBUSTNESS_KEYS: tuple[str, ...] = ("train_family", "eval_unseen_group")
 
 
 def _names(values: Any) -> list[str]:
@@ -205,19 +199,3 @@ class AdversarialTrainingArguments(TrainingArguments):
                 pgd_random_start=self.pgd_random_start and plan.perturbation == "pgd",
             )
         return out
-
-
-def read_robustness(config: Any) -> dict[str, Any]:
-    """A model's `config.robustness` (a config object or the dict itself) with the keys of older
-    checkpoints renamed: `train_family` -> `corruptions`, `eval_unseen_group` ->
-    `unseen_corruptions` (as lists). `{}` for a model that has none (e.g. a base model)."""
-    value = config if isinstance(config, Mapping) else getattr(config, "robustness", None)
-    if not isinstance(value, Mapping):
-        return {}
-    out = dict(value)
-    for old in OLD_ROBUSTNESS_KEYS:
-        if old in out:
-            new, convert = RENAMED_KEYS[old]
-            old_value = out.pop(old)
-            out.setdefault(new, convert(old_value))
-    return out

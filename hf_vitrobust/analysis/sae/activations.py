@@ -9,13 +9,16 @@ all held in memory; an optional disk cache stores the pre-shuffle chunks as safe
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+
+from hf_vitrobust.analysis.sae.saelens import import_sae_lens
+from hf_vitrobust.io import read_json, write_json_atomic
 
 TOKEN_CHOICES = ("cls", "patches", "all")
 _TOKEN_ALIASES = {"both": "all", "patch": "patches"}
@@ -204,8 +207,7 @@ class ActivationStream:
         buffer_mb: float = 64.0,
         seed: int = 0,
     ) -> None:
-        from sae_lens.training.mixing_buffer import mixing_buffer
-
+        mixing_buffer = import_sae_lens("sae_lens.training.mixing_buffer").mixing_buffer
         self.d_in = int(d_in)
         self.batch_size = int(batch_size)
         self.buffer_size = max(2 * self.batch_size, int(buffer_mb * 2**20) // (4 * self.d_in))
@@ -256,8 +258,6 @@ def cache_activations(
     is never read. ``metadata`` (model, layer, tokens, data) is stored in the manifest and checked
     by :func:`cached_activation_chunks`.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / _CACHE_MANIFEST).unlink(missing_ok=True)
@@ -287,16 +287,14 @@ def cache_activations(
             break
     flush()
     manifest = {"n_activations": n_total, "d_in": d_in, "shards": shards, **(metadata or {})}
-    tmp = path / f".{_CACHE_MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path / _CACHE_MANIFEST)
+    write_json_atomic(manifest, path / _CACHE_MANIFEST)
     return path
 
 
 def read_cache_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of a complete activation cache, or None when the folder holds none."""
     manifest = Path(path) / _CACHE_MANIFEST
-    return json.loads(manifest.read_text()) if manifest.is_file() else None
+    return read_json(manifest, what="activation cache manifest") if manifest.is_file() else None
 
 
 def cached_activation_chunks(
@@ -307,8 +305,6 @@ def cached_activation_chunks(
     ``expect`` lists manifest fields that must match (e.g. model, layer, tokens), so that a cache
     from another run is not reused by mistake.
     """
-    from safetensors.torch import load_file
-
     manifest = read_cache_manifest(path)
     if manifest is None:
         raise FileNotFoundError(
@@ -350,3 +346,20 @@ def collect_activations(
     if not any(out.values()):
         raise ValueError("no images were given to collect activations from.")
     return {i: torch.cat(v) for i, v in out.items()}
+
+
+__all__ = [
+    "TOKEN_CHOICES",
+    "ActivationStream",
+    "activation_chunks",
+    "batch_inputs",
+    "cache_activations",
+    "cached_activation_chunks",
+    "check_tokens",
+    "collect_activations",
+    "read_cache_manifest",
+    "residual_stream",
+    "resolve_layers",
+    "select_tokens",
+    "subsample_tokens",
+]

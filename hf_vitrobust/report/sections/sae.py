@@ -7,9 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-# TODO(merge): import from hf_vitrobust.analysis.sae.config once the SAE split lands (the one
-# table of SAE type labels); today it lives in the package's __init__.
-from hf_vitrobust.analysis.sae import SAE_TYPE_LABELS
+from hf_vitrobust.analysis.sae.config import SAE_TYPE_LABELS
 from hf_vitrobust.formatting import finite, fmt
 
 from ..inputs import SectionUnavailable, StudyOutputs

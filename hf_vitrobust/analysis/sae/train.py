@@ -1,0 +1,227 @@
+"""Building and training SAEs with sae-lens' own ``SAETrainer``, on activations streamed from a ViT.
+
+``StandardTrainingSAE`` (ReLU + L1, "vanilla") or ``BatchTopKTrainingSAE``. The training images are
+clean images plus corrupted views (``data.CorruptionViews``, training stream of draws); their
+activations flow through :class:`~hf_vitrobust.analysis.sae.activations.ActivationStream`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from hf_vitrobust.analysis.sae.activations import (
+    activation_chunks,
+    cache_activations,
+    cached_activation_chunks,
+    read_cache_manifest,
+)
+from hf_vitrobust.analysis.sae.config import SAEStudyArguments, SAETrainConfig
+from hf_vitrobust.analysis.sae.io import to_inference_sae
+from hf_vitrobust.analysis.sae.saelens import import_sae_lens
+from hf_vitrobust.data import CorruptionCollator, CorruptionViews
+
+
+def sae_metadata(
+    model_name: str,
+    layer: int,
+    tokens: str,
+    training_data: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """Metadata stored in the SAE's cfg.json: model, layer (hook), token choice, training data."""
+    return {
+        "model_name": model_name,
+        "hook_name": f"vit.layers.{layer}",
+        "hook_description": f"residual stream: output of model.vit.layers[{layer}]",
+        "layer": int(layer),
+        "tokens": tokens,
+        "training_data": training_data,
+        **extra,
+    }
+
+
+def build_training_sae(
+    d_in: int, config: SAETrainConfig, metadata: dict[str, Any] | None = None
+) -> Any:
+    """A fresh sae-lens training SAE (``StandardTrainingSAE`` or ``BatchTopKTrainingSAE``).
+
+    Activations are normalised to mean norm sqrt(d_in) during training
+    (``expected_average_only_in``); sae-lens folds the factor into the weights at the end.
+    """
+    sl = import_sae_lens()
+    metadata_cls = import_sae_lens("sae_lens.saes.sae").SAEMetadata
+    common = dict(
+        d_in=int(d_in),
+        d_sae=int(d_in) * int(config.expansion_factor),
+        device=config.device,
+        normalize_activations="expected_average_only_in",
+        metadata=metadata_cls(**(metadata or {})),
+    )
+    torch.manual_seed(config.seed)
+    if config.sae_type == "standard":
+        cfg = sl.StandardTrainingSAEConfig(
+            l1_coefficient=config.l1_coefficient,
+            l1_warm_up_steps=int(config.l1_warm_up_fraction * config.total_steps),
+            **common,
+        )
+        return sl.StandardTrainingSAE(cfg)
+    cfg = sl.BatchTopKTrainingSAEConfig(k=float(config.k), **common)
+    return sl.BatchTopKTrainingSAE(cfg)
+
+
+@torch.no_grad()
+def init_from_activations(sae: Any, batches: Sequence[torch.Tensor]) -> float:
+    """Set ``b_dec`` to the activation mean; return the norm scaling factor sqrt(d_in)/E‖x‖.
+
+    The factor is what sae-lens' ``ActivationScaler`` would estimate; b_dec lives in the scaled
+    space during training, so it is the mean times that factor.
+    """
+    x = torch.cat([b.float() for b in batches])
+    scaling = math.sqrt(x.shape[-1]) / float(x.norm(dim=-1).mean().clamp_min(1e-12))
+    sae.b_dec.data.copy_((x.mean(0) * scaling).to(sae.b_dec.dtype))
+    return scaling
+
+
+def train_sae(
+    data_provider: Iterator[torch.Tensor],
+    d_in: int,
+    config: SAETrainConfig,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """Train one SAE with sae-lens' ``SAETrainer`` on ``[batch, d_in]`` batches.
+
+    Returns ``(training_sae, trainer)``. The first ``n_init_batches`` batches set ``b_dec`` (the
+    activation mean) and the normalisation factor, and are not trained on.
+    """
+    sl = import_sae_lens()
+    sl_config = import_sae_lens("sae_lens.config")
+    sae = build_training_sae(d_in, config, metadata)
+    init = [next(data_provider) for _ in range(max(1, config.n_init_batches))]
+    for batch in init:
+        if batch.shape != (config.batch_size, d_in):
+            raise ValueError(
+                f"the data provider yields batches of shape {tuple(batch.shape)}; the trainer "
+                f"needs ({config.batch_size}, {d_in})."
+            )
+    scaling = init_from_activations(sae, init)
+    steps = config.total_steps
+    trainer_cfg = sl_config.SAETrainerConfig(
+        total_training_samples=steps * config.batch_size,
+        train_batch_size_samples=config.batch_size,
+        lr=config.lr,
+        lr_end=config.lr * config.lr_end_factor,
+        lr_scheduler_name="cosineannealing",
+        lr_warm_up_steps=int(config.lr_warm_up_fraction * steps),
+        device=config.device,
+        dead_feature_window=config.dead_feature_window,
+        feature_sampling_window=max(1, min(2000, steps)),
+        logger=sl_config.LoggingConfig(log_to_wandb=False),
+    )
+    trainer = sl.SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=data_provider)
+    # fit() keeps a preset factor (it only estimates when None) and folds it in at the end.
+    trainer.activation_scaler.scaling_factor = scaling
+    torch.manual_seed(config.seed)
+    trainer.fit()
+    return sae, trainer
+
+
+@dataclass
+class TrainedSAE:
+    """One trained SAE of the study: the training SAE, its trainer, its inference SAE."""
+
+    training_sae: Any
+    trainer: Any
+    inference: Any
+    peak_buffer_bytes: int
+
+    @classmethod
+    def from_training(cls, sae: Any, trainer: Any, peak_buffer_bytes: int) -> TrainedSAE:
+        """Bundle a trained SAE with its inference SAE (the one every comparison encodes with)."""
+        return cls(sae, trainer, to_inference_sae(sae), int(peak_buffer_bytes))
+
+
+def training_batches(
+    train_ds: Any, processor: Any, args: SAEStudyArguments
+) -> Callable[[int], DataLoader]:
+    """A function of the epoch returning collated training batches (clean + corrupted views).
+
+    Views are drawn from ``args.train_corruptions`` at ``args.train_severities`` by
+    ``CorruptionViews`` (the training stream of draws), so each epoch sees new corruptions.
+    """
+    use_views = bool(args.train_corruptions) and args.train_views > 0
+    views = (
+        CorruptionViews(args.train_corruptions, severities=args.train_severities, seed=args.seed)
+        if use_views
+        else None
+    )
+    collator = CorruptionCollator(processor, views=views, k=args.train_views if use_views else 0)
+    iterable = not hasattr(train_ds, "__len__")
+
+    def batches(epoch: int) -> DataLoader:
+        collator.set_epoch(epoch)
+        generator = torch.Generator().manual_seed(args.seed + epoch)
+        return DataLoader(
+            train_ds,
+            batch_size=args.batch_size,
+            shuffle=not iterable,
+            generator=None if iterable else generator,
+            collate_fn=collator,
+            num_workers=args.num_workers,
+        )
+
+    return batches
+
+
+def activation_source(
+    model: Any,
+    batches: Callable[[int], DataLoader],
+    layer: int,
+    args: SAEStudyArguments,
+    seed: int,
+    cache_key: dict[str, Any],
+    tag: str,
+) -> Iterator[torch.Tensor]:
+    """Activation chunks of one model at one layer: streamed live, or through ``args.cache_dir``.
+
+    The cache folder is ``<cache_dir>/<tag>-layer<L>-<tokens>``; it is (re)written when it holds
+    fewer activations than one SAE needs, and refused when its manifest differs from ``cache_key``.
+    """
+
+    def live(epochs: int | None) -> Iterator[torch.Tensor]:
+        return activation_chunks(
+            model,
+            batches,
+            layer,
+            args.tokens,
+            max_tokens_per_image=args.max_tokens_per_image,
+            epochs=epochs,
+            seed=seed,
+        )
+
+    if not args.cache_dir:
+        return live(None)
+    path = Path(args.cache_dir) / f"{tag}-layer{layer}-{args.tokens}"
+    # The init batches (b_dec, norm) come first, then training; one spare batch.
+    needed = args.training_tokens + (args.n_init_batches + 1) * args.sae_batch_size
+    manifest = read_cache_manifest(path)
+    if manifest is None or manifest.get("n_activations", 0) < needed:
+        cache_activations(live(None), path, needed, metadata=cache_key)
+    return cached_activation_chunks(path, cycle=True, expect=cache_key)
+
+
+__all__ = [
+    "TrainedSAE",
+    "activation_source",
+    "build_training_sae",
+    "init_from_activations",
+    "sae_metadata",
+    "train_sae",
+    "training_batches",
+]

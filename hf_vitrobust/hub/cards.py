@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from hf_vitrobust.analysis.sae import list_saes
 from hf_vitrobust.hub.common import (
     MISSING,
     CardInputError,
@@ -32,12 +33,11 @@ from hf_vitrobust.hub.common import (
     is_hub_id,
     one_line,
     read_config,
-    read_input_json,
     require_folder,
 )
 from hf_vitrobust.hub.model_index import eval_result_objects, load_results
 from hf_vitrobust.io import StageOutputError, read_json, write_bytes_atomic
-from hf_vitrobust.training import read_robustness
+from hf_vitrobust.roles import read_robustness
 
 # Written into "how to load" snippets when the card is rendered before the repo id is known;
 # pushing replaces it (in the uploaded copy only) with the real repo id.
@@ -356,9 +356,9 @@ def write_robust_model_card(
 def find_saes(folder: str | os.PathLike) -> dict[str, Path]:
     """SAE id -> folder, for every (nested) sub-folder holding `cfg.json` + `sae_weights.safetensors`.
 
-    A folder that is itself one SAE gives `{folder name: folder}`. (Unlike
-    `analysis.sae.list_saes`, which lists the SAE stage's own one-level layout from its JSON
-    metadata, this finds what can be pushed: any sae-lens folder that has its weights.)
+    A folder that is itself one SAE gives `{folder name: folder}`. (`analysis.sae.list_saes`
+    reads what each SAE is; this finds what can be pushed: any sae-lens folder, at any depth,
+    that has its weights.)
     """
     root = require_folder(folder, "SAE folder")
 
@@ -380,38 +380,34 @@ def find_saes(folder: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def _sae_summary(sae_id: str, path: Path) -> dict[str, Any]:
-    cfg = read_input_json(path / "cfg.json", f"SAE {sae_id!r} config")
-    meta = (
-        read_input_json(path / "metadata.json", f"SAE {sae_id!r} metadata")
-        if (path / "metadata.json").is_file()
-        else {}
-    )
-    cfg_meta = cfg.get("metadata") or {}
-    d_sae = meta.get("d_sae") or cfg.get("d_sae")
+def _sae_summaries(saes: dict[str, Path]) -> list[dict[str, Any]]:
+    """One card row per SAE, from `analysis.sae.list_saes` (its `metadata.json`, else what its
+    `cfg.json` says), under the SAE ids `find_saes` gave."""
+    listed: dict[Path, dict[str, Any]] = {}
+    for parent in {path.resolve().parent for path in saes.values()}:
+        listed.update({Path(entry["path"]).resolve(): entry for entry in list_saes(parent)})
+    return [_sae_summary(sae_id, listed[path.resolve()]) for sae_id, path in saes.items()]
+
+
+def _sae_summary(sae_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    d_sae = meta.get("d_sae")
     dead = meta.get("dead_features")
     dead_count = meta.get("dead_features_count")
     if dead is None and dead_count is not None and d_sae:
         dead = dead_count / d_sae
-    architecture = meta.get("architecture") or cfg.get("architecture")
+    architecture = meta.get("architecture")
     trained_as = meta.get("training_architecture")
     if trained_as and architecture and trained_as != architecture:
         # e.g. BatchTopK, saved as its inference JumpReLU SAE
         architecture = f"{trained_as} (saved as {architecture})"
+    keys = ("model", "layer", "hook", "tokens", "d_in", "training_tokens", "images", "l0")
     return {
         "id": sae_id,
         "architecture": architecture,
         "flagged": bool(meta.get("flagged")),
         "flag_reason": meta.get("flag_reason"),
-        "model": meta.get("model") or cfg_meta.get("model_name"),
-        "layer": meta.get("layer"),
-        "hook": meta.get("hook") or cfg_meta.get("hook_name"),
-        "tokens": meta.get("tokens"),
-        "d_in": cfg.get("d_in"),
+        **{key: meta.get(key) for key in keys},
         "d_sae": d_sae,
-        "training_tokens": meta.get("training_tokens"),
-        "images": meta.get("images"),
-        "l0": meta.get("l0"),
         "explained_variance": meta.get("explained_variance"),
         "dead_features": dead,
         "dead_features_count": dead_count,
@@ -474,7 +470,7 @@ def render_sae_card(
 ) -> ModelCard:
     """The card of a folder of SAEs (sae-lens layout), as a `huggingface_hub.ModelCard`."""
     saes = find_saes(folder)
-    summaries = [_sae_summary(sae_id, path) for sae_id, path in saes.items()]
+    summaries = _sae_summaries(saes)
     models = sorted({str(s["model"]) for s in summaries if s["model"]})
     model = model or (models[0] if len(models) == 1 else None)
     base_models = [m for m in ([model] if model else models) if is_hub_id(m)]

@@ -25,7 +25,7 @@ from hf_vitrobust.hub.cards import (
     write_sae_card,
 )
 from hf_vitrobust.hub.common import CardInputError, cell, one_line, read_config, require_folder
-from hf_vitrobust.training import read_robustness
+from hf_vitrobust.roles import read_robustness
 
 # sae-lens' file names (sae_lens.constants), plus our per-SAE metadata.
 SAE_FILES = (

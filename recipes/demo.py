@@ -13,7 +13,7 @@ from pathlib import Path
 # Runs from a clone without installation too.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hf_vitrobust.demo import main  # noqa: E402
+from hf_vitrobust.demo.runner import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,8 @@ from hf_vitrobust import demo
 from hf_vitrobust import report as rp
 from hf_vitrobust.configs import RENAMED_KEYS, parse_recipe
 from hf_vitrobust.demo import read_stages, runner
+from hf_vitrobust.demo import stages as demo_stages
+from hf_vitrobust.roles import read_robustness
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,11 +33,11 @@ def _write(path: Path, text: str = "x") -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def _fake_stages(out: Path, fail: set[str] = frozenset()) -> list[demo.Stage]:
-    def stage(name: str, requires: tuple[str, ...] = (), always: bool = False) -> demo.Stage:
+def _fake_stages(out: Path, fail: set[str] = frozenset()) -> list[demo_stages.Stage]:
+    def stage(name: str, requires: tuple[str, ...] = (), always: bool = False) -> demo_stages.Stage:
         target = out / name / "done.txt"
         cmd = [sys.executable, "-c", "raise SystemExit(3)"] if name in fail else _write(target)
-        return demo.Stage(name, name, [target], [cmd], requires=requires, always=always)
+        return demo_stages.Stage(name, name, [target], [cmd], requires=requires, always=always)
 
     return [
         stage("a"),
@@ -49,7 +51,7 @@ def _fake_stages(out: Path, fail: set[str] = frozenset()) -> list[demo.Stage]:
 def _run(tmp_path: Path, fail: set[str] = frozenset(), **kw) -> dict[str, str]:
     out = tmp_path / "demo"
     args = demo.DemoArguments(output_dir=str(out), **kw)
-    results = demo.run_demo(args, sizes={}, stages=_fake_stages(out, fail))
+    results = runner.run_demo(args, sizes={}, stages=_fake_stages(out, fail))
     return {r.name: r.status for r in results}
 
 
@@ -150,7 +152,7 @@ def test_demo_arguments_hold_no_sizes():
 
 def test_stage_commands_are_the_recipes_a_user_runs():
     args = demo.DemoArguments(output_dir="outputs/demo", seed=7)
-    stages = demo.build_stages(args, demo.read_sizes())
+    stages = demo_stages.build_stages(args, demo.read_sizes())
     names = [s.name for s in stages]
     assert names == [
         "base",
@@ -215,7 +217,7 @@ def test_every_stage_command_parses_in_its_recipe(monkeypatch):
     """Each command line, as the demo writes it, parses with its recipe's own arguments, with no
     deprecated key (a FutureWarning would be an error here)."""
     monkeypatch.chdir(REPO)
-    stages = demo.build_stages(demo.DemoArguments(seed=3), demo.read_sizes())
+    stages = demo_stages.build_stages(demo.DemoArguments(seed=3), demo.read_sizes())
     for stage in stages:
         for cmd in stage.commands:
             spec = importlib.util.spec_from_file_location(f"_demo_{stage.name}", cmd[1])
@@ -252,11 +254,11 @@ def test_sizes_file_is_given_first(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_demo", fake_run)
     monkeypatch.setattr(runner.signal, "signal", lambda *a: None)
     path = _sizes_file(tmp_path, finetunes=["low_frequency"], evaluate={"severities": [2]})
-    assert demo.main([str(path), "--output_dir", str(tmp_path / "o"), "--seed", "3"]) == 130
+    assert runner.main([str(path), "--output_dir", str(tmp_path / "o"), "--seed", "3"]) == 130
     assert seen["sizes"]["finetunes"] == ["low_frequency"]
     assert seen["sizes"]["evaluate"]["severities"] == [2]
     assert seen["args"].seed == 3 and seen["args"].output_dir == str(tmp_path / "o")
-    assert demo.main(["--only", "report"]) == 130
+    assert runner.main(["--only", "report"]) == 130
     assert seen["sizes"] == demo.read_sizes(demo.SIZES_FILE)
 
 
@@ -313,8 +315,7 @@ def test_reduced_demo_end_to_end(tmp_path):
 
     for fam in ("low_frequency", "high_frequency"):
         model = ViTForImageClassification.from_pretrained(out / fam)
-        robustness = model.config.robustness
-        assert fam in (robustness.get("train_family"), *(robustness.get("corruptions") or []))
+        assert read_robustness(model.config)["corruptions"] == [fam]
         card = (out / fam / "README.md").read_text()
         assert "model-index" in card
     sae_cards = list((out / "sae").rglob("README.md"))

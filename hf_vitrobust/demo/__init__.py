@@ -12,40 +12,16 @@ printed at the end and written to `stages.json` (read by `schema.read_stages`), 
 shows.
 
 - `config.py`: `DemoArguments`, the sizes file (`read_sizes`, `recipe_flags`).
+- `schema.py`: the `stages.json` contract (`read_stages`), read by the report.
 - `stages.py`: the stage list (`Stage`, `build_stages`), the cards stage.
-- `runner.py`: running stages (subprocesses, memory sampler, markers, budgets), `main`.
-- `schema.py`: the `stages.json` contract.
+- `runner.py`: running stages (subprocesses, memory sampler, markers, budgets), `run_demo`, `main`.
+
+This package re-exports only `config` and `schema`: the report (a layer below) reads
+`stages.json` through `hf_vitrobust.demo.schema`, which runs this file, and `stages`/`runner`
+import the report; import them as `hf_vitrobust.demo.runner` and `hf_vitrobust.demo.stages`.
 """
 
 from hf_vitrobust.demo.config import SIZES_FILE, DemoArguments, read_sizes, recipe_flags
-from hf_vitrobust.demo.runner import (
-    StageResult,
-    TreeMemorySampler,
-    choose_threads,
-    main,
-    print_summary,
-    run_command,
-    run_demo,
-    summarize,
-)
-from hf_vitrobust.demo.schema import read_stages
-from hf_vitrobust.demo.stages import Stage, build_stages, write_cards
+from hf_vitrobust.demo.schema import header, read_stages
 
-__all__ = [
-    "SIZES_FILE",
-    "DemoArguments",
-    "Stage",
-    "StageResult",
-    "TreeMemorySampler",
-    "build_stages",
-    "choose_threads",
-    "main",
-    "print_summary",
-    "read_sizes",
-    "read_stages",
-    "recipe_flags",
-    "run_command",
-    "run_demo",
-    "summarize",
-    "write_cards",
-]
+__all__ = ["SIZES_FILE", "DemoArguments", "header", "read_sizes", "read_stages", "recipe_flags"]

@@ -7,14 +7,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Heavy modules (transformers, sae-lens) load on first use, so that
-# `import hf_vitrobust.corruptions` stays fast.
+# The public API, by the package that defines it. Every subpackage import runs this file first,
+# so these load on first use (PEP 562): `import hf_vitrobust.corruptions` does not pay for
+# transformers and the Trainer.
 _LAZY = {
-    "AdversarialTrainer": "hf_vitrobust.training.trainer",
-    "AdversarialTrainingArguments": "hf_vitrobust.training.trainer",
+    "AdversarialTrainer": "hf_vitrobust.training",
+    "AdversarialTrainingArguments": "hf_vitrobust.training",
     "CORRUPTIONS": "hf_vitrobust.corruptions",
     "FAMILIES": "hf_vitrobust.corruptions",
     "corrupt": "hf_vitrobust.corruptions",
+    "corrupt_examples": "hf_vitrobust.corruptions",
     "load_image_dataset": "hf_vitrobust.data",
 }
 

@@ -15,9 +15,10 @@ import yaml
 from hf_vitrobust import demo
 from hf_vitrobust import report as rp
 from hf_vitrobust.configs import RENAMED_KEYS, parse_recipe
-from hf_vitrobust.demo import read_stages, runner
+from hf_vitrobust.demo import runner
 from hf_vitrobust.demo import stages as demo_stages
 from hf_vitrobust.roles import read_robustness
+from hf_vitrobust.runtime import read_stages
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -326,11 +326,12 @@ def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, 
     assert card.data.eval_results is None and "No evaluation results yet" in card.text
     assert "| PGD settings | epsilon=0.0100, steps=2 |" in card.text
     assert "| Steps | 123 |" in card.text and "| Training family | not recorded |" in card.text
-    # One copy of the templates, inside the package (package data, read through
-    # importlib.resources): a checkout, an editable and a wheel install use the same files.
+    # One copy of the templates, `model_cards/` at the top of the checkout; the package's
+    # `hub/templates` is a link to it (package data, read through importlib.resources), so a
+    # checkout, an editable and a wheel install use the same files.
     for name in ("robust_model.md", "sae.md"):
-        assert template_path(name) == ROOT / "hf_vitrobust" / "hub" / "templates" / name
-    assert not (ROOT / "model_cards").exists()
+        assert template_path(name).resolve() == ROOT / "model_cards" / name
+    assert (ROOT / "hf_vitrobust" / "hub" / "templates").is_symlink()
     monkeypatch.setattr(cards_module, "TEMPLATE_PACKAGE", "hf_vitrobust.demo")  # no templates/
     with pytest.raises(FileNotFoundError, match="reinstall hf_vitrobust"):
         template_path("sae.md")

@@ -13,11 +13,11 @@ import pytest
 from hf_vitrobust import report as rp
 from hf_vitrobust.analysis.sae.schema import header as sae_header
 from hf_vitrobust.analysis.schema import header as analysis_header
-from hf_vitrobust.demo.schema import header as stages_header
 from hf_vitrobust.evaluation.schema import header as results_header
 from hf_vitrobust.formatting import fmt, fmt_ci
 from hf_vitrobust.io import StageOutputError
 from hf_vitrobust.report import build as report_build
+from hf_vitrobust.runtime import header as stages_header
 
 
 def test_as_comparison_reads_paired_comparison_dicts():

@@ -8,20 +8,27 @@ which budget, and which stages. A stage is skipped when its completion marker
 (`.stages/<name>.json`, written only after the stage succeeded) and its outputs exist, so a rerun
 after an interruption continues where it stopped. Peak memory is sampled over the whole process
 tree (recipe + DataLoader workers) and checked against the budget; the time of every stage is
-printed at the end and written to `stages.json` (read by `schema.read_stages`), which the report
-shows.
+printed at the end and written to `stages.json` (its contract: `hf_vitrobust.runtime`), which
+the report shows.
 
 - `config.py`: `DemoArguments`, the sizes file (`read_sizes`, `recipe_flags`).
-- `schema.py`: the `stages.json` contract (`read_stages`), read by the report.
 - `stages.py`: the stage list (`Stage`, `build_stages`), the cards stage.
 - `runner.py`: running stages (subprocesses, memory sampler, markers, budgets), `run_demo`, `main`.
 
-This package re-exports only `config` and `schema`: the report (a layer below) reads
-`stages.json` through `hf_vitrobust.demo.schema`, which runs this file, and `stages`/`runner`
-import the report; import them as `hf_vitrobust.demo.runner` and `hf_vitrobust.demo.stages`.
 """
 
 from hf_vitrobust.demo.config import SIZES_FILE, DemoArguments, read_sizes, recipe_flags
-from hf_vitrobust.demo.schema import header, read_stages
+from hf_vitrobust.demo.runner import main, run_demo, summarize
+from hf_vitrobust.demo.stages import Stage, build_stages
 
-__all__ = ["SIZES_FILE", "DemoArguments", "header", "read_sizes", "read_stages", "recipe_flags"]
+__all__ = [
+    "SIZES_FILE",
+    "DemoArguments",
+    "Stage",
+    "build_stages",
+    "main",
+    "read_sizes",
+    "recipe_flags",
+    "run_demo",
+    "summarize",
+]

@@ -21,10 +21,10 @@ import psutil
 from hf_vitrobust.configs import parse_recipe
 from hf_vitrobust.constants import STAGES_FILE
 from hf_vitrobust.demo.config import REPO_ROOT, SIZES_FILE, DemoArguments, read_sizes
-from hf_vitrobust.demo.schema import header, read_stages
 from hf_vitrobust.demo.stages import Stage, build_stages
 from hf_vitrobust.io import read_json, write_json_atomic
 from hf_vitrobust.report import check_in_browser
+from hf_vitrobust.runtime import header, read_stages
 
 GIB = 1024**3
 LOG_FILE = "demo_stages.log"

@@ -2,7 +2,8 @@
 
 - `cards.py`: the robust-model card of a checkpoint folder (`write_robust_model_card`, used by
   the fine-tuning recipe, the demo and `push_artifacts`) and the card of a folder of SAEs; the
-  templates are `templates/*.md` in this package (the one copy, shipped as package data).
+  templates are `model_cards/*.md` (the one copy; `templates/` here links to it and ships it as
+  package data).
 - `model_index.py`: evaluation results as `EvalResult`-ready model-index rows
   (`eval_results_for_model` reads `results.json` through `evaluation.schema.read_results`).
 - `push.py`: one commit per artifact set; the local folder is never modified and the token is

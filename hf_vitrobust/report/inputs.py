@@ -13,9 +13,9 @@ from typing import Any
 from hf_vitrobust.analysis.sae.schema import read_sae_results
 from hf_vitrobust.analysis.schema import read_analysis
 from hf_vitrobust.constants import ANALYSIS_FILE, RESULTS_FILE, SAE_FILE, STAGES_FILE
-from hf_vitrobust.demo.schema import read_stages
 from hf_vitrobust.evaluation.schema import read_results
 from hf_vitrobust.io import StageOutputError, StageOutputMissing
+from hf_vitrobust.runtime import read_stages
 
 from .model import Figure
 

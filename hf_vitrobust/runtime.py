@@ -1,4 +1,7 @@
-"""The ``stages.json`` contract: the demo's per-stage time and memory record."""
+"""The ``stages.json`` contract: the demo's per-stage time and memory record.
+
+Written by ``demo`` (the top layer) and read by the report, so it lives below both.
+"""
 
 from __future__ import annotations
 

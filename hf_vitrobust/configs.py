@@ -74,6 +74,20 @@ class DataArguments:
             "help": "Undecodable images are skipped and counted; above this fraction the run stops."
         },
     )
+    subset_seed: int = field(
+        default=0,
+        metadata={
+            "help": "Seed of the random (class-stratified where labels are known) subset that "
+            "max_train_examples / max_eval_examples select, and of stream shuffling."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000,
+        metadata={
+            "help": "Examples in the shuffle buffer of a streamed training set (reshuffled every "
+            "epoch); 0 turns shuffling off."
+        },
+    )
 
 
 @dataclass

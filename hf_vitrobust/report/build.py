@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hf_vitrobust.configs import parse_recipe
@@ -16,6 +16,7 @@ from .corruption_table import corruption_table_markdown
 from .inputs import SOURCES, StudyOutputs
 from .model import MISSING, Report, ReportPaths, Section
 from .render import write_report
+from .rules import VerdictRules
 from .sections import SECTION_SPECS, SectionSpec, describe_setup
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,12 @@ def build_report(
     analysis: str | os.PathLike | None = None,
     sae: str | os.PathLike | None = None,
     title: str | None = None,
+    rules: VerdictRules | None = None,
 ) -> ReportPaths:
     """Read a study's outputs and write `index.html`, `report.md` and `figures/` to `output_dir`
-    (default: `<study_dir>/report`)."""
+    (default: `<study_dir>/report`); claims are judged by `rules` (default: `VerdictRules()`)."""
     study = StudyOutputs.discover(study_dir, results=results, analysis=analysis, sae=sae)
+    study.rules = rules or VerdictRules()
     output_dir = Path(output_dir) if output_dir is not None else study.study_dir / "report"
     study.generated_dir = output_dir / ".generated"
     sections = [build_section(spec, study) for spec in SECTION_SPECS]
@@ -110,6 +113,52 @@ class ReportArguments:
     corruption_table: bool = field(
         default=False, metadata={"help": "Print the registry's corruption table (Markdown), exit."}
     )
+    # The numbers of the verdict rules (docs/definitions.md, "Verdicts"); defaults: VerdictRules.
+    alpha: float = field(default=VerdictRules.alpha, metadata={"help": "Level of every test."})
+    correction: str = field(
+        default=VerdictRules.correction,
+        metadata={"help": "Multiple-comparison correction of 'changed' rules: holm or bh."},
+    )
+    seen_floor: float = field(
+        default=VerdictRules.seen_floor,
+        metadata={"help": "C1: smallest top-1 gain over the control that counts (0.01 = 1 pp)."},
+    )
+    certainty_floor: float = field(
+        default=VerdictRules.certainty_floor,
+        metadata={"help": "Fig. 4: smallest gain in p(true class) over the control that counts."},
+    )
+    transfer_margin_min: float = field(
+        default=VerdictRules.transfer_margin_min,
+        metadata={"help": "C2: smallest equivalence margin (top-1 fraction)."},
+    )
+    transfer_margin_share: float = field(
+        default=VerdictRules.transfer_margin_share,
+        metadata={"help": "C2: margin as a share of the model's seen gain over the control."},
+    )
+    entropy_floor: float = field(
+        default=VerdictRules.entropy_floor,
+        metadata={"help": "C3: smallest attention-entropy difference that counts (nats)."},
+    )
+    layer_floor: float = field(
+        default=VerdictRules.layer_floor,
+        metadata={"help": "C4: smallest first-correct-layer difference that counts (layers)."},
+    )
+    sae_margin: float = field(
+        default=VerdictRules.sae_margin,
+        metadata={"help": "C5: equivalence margin of the code-cosine difference."},
+    )
+    sae_min_explained_variance: float = field(
+        default=VerdictRules.sae_min_explained_variance,
+        metadata={"help": "C5 quality bar: held-out explained variance of a judged SAE."},
+    )
+    sae_l0_tolerance: float = field(
+        default=VerdictRules.sae_l0_tolerance,
+        metadata={"help": "C5 quality bar: BatchTopK inference L0 within this share of k."},
+    )
+
+    def verdict_rules(self) -> VerdictRules:
+        """The rules' numbers from these arguments."""
+        return VerdictRules(**{f.name: getattr(self, f.name) for f in fields(VerdictRules)})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,9 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         analysis=args.analysis,
         sae=args.sae,
         title=args.title,
+        rules=args.verdict_rules(),
     )
     for section in paths.report.sections:
-        print(f"{section.verdict:>17}  {section.title}")
+        print(f"{section.verdict_text:>17}  {section.title}")
     print(f"wrote {paths.html} and {paths.markdown}")
     if args.check_browser:
         check = check_in_browser(paths.html, paths.html.with_name("screenshot.png"))

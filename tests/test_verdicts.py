@@ -392,3 +392,36 @@ def test_rules_reject_bad_numbers():
         rp.VerdictRules(alpha=0.0)
     with pytest.raises(ValueError, match="seen_floor"):
         rp.VerdictRules(seen_floor=-0.1)
+
+
+def test_the_definitions_state_each_default():
+    """docs/definitions.md states every rule with the numbers VerdictRules uses."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "definitions.md").read_text()
+    verdicts = text[text.index("## Verdicts") :]
+    assert RULES == rp.VerdictRules(
+        alpha=0.05,
+        correction="holm",
+        seen_floor=0.01,
+        certainty_floor=0.01,
+        transfer_margin_min=0.01,
+        transfer_margin_share=0.2,
+        entropy_floor=0.05,
+        layer_floor=0.25,
+        sae_margin=0.05,
+        sae_min_explained_variance=0.7,
+        sae_l0_tolerance=0.1,
+    ), "a default changed: update docs/definitions.md (Verdicts) and this test"
+    for stated in (
+        "floor of **1 pp**",
+        "floor\n  **0.01**",
+        "max(1 pp, 20% of the same model's seen gain",
+        "**0.05 nats**",
+        "**0.25 layers**",
+        "**Holm** by default",
+        "inside **±0.05**",
+        "**≥ 0.7**",
+        "within **±10% of k**",
+    ):
+        assert stated in verdicts, stated

@@ -355,10 +355,9 @@ def test_a_record_without_its_fields_makes_the_section_unavailable_naming_it(tmp
 def test_the_rules_numbers_come_from_the_recipe(tmp_path):
     study = _golden(tmp_path)
     # A 20 pp floor is above both fine-tunes' whole CIs (~+10 to +15 pp).
-    (args,) = parse_recipe(
-        (rp.ReportArguments,), ["--study_dir", str(study), "--seen_floor", "0.2"]
-    )
-    rules = args.verdict_rules()
+    argv = ["--study_dir", str(study), "--seen_floor", "0.2"]
+    args, rules = parse_recipe((rp.ReportArguments, rp.VerdictRules), argv)
+    assert args.study_dir == str(study)
     assert rules.seen_floor == 0.2 and rules.correction == "holm"
     accuracy = _section(study, "accuracy", rules)
     assert accuracy.verdict == rp.NOT_SUPPORTED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_vitrobust.configs import parse_recipe
@@ -95,7 +95,8 @@ def build_report(
 
 @dataclass
 class ReportArguments:
-    """Build the report of any study's output folder (the demo's or a full-scale GPU run's)."""
+    """Build the report of any study's output folder (the demo's or a full-scale GPU run's); the
+    verdict rules' numbers are `VerdictRules` arguments of the same command."""
 
     study_dir: str | None = field(
         default=None,
@@ -113,57 +114,11 @@ class ReportArguments:
     corruption_table: bool = field(
         default=False, metadata={"help": "Print the registry's corruption table (Markdown), exit."}
     )
-    # The numbers of the verdict rules (docs/definitions.md, "Verdicts"); defaults: VerdictRules.
-    alpha: float = field(default=VerdictRules.alpha, metadata={"help": "Level of every test."})
-    correction: str = field(
-        default=VerdictRules.correction,
-        metadata={"help": "Multiple-comparison correction of 'changed' rules: holm or bh."},
-    )
-    seen_floor: float = field(
-        default=VerdictRules.seen_floor,
-        metadata={"help": "C1: smallest top-1 gain over the control that counts (0.01 = 1 pp)."},
-    )
-    certainty_floor: float = field(
-        default=VerdictRules.certainty_floor,
-        metadata={"help": "Fig. 4: smallest gain in p(true class) over the control that counts."},
-    )
-    transfer_margin_min: float = field(
-        default=VerdictRules.transfer_margin_min,
-        metadata={"help": "C2: smallest equivalence margin (top-1 fraction)."},
-    )
-    transfer_margin_share: float = field(
-        default=VerdictRules.transfer_margin_share,
-        metadata={"help": "C2: margin as a share of the model's seen gain over the control."},
-    )
-    entropy_floor: float = field(
-        default=VerdictRules.entropy_floor,
-        metadata={"help": "C3: smallest attention-entropy difference that counts (nats)."},
-    )
-    layer_floor: float = field(
-        default=VerdictRules.layer_floor,
-        metadata={"help": "C4: smallest first-correct-layer difference that counts (layers)."},
-    )
-    sae_margin: float = field(
-        default=VerdictRules.sae_margin,
-        metadata={"help": "C5: equivalence margin of the code-cosine difference."},
-    )
-    sae_min_explained_variance: float = field(
-        default=VerdictRules.sae_min_explained_variance,
-        metadata={"help": "C5 quality bar: held-out explained variance of a judged SAE."},
-    )
-    sae_l0_tolerance: float = field(
-        default=VerdictRules.sae_l0_tolerance,
-        metadata={"help": "C5 quality bar: BatchTopK inference L0 within this share of k."},
-    )
-
-    def verdict_rules(self) -> VerdictRules:
-        """The rules' numbers from these arguments."""
-        return VerdictRules(**{f.name: getattr(self, f.name) for f in fields(VerdictRules)})
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `recipes/report.py`."""
-    (args,) = parse_recipe((ReportArguments,), argv)
+    args, rules = parse_recipe((ReportArguments, VerdictRules), argv)
     if args.corruption_table:
         print(corruption_table_markdown())
         return 0
@@ -176,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         analysis=args.analysis,
         sae=args.sae,
         title=args.title,
-        rules=args.verdict_rules(),
+        rules=rules,
     )
     for section in paths.report.sections:
         print(f"{section.verdict_text:>17}  {section.title}")

@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hf_vitrobust.stats import CORRECTIONS
 
 
 @dataclass(frozen=True)
 class VerdictRules:
-    """The numbers of every verdict rule; the report prints each next to its verdict."""
+    """The numbers of every verdict rule; the report prints each next to its verdict. Also the
+    verdict arguments of `recipes/report.py` (``--seen_floor 0.02``, ``--correction bh``, ...)."""
 
-    alpha: float = 0.05
-    #: Multiple-comparison correction for "changed" rules: "holm" or "bh".
-    correction: str = "holm"
-    #: C1: smallest gain in top-1 accuracy over the control that counts (fraction: 0.01 = 1 pp).
-    seen_floor: float = 0.01
-    #: Fig. 4: smallest gain in the mean probability of the true class that counts.
-    certainty_floor: float = 0.01
-    #: C2: the equivalence margin is max(transfer_margin_min, transfer_margin_share × seen gain).
-    transfer_margin_min: float = 0.01
-    transfer_margin_share: float = 0.2
-    #: C3: smallest attention-entropy difference that counts as a change (nats).
-    entropy_floor: float = 0.05
-    #: C4: smallest first-correct-layer difference that counts as a change (layers).
-    layer_floor: float = 0.25
-    #: C5: equivalence margin of the code-cosine difference (adversarial − control, vs base).
-    sae_margin: float = 0.05
-    #: C5 quality bar: held-out explained variance, and BatchTopK inference L0 within ±tol·k.
-    sae_min_explained_variance: float = 0.7
-    sae_l0_tolerance: float = 0.1
+    alpha: float = field(default=0.05, metadata={"help": "Level of every verdict test."})
+    correction: str = field(
+        default="holm",
+        metadata={"help": "Multiple-comparison correction of the 'changed' rules: holm or bh."},
+    )
+    seen_floor: float = field(
+        default=0.01,
+        metadata={"help": "C1: smallest top-1 gain over the control that counts (0.01 = 1 pp)."},
+    )
+    certainty_floor: float = field(
+        default=0.01,
+        metadata={"help": "Fig. 4: smallest gain in p(true class) over the control that counts."},
+    )
+    transfer_margin_min: float = field(
+        default=0.01, metadata={"help": "C2: smallest equivalence margin (top-1, 0.01 = 1 pp)."}
+    )
+    transfer_margin_share: float = field(
+        default=0.2,
+        metadata={"help": "C2: margin as a share of the model's seen gain over the control."},
+    )
+    entropy_floor: float = field(
+        default=0.05,
+        metadata={"help": "C3: smallest attention-entropy difference that counts (nats)."},
+    )
+    layer_floor: float = field(
+        default=0.25,
+        metadata={"help": "C4: smallest first-correct-layer difference that counts (layers)."},
+    )
+    sae_margin: float = field(
+        default=0.05,
+        metadata={"help": "C5: equivalence margin of the code-cosine difference (adv. − control)."},
+    )
+    sae_min_explained_variance: float = field(
+        default=0.7, metadata={"help": "C5 quality bar: held-out explained variance of an SAE."}
+    )
+    sae_l0_tolerance: float = field(
+        default=0.1,
+        metadata={"help": "C5 quality bar: BatchTopK inference L0 within this share of k."},
+    )
 
     def __post_init__(self) -> None:
         if self.correction not in CORRECTIONS:

@@ -10,15 +10,12 @@ from hf_vitrobust.formatting import fmt
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Section, Table
 from ..verdicts import (
-    INCONCLUSIVE,
-    NO_CONTROL,
     Cell,
-    Judgement,
     changed_rule,
     combine_judgements,
     judge_changed,
 )
-from .claims import ClaimInputs, apply_judgement, claim_inputs, family_decomposition
+from .claims import ClaimInputs, apply_judgement, claim_inputs, decomposition_table, no_control
 
 LAYER_MEAN = "attention_entropy"
 CLS_ROW = "attention_entropy_cls"
@@ -73,8 +70,7 @@ def build_entropy(study: StudyOutputs, section: Section) -> None:
     for model in inputs.adversarial:
         control = inputs.control(model)
         if control is None:
-            judgements.append(Judgement(INCONCLUSIVE, NO_CONTROL))
-            readings.append(f"{model}: no clean control fine-tune, so no judged comparison.")
+            judgements.append(no_control(model, readings))
         else:
             family = inputs.records.select(
                 model=model, reference=control, metric=LAYER_MEAN, head=None
@@ -107,12 +103,7 @@ def build_entropy(study: StudyOutputs, section: Section) -> None:
             )
             readings += _secondary(inputs, model, control)
         section.tables.append(
-            Table(
-                ["comparison", "cells changed (corrected, above the floor)", "largest difference"],
-                family_decomposition(inputs, model, floor, " nats", metric=LAYER_MEAN, head=None),
-                caption=f"{model}: the same rule on each comparison (decomposition of the change "
-                "over the base)",
-            )
+            decomposition_table(inputs, model, floor, " nats", metric=LAYER_MEAN, head=None)
         )
     apply_judgement(
         section,

@@ -14,8 +14,15 @@ from hf_vitrobust.roles import BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL
 
 from ..comparisons import Record, Records, StudyRoles, load_records, study_roles
 from ..inputs import StudyOutputs
-from ..model import Section
-from ..verdicts import Cell, Judgement, VerdictRules, judge_changed
+from ..model import Section, Table
+from ..verdicts import (
+    INCONCLUSIVE,
+    NO_CONTROL,
+    Cell,
+    Judgement,
+    VerdictRules,
+    judge_changed,
+)
 
 #: Qualifiers that make two records comparisons of the same quantity (metric and scope aside).
 IDENTITY = ("layer", "head", "sae_id", "token")
@@ -186,6 +193,24 @@ def _where(record: Record) -> str:
     return ", ".join(parts)
 
 
+def no_control(model: str, readings: list[str]) -> Judgement:
+    """The judgement of a model the study has no clean control for (and the reading)."""
+    readings.append(f"{model}: no clean control fine-tune, so no judged comparison.")
+    return Judgement(INCONCLUSIVE, NO_CONTROL)
+
+
+def decomposition_table(
+    inputs: ClaimInputs, model: str, floor: float, unit: str, **match: Any
+) -> Table:
+    """`family_decomposition` of `model` as a table."""
+    return Table(
+        ["comparison", "cells changed (corrected, above the floor)", "largest difference"],
+        family_decomposition(inputs, model, floor, unit, **match),
+        caption=f"{model}: the same rule on each comparison (decomposition of the change over "
+        "the base)",
+    )
+
+
 __all__ = [
     "DECOMPOSITION_COLUMNS",
     "DECOMPOSITION_NOTE",
@@ -195,6 +220,8 @@ __all__ = [
     "cell_text",
     "claim_inputs",
     "decomposition",
+    "decomposition_table",
     "family_decomposition",
     "identity",
+    "no_control",
 ]

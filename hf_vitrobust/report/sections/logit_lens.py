@@ -8,14 +8,11 @@ from hf_vitrobust.formatting import finite, fmt
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Section, Table
 from ..verdicts import (
-    INCONCLUSIVE,
-    NO_CONTROL,
-    Judgement,
     changed_rule,
     combine_judgements,
     judge_changed,
 )
-from .claims import apply_judgement, claim_inputs, family_decomposition
+from .claims import apply_judgement, claim_inputs, decomposition_table, no_control
 
 METRICS = ("first_correct_layer", "first_always_correct_layer")
 LABELS = {
@@ -47,8 +44,7 @@ def build_first_correct(study: StudyOutputs, section: Section) -> None:
     for model in inputs.adversarial:
         control = inputs.control(model)
         if control is None:
-            judgements.append(Judgement(INCONCLUSIVE, NO_CONTROL))
-            readings.append(f"{model}: no clean control fine-tune, so no judged comparison.")
+            judgements.append(no_control(model, readings))
             continue
         family = inputs.records.select(model=model, reference=control, **in_family)
         judgement = judge_changed(family, floor, rules, " layers")
@@ -82,14 +78,7 @@ def build_first_correct(study: StudyOutputs, section: Section) -> None:
                     f"{r.format(2, unit=' layers')}."
                 )
     for model in inputs.adversarial:
-        section.tables.append(
-            Table(
-                ["comparison", "cells changed (corrected, above the floor)", "largest difference"],
-                family_decomposition(inputs, model, floor, " layers", **in_family),
-                caption=f"{model}: the same rule on each comparison (decomposition of the change "
-                "over the base)",
-            )
-        )
+        section.tables.append(decomposition_table(inputs, model, floor, " layers", **in_family))
     apply_judgement(
         section,
         combine_judgements(judgements),

@@ -15,15 +15,13 @@ from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Figure, Section, Table
 from ..readings import median_text
 from ..verdicts import (
-    INCONCLUSIVE,
-    NO_CONTROL,
     Judgement,
     combine_judgements,
     judge_sae,
     sae_quality_failures,
     sae_rule,
 )
-from .claims import ClaimInputs, apply_judgement, claim_inputs
+from .claims import ClaimInputs, apply_judgement, claim_inputs, no_control
 
 #: The metric of the SAE comparison records.
 METRIC = "code_cosine_to_base"
@@ -118,8 +116,7 @@ def _judge(
     for model in inputs.adversarial:
         control = inputs.control(model)
         if control is None:
-            judgements.append(Judgement(INCONCLUSIVE, NO_CONTROL))
-            readings.append(f"{model}: no clean control fine-tune, so no judged comparison.")
+            judgements.append(no_control(model, readings))
             continue
         by_sae = {
             e["sae_id"]: inputs.records.select(

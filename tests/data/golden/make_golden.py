@@ -92,11 +92,12 @@ ACC[B] = {**ACC[CLEAN], "noise": ACC[CLEAN]["noise"] + 0.12, "blur": ACC[CLEAN][
 P_SHIFT = {"base": 0.0, CLEAN: 0.0, RANDOM: 0.0, A: 0.0, B: -0.1}
 
 
-def _comparison(model, reference, role, metric, scope, result, **qualifiers):
+def _comparison(pair, metric, scope, result, **qualifiers):
+    """A flat comparison record of `pair` = (model, reference, reference_role)."""
     return {
-        "model": model,
-        "reference": reference,
-        "reference_role": role,
+        "model": pair[0],
+        "reference": pair[1],
+        "reference_role": pair[2],
         "metric": metric,
         "scope": scope,
         **qualifiers,
@@ -144,9 +145,7 @@ def _evaluation(rng: np.random.Generator) -> dict:
                     result = stats.paired_bootstrap(a, b, **BOOT)
                 records.append(
                     _comparison(
-                        model,
-                        reference,
-                        role,
+                        (model, reference, role),
                         metric,
                         scope,
                         result,
@@ -314,16 +313,15 @@ def _analysis(rng: np.random.Generator) -> dict:
                 if cond == condition:
                     shift[layer - 1] += value
             entropy[m] = base + shift + rng.normal(0, 0.05, size=base.shape)
-        for model, reference, role in PAIRS:
+        for pair in PAIRS:
+            model, reference, _ = pair
             for metric, offset in (("first_correct_layer", 0), ("first_always_correct_layer", 1)):
                 a = np.minimum(firsts[reference] + offset, LAYERS).astype(float)
                 b = np.minimum(firsts[model] + offset, LAYERS).astype(float)
                 result = stats.wilcoxon_test(a, b, **BOOT)
                 records.append(
                     _comparison(
-                        model,
-                        reference,
-                        role,
+                        pair,
                         metric,
                         condition,
                         result,
@@ -346,16 +344,7 @@ def _analysis(rng: np.random.Generator) -> dict:
                 for layer, head, x, y in cells:
                     result = stats.wilcoxon_test(x, y, **BOOT)
                     records.append(
-                        _comparison(
-                            model,
-                            reference,
-                            role,
-                            metric,
-                            condition,
-                            result,
-                            layer=layer,
-                            head=head,
-                        )
+                        _comparison(pair, metric, condition, result, layer=layer, head=head)
                     )
     right_a = rng.uniform(size=N_ANALYSIS) < 0.5
     right_b = right_a | (rng.uniform(size=N_ANALYSIS) < 0.12)
@@ -478,9 +467,7 @@ def _sae(rng: np.random.Generator) -> dict:
                     result = stats.paired_bootstrap(cos[reference], cos[model], **BOOT)
                     records.append(
                         _comparison(
-                            model,
-                            reference,
-                            role,
+                            (model, reference, role),
                             "code_cosine_to_base",
                             condition,
                             result,

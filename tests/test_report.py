@@ -200,7 +200,7 @@ def test_corruption_table_is_generated_from_the_registry():
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden" / "study"
 CLAIMS = ("accuracy", "transfer", "certainty", "first_correct_layer", "attention_entropy")
-SAE_CLAIMS = ("sae_vanilla", "sae_batchtopk")
+SAE_SECTIONS = ("sae_vanilla", "sae_batchtopk", "dictionary_matching")
 
 
 def _golden(root: Path) -> Path:
@@ -230,7 +230,7 @@ def _section(study: Path, key: str, rules: rp.VerdictRules | None = None) -> rp.
 def test_the_golden_study_fills_every_section_with_the_planted_verdicts(tmp_path):
     paths = rp.build_report(_golden(tmp_path))
     by_key = {s.key: s for s in paths.report.sections}
-    verdicts = {k: s.verdict for k, s in by_key.items() if k not in SAE_CLAIMS}
+    verdicts = {k: s.verdict for k, s in by_key.items() if k not in SAE_SECTIONS}
     assert verdicts == {
         "accuracy": rp.SUPPORTED,  # both fine-tunes gain ~12 pp over the control
         "transfer": rp.NOT_SUPPORTED,  # runB/final transfers to blur
@@ -239,7 +239,6 @@ def test_the_golden_study_fills_every_section_with_the_planted_verdicts(tmp_path
         "attention_entropy": rp.SUPPORTED,  # 0.12 nats at one layer, each fine-tune
         "cka": rp.INFO,
         "patching": rp.INFO,
-        "dictionary_matching": by_key["dictionary_matching"].verdict,
         "corruption_error": rp.INFO,
         "runtime": rp.INFO,
     }
@@ -278,6 +277,7 @@ def test_the_golden_study_judges_the_sae_claims(tmp_path):
         "SAE below the quality bar",
     )
     assert "not within ±10% of k = 8" in " ".join(row[-1] for row in batchtopk.tables[1].rows)
+    assert by_key["dictionary_matching"].verdict == rp.INFO
 
 
 def test_models_sharing_a_folder_name_are_judged_apart(tmp_path):

@@ -217,7 +217,7 @@ def sae_quality_failures(entry: Mapping[str, Any], rules: VerdictRules) -> list[
             else "explained variance not recorded"
         )
     if entry.get("sae_type") == "batchtopk":
-        k = finite(entry.get("k", (entry.get("config") or {}).get("k")))
+        k = finite((entry.get("l0_vs_k") or {}).get("k", entry.get("k")))
         l0 = finite(base.get("inference_l0", base.get("l0")))
         if k is None or l0 is None:
             failures.append("inference L0 or k not recorded")

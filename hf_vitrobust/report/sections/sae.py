@@ -46,7 +46,7 @@ def _quality_table(entries: list[Mapping[str, Any]], failures: Mapping[str, list
                 e["sae_id"],
                 str(e["layer"]),
                 f"{e['d_in']}→{e['d_sae']}",
-                fmt(e.get("k", (e.get("config") or {}).get("k")), 0),
+                fmt((e.get("l0_vs_k") or {}).get("k", e.get("k")), 0),
                 fmt(m.get("inference_l0", m.get("l0")), 1),
                 fmt(m.get("explained_variance")),
                 fmt(m.get("dead_fraction", m.get("dead_features")), 3),
@@ -57,6 +57,46 @@ def _quality_table(entries: list[Mapping[str, Any]], failures: Mapping[str, list
         ["SAE", "layer", "d_in→d_sae", "k", "L0 (inference)", "explained var.", "dead", "quality"],
         rows,
         caption="SAE quality on held-out base activations (the bar a judged SAE must pass)",
+    )
+
+
+def _distributions_table(data: Mapping[str, Any], sae_ids: Mapping[str, Any]) -> Table | None:
+    """Each model's code cosine to the base with its baselines (medians [CI]), as measured."""
+    rows = []
+    for model, by_sae in (data.get("distributions") or {}).items():
+        for sid, entry in by_sae.items():
+            if sid not in sae_ids:
+                continue
+            for condition, cell in entry.get("conditions", {}).items():
+                for token, summaries in cell.get("tokens", {}).items():
+                    rows.append(
+                        [
+                            model,
+                            sid,
+                            condition,
+                            token,
+                            median_text(summaries.get("code_cosine")),
+                            median_text(summaries.get("code_cosine_different_image")),
+                            median_text(summaries.get("raw_cosine")),
+                            str(summaries.get("both_zero_tokens", "n/a")),
+                        ]
+                    )
+    if not rows:
+        return None
+    return Table(
+        [
+            "model",
+            "SAE",
+            "condition",
+            "token",
+            "code cosine to base, median [CI]",
+            "different images",
+            "raw activations (centred)",
+            "both-zero tokens excluded",
+        ],
+        rows,
+        caption="Each model's codes against the base model's on the same input (medians with "
+        "95% CIs), with the different-image baseline",
     )
 
 
@@ -179,9 +219,9 @@ def _build_sae(study: StudyOutputs, section: Section, sae_type: str) -> None:
         )
     )
     section.tables.append(_quality_table(entries, failures))
-    through = _through_base_table(entries)
-    if through is not None:
-        section.tables.append(through)
+    for extra in (_through_base_table(entries), _distributions_table(data, failures)):
+        if extra is not None:
+            section.tables.append(extra)
     section.figures += _figures(study, data, sae_type, label)
     matching = _matching_table(data, failures)
     if matching is not None:

@@ -423,75 +423,87 @@ def _analysis(rng: np.random.Generator) -> dict:
     }
 
 
+def _summary(values: np.ndarray) -> dict:
+    """A distribution summary as the SAE stage writes it (median with a bootstrap CI)."""
+    low, high = stats.bootstrap_ci(values, np.median, **BOOT)
+    return {
+        "n": int(values.size),
+        "n_excluded": 0,
+        "median": float(np.median(values)),
+        "median_ci": [low, high],
+        "mean": float(values.mean()),
+    }
+
+
+def _sae_entry(sae_id: str, sae_type: str, l0: float, k: int | None) -> dict:
+    metrics = {"base": {"l0": l0, "explained_variance": 0.86, "dead_fraction": 0.01}}
+    metrics.update({m: {"l0": l0 + 0.4, "explained_variance": 0.83} for m in KEYS[1:]})
+    return {
+        "sae_id": sae_id, "sae_type": sae_type, "label": sae_type, "layer": 2, "d_in": 32,
+        "d_sae": 128, "metrics": metrics, "flagged": False, "flag_reason": None,
+        "l0_vs_k": {"k": k, "l0_over_k": l0 / k if k else None, "l0_tolerance": 0.1,
+                    "l0_within_tolerance": abs(l0 / k - 1) <= 0.1 if k else None},
+    }  # fmt: skip
+
+
 def _sae(rng: np.random.Generator) -> dict:
-    saes = [
-        {
-            "sae_id": "layer2_standard",
-            "sae_type": "standard",
-            "layer": 2,
-            "d_in": 32,
-            "d_sae": 128,
-            "flagged": False,
-            "flag_reason": None,
-            "metrics": {
-                "base": {"l0": 11.0, "explained_variance": 0.86, "dead_fraction": 0.01},
-                f"finetuned:{A}": {"l0": 11.5, "explained_variance": 0.83},
-                f"finetuned:{CLEAN}": {"l0": 11.2, "explained_variance": 0.84},
-            },
-        },
-        {
-            "sae_id": "layer2_batchtopk",
-            "sae_type": "batchtopk",
-            "layer": 2,
-            "d_in": 32,
-            "d_sae": 128,
-            "k": 8,
-            "flagged": False,
-            "flag_reason": None,
-            "metrics": {"base": {"l0": 14.0, "explained_variance": 0.81, "dead_fraction": 0.0}},
-        },
-    ]
-    records = []
+    # The BatchTopK SAE's inference L0 (14) is far from its k (8): below the quality bar.
+    saes = [_sae_entry("layer2_standard", "standard", 11.0, None),
+            _sae_entry("layer2_batchtopk", "batchtopk", 14.0, 8)]  # fmt: skip
+    records, distributions = [], {}
     for sae in saes:
         for condition in ("clean", "blur"):
             for token in ("cls", "patches"):
                 # Per image: each model's code cosine to the base's code (same SAE, same input).
                 level = rng.uniform(0.6, 0.95, size=N_ANALYSIS)
-                cos = {
-                    m: np.clip(level + rng.normal(0, 0.03, N_ANALYSIS), 0, 1)
-                    for m in (A, B, CLEAN, RANDOM)
-                }
-                for model, reference, role in PAIRS:
+                cos = {m: np.clip(level + rng.normal(0, 0.03, N_ANALYSIS), 0, 1) for m in KEYS[1:]}
+                for model, code in cos.items():
+                    cell = distributions.setdefault(model, {}).setdefault(sae["sae_id"], {})
+                    tokens = cell.setdefault("conditions", {}).setdefault(condition, {})
+                    tokens.setdefault("tokens", {})[token] = {
+                        "code_cosine": _summary(code),
+                        "code_cosine_different_image": _summary(code * 0.4),
+                        "raw_cosine": _summary(np.clip(code + 0.03, 0, 1)),
+                        "topk_jaccard": _summary(code * 0.8),
+                        "l0_through_base": _summary(np.full(N_ANALYSIS, sae["metrics"][model]["l0"])),
+                        "both_zero_tokens": 0,
+                    }  # fmt: skip
+                for pair in PAIRS:
+                    model, reference, role = pair
                     if role == "base":
                         continue  # code_cosine_to_base is compared between a model and its control
                     result = stats.paired_bootstrap(cos[reference], cos[model], **BOOT)
                     records.append(
-                        _comparison(
-                            (model, reference, role),
-                            "code_cosine_to_base",
-                            condition,
-                            result,
-                            sae_id=sae["sae_id"],
-                            sae_type=sae["sae_type"],
-                            layer=sae["layer"],
-                            token=token,
-                        )
-                    )
+                        _comparison(pair, "code_cosine_to_base", condition, result,
+                                    sae_id=sae["sae_id"], sae_type=sae["sae_type"],
+                                    layer=sae["layer"], token=token, flagged=False,
+                                    n_excluded_images=0)
+                    )  # fmt: skip
     return {
         **sae_header(),
         "definitions": {"code_cosine": "Cosine between base-SAE codes, same input."},
         "base_model": "/runs/base",
         "finetuned_models": dict(zip(KEYS[1:], PATHS)),
+        "models": {k: {"path": p, "role": ROLE[k]} for k, p in zip(KEYS, ["/runs/base", *PATHS])},
+        "controls": {A: {"clean_control": CLEAN, "random_view_control": RANDOM},
+                     B: {"clean_control": CLEAN, "random_view_control": None}},
         "layers": [2],
         "tokens": "cls+patches",
+        "token_types": ["cls", "patches"],
         "eval": {"num_images": N_ANALYSIS, "dataset": "golden", "split": "test", "severity": 3},
         "training_data": {"training_tokens": 20000, "dataset": "golden", "split": "train"},
-        "config": {"train_finetuned_saes": False, "seed": 0},
+        "config": {"train_finetuned_saes": True, "seed_baseline": True, "seed": 0},
         "saes": saes,
         "comparisons": records,
-        "dictionary_matching": {},
-        "figures": [],
-    }
+        "distributions": distributions,
+        "dictionary_matching": {"layer2_standard": {
+            f"finetuned:{A}": _summary(rng.uniform(0.7, 0.9, 128)),
+            "base_other_seed": _summary(rng.uniform(0.65, 0.85, 128)),
+            "random_directions": _summary(rng.uniform(0.0, 0.2, 128)),
+        }},
+        "figures": ["sae_cosine_standard_runA-final.png", "sae_cosine_batchtopk_runA-final.png",
+                    "sae_dictionary_matching.png"],
+    }  # fmt: skip
 
 
 def _stages() -> dict:

@@ -32,6 +32,34 @@ COLUMNS = [
 ]
 
 
+def _counts_table(lens: dict) -> Table | None:
+    """Per model and condition: images, those correct at the last layer, and the share never
+    correct at any layer 1..L (written by analysis.json v2 on)."""
+    rows = []
+    for condition, block in lens.items():
+        for model, entry in block.get("models", {}).items():
+            fcl = entry.get("first_correct_layer") if isinstance(entry, dict) else None
+            never = (fcl or {}).get("never_correct")
+            if not isinstance(never, dict):
+                continue
+            rows.append(
+                [
+                    model,
+                    condition,
+                    str(fcl.get("n_images", "?")),
+                    str(fcl.get("count", "?")),
+                    f"{fmt(never.get('share'), 1, 100)}% ({never.get('count', '?')})",
+                ]
+            )
+    if not rows:
+        return None
+    return Table(
+        ["model", "condition", "images", "correct at the last layer", "never correct (1..L)"],
+        rows,
+        caption="Logit-lens counts per model (each model's own images)",
+    )
+
+
 def build_first_correct(study: StudyOutputs, section: Section) -> None:
     a = study.load("analysis")
     inputs = claim_inputs(study, "analysis")
@@ -97,6 +125,9 @@ def build_first_correct(study: StudyOutputs, section: Section) -> None:
             f"{rules.correction} across each model's cells",
         ),
     )
+    counts = _counts_table(a["logit_lens"])
+    if counts is not None:
+        section.tables.append(counts)
     section.figures += study.figures_or_missing("analysis", "First correct layer", "first_correct")
     section.figures += study.figures_or_missing("analysis", "Logit-lens accuracy", "lens")
     section.definition = a.get("definitions", {}).get("first_correct_layer")

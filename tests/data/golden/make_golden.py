@@ -353,7 +353,11 @@ def _analysis(rng: np.random.Generator) -> dict:
         "n_images": N_ANALYSIS,
         "accuracy": [],
         "true_class_probability": [],
-        "first_correct_layer": {},
+        "first_correct_layer": {
+            "n_images": N_ANALYSIS,
+            "count": N_ANALYSIS - 15,  # correct at the last layer
+            "never_correct": {"count": 9, "share": 9 / N_ANALYSIS},
+        },
         "last_layer_max_abs_diff": 2e-7,
     }
     entropy_model = {"all_queries": [[1.5] * HEADS] * LAYERS, "cls_query": [[1.2] * HEADS] * LAYERS}
@@ -371,7 +375,7 @@ def _analysis(rng: np.random.Generator) -> dict:
                 "name_or_path": p,
                 "num_layers": LAYERS,
                 "num_heads": HEADS,
-                "robustness": ROBUSTNESS[k],
+                "role": ROLE[k],
             }
             for k, p in zip(KEYS, ["/runs/base", *PATHS])
         },

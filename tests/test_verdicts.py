@@ -353,7 +353,9 @@ def test_sae_unchanged_by_equivalence_per_cell():
     assert (below.verdict, below.reason) == (rp.INCONCLUSIVE, vd.BELOW_QUALITY_BAR)
     assert all("not judged" in c.state for c in below.cells)
     none = vd.judge_sae({}, {"s": []}, 0.05)
-    assert (none.verdict, none.reason) == (rp.INCONCLUSIVE, vd.NO_CONTROL)
+    assert (none.verdict, none.reason) == (rp.INCONCLUSIVE, vd.NO_RECORD)
+    empty = vd.judge_changed([], 0.05, RULES)
+    assert (empty.verdict, empty.reason) == (rp.INCONCLUSIVE, vd.NO_RECORD)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from .model import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
 from .rules import VerdictRules
 
 NO_CONTROL = "no control fine-tune"
+NO_RECORD = "no comparison with the control recorded"
 BELOW_QUALITY_BAR = "SAE below the quality bar"
 
 
@@ -77,8 +78,8 @@ class Judgement:
 
 
 def judgement_of(cell: Cell) -> Judgement:
-    """A one-cell judgement (a missing record means a missing control)."""
-    return Judgement(cell.verdict, NO_CONTROL if cell.record is None else None, [cell])
+    """A one-cell judgement; a cell without a record says why in its state (the reason)."""
+    return Judgement(cell.verdict, cell.state if cell.record is None else None, [cell])
 
 
 def combine(verdicts: Sequence[str]) -> str:
@@ -163,8 +164,8 @@ def judge_changed(
 ) -> Judgement:
     """C3 / C4 for one model: one family of cells, corrected; "changed" needs a corrected
     p below α and |difference| ≥ floor; "unchanged" needs every CI inside ±floor."""
-    if not records:
-        return Judgement(INCONCLUSIVE, NO_CONTROL)
+    if not records:  # a control exists (the caller checks) but the stage compared nothing
+        return Judgement(INCONCLUSIVE, NO_RECORD)
     p = np.array([r.p_value if r.p_value is not None else 1.0 for r in records])
     adjusted = adjust_p_values(p, rules.correction)
     # The same correction applied to the smallest p each test can give: if none of these passes,
@@ -247,7 +248,7 @@ def judge_sae(
             ]
             continue
         if not records:
-            cells.append(Cell(None, f"{sae_id}: {NO_CONTROL}", INCONCLUSIVE))
+            cells.append(Cell(None, f"{sae_id}: {NO_RECORD}", INCONCLUSIVE))
             continue
         labels = ("unchanged", "closer to the base than the control", "changed")
         cells += [judge_equivalence(r, margin, labels) for r in records]
@@ -257,7 +258,7 @@ def judge_sae(
         if below_bar:
             reason = BELOW_QUALITY_BAR
         elif all(c.record is None for c in cells):
-            reason = NO_CONTROL
+            reason = NO_RECORD
     return Judgement(verdict, reason, cells)
 
 
@@ -331,6 +332,7 @@ __all__ = [
     "BELOW_QUALITY_BAR",
     "NEGATIVE_TRANSFER",
     "NO_CONTROL",
+    "NO_RECORD",
     "NO_TRANSFER",
     "TRANSFERS",
     "Cell",

@@ -17,6 +17,8 @@ from ..model import Section, Table
 from ..verdicts import (
     INCONCLUSIVE,
     NO_CONTROL,
+    NO_RECORD,
+    Cell,
     Judgement,
     combine_judgements,
     gain_rule,
@@ -54,9 +56,13 @@ def _gain_claim(
     judgements, rows, readings = [], [], []
     for model in inputs.adversarial:
         match = {"metric": metric, "scope": "seen"}
-        cell = judge_floor(inputs.judged(model, **match), floor, scale, unit)
-        judgements.append(judgement_of(cell))
         control = inputs.control(model)
+        record = inputs.judged(model, **match)
+        if control is not None and record is None:
+            cell = Cell(None, NO_RECORD, INCONCLUSIVE)
+        else:
+            cell = judge_floor(record, floor, scale, unit)
+        judgements.append(judgement_of(cell))
         rows.append(
             [
                 model,
@@ -66,11 +72,13 @@ def _gain_claim(
                 *decomposition(inputs, model, match, digits, scale, unit),
             ]
         )
-        if cell.record is None:
+        if control is None:
             readings.append(
                 f"{model}: the study has no clean control fine-tune for it, so its {label} gain "
                 "on seen corruptions cannot be told apart from further training: inconclusive."
             )
+        elif cell.record is None:
+            readings.append(f"{model}: {NO_RECORD} on its seen corruptions: inconclusive.")
         else:
             readings.append(
                 f"{model}: {label} on its seen corruptions, minus its clean control {control}: "

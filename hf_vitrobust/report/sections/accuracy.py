@@ -14,6 +14,7 @@ from hf_vitrobust.stats import CORRECTIONS, adjust_p_values
 
 from ..inputs import StudyOutputs
 from ..model import Section, Table
+from ..rules import VerdictRules
 from ..verdicts import (
     INCONCLUSIVE,
     NO_CONTROL,
@@ -234,13 +235,13 @@ def _transfer_claim(inputs: ClaimInputs) -> tuple[Judgement, Table, list[str]]:
     return combine_judgements(judgements), table, readings
 
 
-def _transfer_matrix(results: Mapping[str, Any], section: Section) -> None:
-    """The transfer matrix (vs base) with Holm-corrected significance marks across its cells."""
+def _transfer_matrix(results: Mapping[str, Any], section: Section, rules: VerdictRules) -> None:
+    """The transfer matrix (vs base) with significance marks corrected across its cells."""
     tm = results["transfer_matrix"]
     cells = [cell for row in tm["cells"] for cell in row]
     p = np.array([c.get("p_value") if c.get("p_value") is not None else 1.0 for c in cells])
-    adjusted = adjust_p_values(p, "holm") if len(p) else p
-    alpha = 0.05
+    adjusted = adjust_p_values(p, rules.correction) if len(p) else p
+    alpha = rules.alpha
     rows, marked, k = [], 0, 0
     for model, row_cells in zip(tm["rows"], tm["cells"]):
         row = [model]
@@ -258,7 +259,7 @@ def _transfer_matrix(results: Mapping[str, Any], section: Section) -> None:
             ["model", *tm["columns"]],
             rows,
             caption=f"Transfer matrix: top-1 accuracy change vs the base (pp) with 95% CI; * the "
-            f"difference is significant at {alpha} after {CORRECTIONS['holm']} across the "
+            f"difference is significant at {alpha} after {CORRECTIONS[rules.correction]} across the "
             f"{len(cells)} cells of this matrix ({marked} marked); (seen) marks groups that "
             "contain training corruptions. This matrix compares with the base; the verdict above "
             "compares with the clean control.",
@@ -274,7 +275,7 @@ def build_transfer(study: StudyOutputs, section: Section) -> None:
     section.tables.append(table)
     tm = results["transfer_matrix"]
     if tm and tm.get("cells"):
-        _transfer_matrix(results, section)
+        _transfer_matrix(results, section, study.rules)
     section.figures += study.figures_or_missing(
         "results", "Transfer matrix (top-1 change vs base)", "transfer"
     )

@@ -77,7 +77,11 @@ def shard_for_process(dataset: Any, state: PartialState | None = None) -> Any:
             world,
             world - len(dataset),
         )
-    return dataset.shard(num_shards=world, index=rank, contiguous=True)
+    # Contiguous blocks whose sizes differ by at most one (`Dataset.shard`'s rule, which fails
+    # instead of giving an empty block when there are fewer rows than processes).
+    size, extra = divmod(len(dataset), world)
+    start, length = rank * size + min(rank, extra), size + (rank < extra)
+    return dataset.select(range(start, start + length) if length else [])
 
 
 def order_dependent(stream: IterableDataset) -> bool:

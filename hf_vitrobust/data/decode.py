@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from hf_vitrobust.images import as_rgb_uint8
+from hf_vitrobust.images import as_rgb_uint8, to_uint8_range
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ def _deep_colour(image: PILImage.Image, data: bytes | None, path: str | None) ->
         raise BadImageError(f"OpenCV could not decode this 16-bit {image.format} image.")
     if array.ndim == 3 and array.shape[2] in (3, 4):
         array = array[..., [2, 1, 0, 3][: array.shape[2]]]  # OpenCV is BGR(A)
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        # Colour and alpha each by their own range: an opaque alpha (65535) must not make
+        # 0..255 colour values look like 16-bit ones.
+        array = np.dstack([to_uint8_range(array[..., :-1]), to_uint8_range(array[..., -1])])
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     return np.ascontiguousarray(_ORIENT.get(orientation, lambda a: a)(array))
 

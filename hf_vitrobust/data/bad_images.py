@@ -93,14 +93,17 @@ class _IdSet:
 
 def _as_bad_image(value: Any) -> BadImage:
     """A ``BadImage`` from what a caller reports: a BadImage, (path, reason), a mapping, or a
-    string (the file path or the reason)."""
+    string: a file path when it is one word with a slash, else the reason."""
     if isinstance(value, BadImage):
         return value
     if isinstance(value, Mapping):
         return BadImage(value.get("path"), str(value.get("reason") or "undecodable"))
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return BadImage(value[0], str(value[1]))
-    return BadImage(None, str(value) if value else "undecodable")
+    text = str(value) if value else ""
+    if text and not any(c.isspace() for c in text) and ("/" in text or "\\" in text):
+        return BadImage(text, "undecodable")  # a file path
+    return BadImage(None, text or "undecodable")
 
 
 class BadImageTracker:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -44,6 +45,8 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     PILImage.DecompressionBombError,
     cv2.error,
 )
+# PIL names an in-memory file by its repr, which says nothing to a user.
+_BUFFER_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 # numpy equivalents of the EXIF orientations 2..8 (what ImageOps.exif_transpose does).
 _ORIENT: dict[int, Any] = {
     2: lambda a: a[:, ::-1],
@@ -154,7 +157,8 @@ def decode_image(value: Any) -> np.ndarray:
     except BadImageError:
         raise
     except _DECODE_ERRORS as error:
-        raise BadImageError(f"{type(error).__name__}: {error}") from error
+        message = _BUFFER_REPR.sub("in-memory bytes", str(error))
+        raise BadImageError(f"{type(error).__name__}: {message}") from error
 
 
 def _rows(examples: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]) -> list[Mapping]:

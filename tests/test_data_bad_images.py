@@ -270,3 +270,50 @@ def test_check_cli_on_in_memory_bytes(tmp_path, capsys):
     )
     assert cli.main(["--check", str(tmp_path / "d.parquet"), "--no_progress"]) == 1
     assert "bad  id 3  (in-memory bytes)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------- a real Trainer
+
+
+def test_callback_through_a_real_trainer_interrupted_and_resumed(photo_folder, tmp_path):
+    """A Trainer whose step records each consumed batch: 3 steps saved with checkpoint-3, then
+    a resumed run to step 8 (more than one epoch of 57 images, two DataLoader workers
+    prefetching): each bad file counted once over both segments, the figures in the output."""
+    from transformers import Trainer, TrainingArguments
+
+    from hf_vitrobust.data import COLLATOR_EXTRA_KEYS
+    from hf_vitrobust.models import tiny_vit
+
+    root, made = photo_folder
+    dataset = load_image_dataset(str(root))
+
+    class RecordingTrainer(Trainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            self.tracker.record_batch(inputs)
+            inputs = {k: v for k, v in inputs.items() if k not in COLLATOR_EXTRA_KEYS}
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    def run(max_steps: int, resume: str | None) -> BadImageTracker:
+        model, processor = tiny_vit(seed=0, num_labels=6, image_size=16, patch_size=8)
+        args = TrainingArguments(
+            output_dir=str(tmp_path), max_steps=max_steps, save_steps=3,
+            per_device_train_batch_size=8, dataloader_num_workers=2, use_cpu=True,
+            remove_unused_columns=False, report_to=[], logging_steps=100, seed=0,
+        )  # fmt: skip
+        tracker = BadImageTracker(max_bad_fraction=0.5, min_examples=1)
+        trainer = RecordingTrainer(
+            model=model, args=args, train_dataset=dataset,
+            data_collator=CorruptionCollator(processor, num_labels=6),
+            callbacks=[BadImageCallback(tracker, resume_from_checkpoint=resume)],
+        )  # fmt: skip
+        trainer.tracker = tracker
+        trainer.train(resume_from_checkpoint=resume)
+        return tracker
+
+    first = run(3, None)
+    assert (tmp_path / "checkpoint-3" / BAD_IMAGES_FILE).is_file() and first.seen == 24
+    second = run(8, str(tmp_path / "checkpoint-3"))
+    total = json.loads((tmp_path / BAD_IMAGES_FILE).read_text())
+    assert (total["seen"], total["bad"]) == (57, 2) == (second.seen, second.bad)
+    assert sorted(b["path"] for b in total["first_bad"]) == sorted(map(str, made["bad"]))
+    assert total["passed"] and total["limit"] == 0.5  # 2/57 is within this run's 50%

@@ -386,6 +386,11 @@ def test_analyze_models_output_reads_back_through_read_analysis(tiny_model, tmp_
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     with pytest.raises(SchemaMismatch, match="first_correct_layer"):
         read_analysis(tmp_path / "broken.json")
+    broken = json.loads((tmp_path / "analysis.json").read_text())
+    del broken["logit_lens"]["clean"]["common"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(SchemaMismatch, match="lacks 'common'"):
+        read_analysis(tmp_path / "broken.json")
     # Comparison records are validated too: metric, model keys, scope, qualifiers.
     good = json.loads((tmp_path / "analysis.json").read_text())
     for change, message in (
@@ -485,6 +490,18 @@ def test_condition_pixels_are_keyed_on_example_id_not_position(tiny_model):
     torch.testing.assert_close(
         panel["corrupted"][1], batches.spec.to_tensor([forward[1007]])[0], rtol=0, atol=0
     )
+
+
+def test_examples_without_ids_are_refused(tiny_model):
+    """Numbering by position within a batch gave every batch the ids 0..B-1: pixels and records
+    keyed on them collided. Example ids now come from the data loader, or the batch is refused."""
+    from hf_vitrobust.analysis.conditions import DatasetBatches
+
+    _, processor = tiny_model
+    examples = [{k: v for k, v in e.items() if k != "example_id"} for e in _examples(4)]
+    batches = DatasetBatches(examples, processor, corruptions=CONDITION_CORRUPTIONS, batch_size=2)
+    with pytest.raises(ValueError, match="no 'example_id'.*load_image_dataset"):
+        next(batches("noise"))
 
 
 def test_analysis_arguments_new_and_old_keys(tmp_path):

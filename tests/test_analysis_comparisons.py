@@ -13,7 +13,11 @@ from hf_vitrobust.analysis.comparisons import (
     first_correct_records,
     paired_wilcoxon_many,
 )
-from hf_vitrobust.analysis.patching import recovery_bootstrap, summarize_patching
+from hf_vitrobust.analysis.patching import (
+    PatchingRecorder,
+    recovery_bootstrap,
+    summarize_patching,
+)
 from hf_vitrobust.analysis.similarity import StreamingLinearCKA, linear_cka
 from hf_vitrobust.stats import wilcoxon_test
 
@@ -167,10 +171,24 @@ def test_patching_ci_is_finite_when_resamples_have_no_gain():
     np.testing.assert_allclose(boot2["ci_low"], np.quantile(ratios, 0.025, axis=0))
     np.testing.assert_allclose(boot2["ci_high"], np.quantile(ratios, 0.975, axis=0))
     assert boot2["zero_gain_resamples"] == int((~kept).sum())
-    summary = summarize_patching(
-        {"correct_a": a, "correct_b": b, "correct_patched": patched}, **BOOT
-    )
-    assert summary["per_layer"][1]["ci_low"] == 1.0 and summary["zero_gain_resamples"] > 0
+    # Through the recorder, from logits (the path the analysis takes), at a site that is
+    # neither A nor B (before: NaN CI whenever a resample had no gain).
+    labels = torch.zeros(n, dtype=torch.long)
+
+    def logits(correct):  # class 0 (the label) wins where correct, class 1 elsewhere
+        return torch.nn.functional.one_hot(torch.as_tensor(~correct).long(), 2).float()
+
+    a3, b3, half = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    a3[0], b3[1:3], half[1] = True, True, True  # B: 2 right where A had 1 right
+    recorder = PatchingRecorder()
+    sites = torch.stack([logits(a3), logits(b3), logits(half)])
+    recorder.update(logits(a3), logits(b3), sites, labels)
+    summary = recorder.summary(**BOOT)
+    assert summary["zero_gain_resamples"] > 100
+    for site in summary["per_layer"]:
+        assert np.isfinite([site["ci_low"], site["ci_high"]]).all()
+        assert site["ci_low"] <= site["recovered"] <= site["ci_high"]
+    assert summary["per_layer"][2]["ci_low"] < 0 < summary["per_layer"][2]["ci_high"]
     # No gain at all: the fraction and its CI are undefined (null), never NaN.
     none = summarize_patching({"correct_a": a, "correct_b": a, "correct_patched": patched}, **BOOT)
     assert none["per_layer"][2]["recovered"] is None and none["per_layer"][2]["ci_low"] is None

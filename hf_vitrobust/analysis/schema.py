@@ -115,6 +115,11 @@ def _check_section(section: str, data: Mapping[str, Any], conditions: set[str]) 
                 raise ValueError(f"{where} lacks {key!r}")
             else:
                 _check_models(f"{where}[{key!r}]", entry[key], allowed, fields)
+        if section == "logit_lens":  # the side-by-side means on common images (the figure)
+            common = entry.get("common")
+            if not isinstance(common, Mapping) or "n_images" not in common:
+                raise ValueError(f"{where} lacks 'common' {{n_images, models}}")
+            _check_models(f"{where}['common']", common.get("models"), names, ("first", "stable"))
 
 
 def _check_record(index: int, record: Any, names: set[str], conditions: set[str]) -> None:

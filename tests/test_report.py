@@ -304,7 +304,7 @@ def _drop_controls(study: Path) -> None:
             data["models"].pop(key)
         for section in ("logit_lens", "attention_entropy"):
             for block in data[section].values():
-                for part in block.values():
+                for part in (*block.values(), block.get("common", {}).get("models", {})):
                     for key in controls:
                         part.pop(key, None)
         for section in ("cka", "patching"):

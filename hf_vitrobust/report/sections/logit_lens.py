@@ -3,7 +3,7 @@ against the clean control, corrected for multiplicity, with an effect floor."""
 
 from __future__ import annotations
 
-from hf_vitrobust.formatting import finite, fmt
+from hf_vitrobust.formatting import finite, fmt, fmt_ci
 
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Section, Table
@@ -33,15 +33,17 @@ COLUMNS = [
 
 
 def _counts_table(lens: dict) -> Table | None:
-    """Per model and condition: images, those correct at the last layer, and the share never
-    correct at any layer 1..L (written by analysis.json v2 on)."""
+    """Per model and condition: images, those correct at the last layer, the share never correct
+    at any layer 1..L, and the side-by-side means over the images every model gets right."""
     rows = []
     for condition, block in lens.items():
+        common = block.get("common") or {}
         for model, entry in block.get("models", {}).items():
             fcl = entry.get("first_correct_layer") if isinstance(entry, dict) else None
             never = (fcl or {}).get("never_correct")
             if not isinstance(never, dict):
                 continue
+            means = (common.get("models") or {}).get(model) or {}
             rows.append(
                 [
                     model,
@@ -49,14 +51,29 @@ def _counts_table(lens: dict) -> Table | None:
                     str(fcl.get("n_images", "?")),
                     str(fcl.get("count", "?")),
                     f"{fmt(never.get('share'), 1, 100)}% ({never.get('count', '?')})",
+                    str(common.get("n_images", "n/a")),
+                    *(
+                        fmt_ci(m.get("value"), m.get("ci_low"), m.get("ci_high"), 2)
+                        for m in (means.get("first") or {}, means.get("stable") or {})
+                    ),
                 ]
             )
     if not rows:
         return None
     return Table(
-        ["model", "condition", "images", "correct at the last layer", "never correct (1..L)"],
+        [
+            "model",
+            "condition",
+            "images",
+            "correct at the last layer",
+            "never correct (1..L)",
+            "correct for every model",
+            "first correct, mean [CI] (those images)",
+            "stays correct from, mean [CI]",
+        ],
         rows,
-        caption="Logit-lens counts per model (each model's own images)",
+        caption="Logit-lens counts per model; the means side by side use the same images (those "
+        "every model classifies correctly at the last layer)",
     )
 
 

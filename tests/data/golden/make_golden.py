@@ -290,6 +290,12 @@ def _errors(correct: dict, model: str) -> np.ndarray:
 
 
 LAYERS, HEADS = 4, 2
+
+
+def _mean(value: float) -> dict:
+    return {"value": value, "ci_low": value - 0.1, "ci_high": value + 0.1}
+
+
 CONDITIONS = ["clean", "blur", "noise"]
 # Planted entropy shift (nats) of a model over the clean control: (condition, layer) -> shift.
 ENTROPY_SHIFT = {A: {("blur", 3): 0.12}, B: {("noise", 4): -0.12}, CLEAN: {}, RANDOM: {}}
@@ -385,20 +391,17 @@ def _analysis(rng: np.random.Generator) -> dict:
         "logit_lens": {
             c: {
                 "models": {k: lens_model for k in KEYS},
+                "common": {
+                    "n_images": N_ANALYSIS - 40,  # correct at the last layer for every model
+                    "models": {k: {"first": _mean(2.4), "stable": _mean(3.2)} for k in KEYS},
+                },
                 "comparisons": {
-                    k: {"accuracy": [], "true_class_probability": [], "first_correct_layer": {}}
-                    for k in fine_tuned
+                    k: {"accuracy": [], "true_class_probability": []} for k in fine_tuned
                 },
             }
             for c in CONDITIONS
         },
-        "attention_entropy": {
-            c: {
-                "models": {k: entropy_model for k in KEYS},
-                "differences": {k: entropy_model for k in fine_tuned},
-            }
-            for c in CONDITIONS
-        },
+        "attention_entropy": {c: {"models": {k: entropy_model for k in KEYS}} for c in CONDITIONS},
         "cka": {
             c: {k: {"cls": [1.0, 0.97, 0.93], "patch_mean": [1.0, 0.9, None]} for k in fine_tuned}
             for c in CONDITIONS

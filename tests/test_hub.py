@@ -482,6 +482,8 @@ def _env(endpoint: str, hf_home: Path, token: str | None = TOKEN) -> dict:
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_ETAG_TIMEOUT="5",
         HF_HUB_DOWNLOAD_TIMEOUT="10",
+        # The test Hub speaks git-LFS, not Xet (see hub_server.py): large files take LFS.
+        HF_HUB_DISABLE_XET="1",
         PYTHONPATH=str(ROOT),
     )
     if token:

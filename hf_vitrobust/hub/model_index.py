@@ -20,11 +20,17 @@ from huggingface_hub import EvalResult
 from hf_vitrobust.constants import CLEAN
 from hf_vitrobust.evaluation import schema as results_schema
 from hf_vitrobust.hub.common import (
-    DATASET_HUB_IDS,
     CardInputError,
     one_line,
     read_config,
     read_input_json,
+)
+from hf_vitrobust.hub.provenance import (
+    LOCAL_DATASET_TYPE,
+    dataset_ref,
+    local_name,
+    looks_like_path,
+    public,
 )
 from hf_vitrobust.io import check_schema, to_jsonable
 
@@ -286,8 +292,12 @@ def _from_evaluation(results: Mapping[str, Any], folder: Any, model: str | None)
     eval_results = eval_results_for_model(
         results, entry["key"], metrics=("top_1_accuracy", "top_5_accuracy")
     )
-    for item in eval_results:  # the model-index wants Hub dataset ids
-        item["dataset_type"] = DATASET_HUB_IDS.get(item["dataset_type"], item["dataset_type"])
+    ref = dataset_ref((results.get("dataset") or {}).get("name"))
+    for item in eval_results:  # the model-index wants Hub dataset ids, and no local paths
+        if ref is not None:
+            item["dataset_type"] = ref.index_type
+            if item["dataset_name"] == (results.get("dataset") or {}).get("name"):
+                item["dataset_name"] = ref.index_name
     names = {m["key"]: Path(str(m["name"])).name or m["name"] for m in results["models"]}
     transfer = results.get("transfer_matrix")
     if transfer and transfer.get("rows"):
@@ -371,6 +381,20 @@ def _check_result(entry: Any, index: int) -> dict[str, Any]:
     return clean
 
 
+def _hide_local_paths(entry: dict[str, Any]) -> None:
+    """A row's local dataset paths as `dataset.type: local` and the folder name (in place)."""
+    dataset_type = str(entry["dataset_type"])
+    if dataset_type != LOCAL_DATASET_TYPE and looks_like_path(dataset_type):
+        entry["dataset_type"] = LOCAL_DATASET_TYPE
+        if str(entry["dataset_name"]) == dataset_type:
+            entry["dataset_name"] = f"{local_name(dataset_type)} (local)"
+    if looks_like_path(str(entry["dataset_name"])):
+        entry["dataset_name"] = f"{local_name(str(entry['dataset_name']))} (local)"
+    for key in ("dataset_args", "dataset_config", "dataset_revision"):
+        if key in entry:
+            entry[key] = public(entry[key])
+
+
 def _check_transfer(transfer: Any) -> None:
     if not isinstance(transfer, Mapping):
         raise CardInputError("results['transfer_matrix'] must be a dict.")
@@ -403,7 +427,10 @@ def eval_results_from_rows(
     optional `ci_low`, `ci_high`, `n`, `seen`, `corruptions`, `severities`, `config` (the dataset's
     own config). Each group gets its own `dataset_config` so the Hub keeps them apart.
     """
-    dataset_type = DATASET_HUB_IDS.get(dataset_type, dataset_type)
+    ref = dataset_ref(dataset_type)
+    if ref is not None:
+        dataset_name = dataset_name or ref.index_name
+        dataset_type = ref.index_type
     out = []
     for row in rows:
         group = str(row["group"])

@@ -378,6 +378,7 @@ def _check_result(entry: Any, index: int) -> dict[str, Any]:
         if key in clean:
             clean[key] = one_line(clean[key])
     clean["metric_value"] = value
+    _hide_local_paths(clean)
     return clean
 
 

@@ -82,7 +82,9 @@ def _causes(error: BaseException) -> str:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         first = (str(error).strip().splitlines() or [""])[0]
-        parts.append(f"{type(error).__name__}: {first}")
+        part = f"{type(error).__name__}: {first}"
+        if not parts or parts[-1] != part:
+            parts.append(part)
         error = error.__cause__
     return " <- ".join(parts)
 

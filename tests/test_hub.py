@@ -345,12 +345,27 @@ def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, 
 
 # What the trainer records for an adversarial fine-tune, a clean control and a random-view control
 # (same base, data, steps and seed): `config.robustness`.
-PROVENANCE = {
+PROVENANCE = {  # as `training.run.run_provenance` records it
     "base_model": "google/vit-base-patch16-224",
-    "dataset": {"name": "fashion_mnist", "split": "train", "max_train_examples": 512},
+    "dataset": {
+        "name": "fashion_mnist",
+        "source": "debian_idx_files",
+        "config": None,
+        "streaming": False,
+        "split": "train",
+        "rule": "stratified",
+        "description": "a class-stratified random sample of 512 examples (seed 0)",
+        "seed": 0,
+        "requested": 512,
+        "n": 512,
+        "per_class": {"T-shirt/top": 52, "Trouser": 51},
+        "shuffle_buffer_size": None,
+        "example_ids_sha256": "5f" * 32,
+    },
     "seed": 7,
     "max_steps": 40,
     "registry_version": "2",
+    "optimization": {"learning_rate": 0.0005, "lr_scheduler_type": "cosine"},
 }
 ADVERSARIAL = {
     **PROVENANCE,
@@ -383,8 +398,10 @@ def test_cards_record_provenance_and_say_how_the_model_was_trained(tmp_path, tin
     for name, card in cards.items():
         assert "not recorded" not in card.text, name  # everything is recorded
         assert "| Base model | google/vit-base-patch16-224 |" in card.text
-        assert "| Training data | zalando-datasets/fashion_mnist (split=train," in card.text
-        assert "max_train_examples=512" in card.text
+        data = "| Training data | zalando-datasets/fashion_mnist: a class-stratified random "
+        assert data + "sample of 512 examples (seed 0) (source=debian_idx_files," in card.text
+        assert "split=train" in card.text and "per_class=T-shirt/top=52, Trouser=51" in card.text
+        assert "| Optimization | learning_rate=0.0005, lr_scheduler_type=cosine |" in card.text
         assert "| Seed | 7 |" in card.text and "| Steps | 40 |" in card.text
         assert card.data.base_model == "google/vit-base-patch16-224"
         assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
@@ -403,9 +420,11 @@ def test_cards_record_provenance_and_say_how_the_model_was_trained(tmp_path, tin
     assert "| Adversary | random_view |" in rv.text and "| Views per image | 1 |" in rv.text
     assert "control" in rv.data.tags and "adversarial-training" not in rv.data.tags
     # A model trained from scratch (no base model) says so.
-    scratch = {**CLEAN, "base_model": None, "model_config": {"hidden_size": 96}}
+    scratch = {**CLEAN, "base_model": "model_config", "model_config": {"hidden_size": 96}}
     card = _card_for(tmp_path / "scratch", scratch, tiny_vit_kwargs)
-    assert "trained from scratch" in card.text and "| Base model | none (trained from scratch)"
+    assert "trained from scratch" in card.text
+    assert "| Base model | none (trained from scratch) |" in card.text
+    assert "| Model config | hidden_size=96 |" in card.text
     assert card.data.base_model is None
 
 
@@ -429,13 +448,23 @@ def test_cards_never_publish_local_paths(tmp_path, tiny_vit_kwargs):
     assert {r.dataset_type for r in card.data.eval_results} == {"local"}
     assert {r.dataset_name for r in card.data.eval_results} == {"my_photos/test (local)"}
 
-    # The same from a results.json of recipes/evaluate.py on a local folder.
-    evaluation = _evaluation_results(str(tmp_path / "run"))
-    evaluation["dataset"]["name"] = str(photos)
-    card = _card_for(tmp_path / "run", robustness, tiny_vit_kwargs, results=evaluation)
-    assert str(tmp_path) not in (tmp_path / "run" / "README.md").read_text()
-    assert {r.dataset_type for r in card.data.eval_results} == {"local"}
-    assert {r.dataset_name for r in card.data.eval_results} == {"my_photos (local)"}
+    # As the trainer records a local folder (`local:<name>`, with the base model's weights hash).
+    labels = {**ADVERSARIAL, "base_model": "local:base", "base_model_sha256": "ab" * 32}
+    labels["dataset"] = {"name": "my_photos", "source": "local", "split": "train"}
+    card = _card_for(tmp_path / "run", labels, tiny_vit_kwargs)
+    assert "| Training data | local (my_photos) (split=train) |" in card.text
+    assert "| Base model | local (base) |" in card.text and "ab" * 32 in card.text
+    assert card.data.datasets is None and card.data.base_model is None
+
+    # The same from a results.json of recipes/evaluate.py on a local folder (a path, or the
+    # `local:<name>` label the data layer writes).
+    for name in (str(photos), "local:my_photos"):
+        evaluation = _evaluation_results(str(tmp_path / "run"))
+        evaluation["dataset"]["name"] = name
+        card = _card_for(tmp_path / "run", robustness, tiny_vit_kwargs, results=evaluation)
+        assert str(tmp_path) not in (tmp_path / "run" / "README.md").read_text()
+        assert {r.dataset_type for r in card.data.eval_results} == {"local"}
+        assert {r.dataset_name for r in card.data.eval_results} == {"my_photos (local)"}
 
 
 _card_text = st.text(

@@ -25,6 +25,10 @@ from hf_vitrobust.roles import (
 
 #: model-index `dataset.type` of data that is not on the Hub.
 LOCAL_DATASET_TYPE = "local"
+#: How the trainer and the evaluation name a local folder (`data.source_label`): never its path.
+LOCAL_PREFIX = "local:"
+#: `config.robustness["base_model"]` of a model built from `model_config` (trained from scratch).
+FROM_SCRATCH = "model_config"
 NOT_RECORDED = "not recorded"
 # A folder named like a split says little on its own: show its parent too ("photos/train").
 _SPLIT_FOLDERS = {"train", "test", "val", "valid", "validation", "eval", "dev", "data"}
@@ -35,8 +39,8 @@ _NAME_KEYS = ("hub_id", "repo_id", "id", "name", "dataset_name", *_PATH_KEYS)
 
 
 def looks_like_path(text: str) -> bool:
-    """A local file-system path rather than a Hub id or a recipe's dataset name."""
-    if text.startswith(("/", "./", "../", "~", "\\")) or _WINDOWS_DRIVE.match(text):
+    """A local file-system path (or a `local:<name>` label) rather than a Hub id or a name."""
+    if text.startswith(("/", "./", "../", "~", "\\", LOCAL_PREFIX)) or _WINDOWS_DRIVE.match(text):
         return True
     if "\\" in text or text.count("/") > 1:
         return True
@@ -45,6 +49,7 @@ def looks_like_path(text: str) -> bool:
 
 def local_name(path: str) -> str:
     """The folder name of a local path (with its parent when the folder is a split's)."""
+    path = path.removeprefix(LOCAL_PREFIX)
     parts = [p for p in PurePath(path.replace("\\", "/")).parts if p not in ("/", ".", "..")]
     if not parts:
         return "."
@@ -72,47 +77,57 @@ class DatasetRef:
     hub_id: str | None  # for the card's `datasets:` metadata (None: not on the Hub)
     index_type: str  # model-index `dataset.type`: the Hub id / name, or "local"
     index_name: str  # model-index `dataset.name`
-    details: tuple[tuple[str, Any], ...] = ()  # split, subset rule, ... (no paths)
+    description: str | None = None  # how the examples were selected (a sentence)
+    details: tuple[tuple[str, Any], ...] = ()  # split, per-class counts, ... (no paths)
+
+
+# Keys of a recorded dataset shown otherwise (the name, the description) or implied by the text.
+_NOT_DETAILS = {*_NAME_KEYS, "description", "rule", "which", "dataset", "local", "kind"}
 
 
 def dataset_ref(value: Any) -> DatasetRef | None:
-    """How a recorded dataset is shown: a name (`fashion_mnist`), a Hub id, a local path, or
-    the dict the trainer records (`name`/`hub_id`/`path`, `source`, split and subset keys)."""
+    """How a recorded dataset is shown: a name (`fashion_mnist`), a Hub id, a local path or
+    `local:<folder>` label, or the dict the trainer records (`training.run.dataset_provenance`:
+    `name`, `source` hub | local | debian_idx_files, `split`, the selection rule and counts)."""
     if value is None or value == "" or value == {}:
         return None
     details: dict[str, Any] = {}
+    description = None
     local = False
     if isinstance(value, Mapping):
         name = next((value[k] for k in _NAME_KEYS if value.get(k)), None)
         source = str(value.get("source") or value.get("kind") or "").lower()
         local = source in ("local", "folder", "imagefolder", "files") or bool(value.get("local"))
+        description = value.get("description")
         details = {
             str(k): public(v)
             for k, v in value.items()
-            if k not in _NAME_KEYS and k not in ("source", "kind", "local") and v is not None
+            if k not in _NOT_DETAILS
+            and not (k == "source" and source in ("hub", "local"))
+            and v is not None
+            and v is not False
         }
         if name is None:
             return None
     else:
         name = value
     name = str(name)
+    extra = {"description": str(description) if description else None}
+    extra["details"] = tuple(details.items())
     if local or looks_like_path(name):
         folder = local_name(name)
         return DatasetRef(
-            f"local ({folder})",
-            None,
-            LOCAL_DATASET_TYPE,
-            f"{folder} (local)",
-            tuple(details.items()),
+            f"local ({folder})", None, LOCAL_DATASET_TYPE, f"{folder} (local)", **extra
         )
     hub_id = DATASET_HUB_IDS.get(name, name)
     hub_id = hub_id if HUB_ID.match(hub_id) else None
     shown = hub_id or name
-    return DatasetRef(shown, hub_id, shown, shown, tuple(details.items()))
+    return DatasetRef(shown, hub_id, shown, shown, **extra)
 
 
 def model_text(name: Any) -> str | None:
-    """A base model as a card shows it: its Hub id, or "local (<folder>)" for a local folder."""
+    """A base model as a card shows it: its Hub id, or "local (<folder>)" for a local folder
+    (a path or the trainer's `local:<folder>` label)."""
     if not name:
         return None
     return str(public(str(name)))
@@ -126,9 +141,11 @@ def training_role(robustness: Mapping[str, Any]) -> str:
     """`roles.role_of`, plus "scratch" for a clean run that started from no base model (a model
     built from `model_config`, e.g. the demo's base)."""
     role = role_of(robustness)
-    if role == CLEAN_CONTROL and not robustness.get("base_model"):
-        if "base_model" in robustness or robustness.get("model_config"):
-            return "scratch"
+    base = robustness.get("base_model")
+    if role == CLEAN_CONTROL and (
+        base == FROM_SCRATCH or (not base and "model_config" in robustness)
+    ):
+        return "scratch"
     return role
 
 
@@ -192,6 +209,7 @@ _OWN_ROWS = {
     "registry_version",
     "run_name",
     "model_config",
+    "base_model_sha256",
 }
 
 
@@ -207,6 +225,8 @@ def _data_cell(dataset: DatasetRef | None) -> str:
     if dataset is None:
         return NOT_RECORDED
     text = inline(dataset.text)
+    if dataset.description:
+        text += f": {inline(dataset.description)}"
     if dataset.details:
         text += " (" + ", ".join(f"{inline(k)}={cell(v)}" for k, v in dataset.details) + ")"
     return text
@@ -233,6 +253,7 @@ def recipe_rows(
     rows: list[tuple[str, Any]] = [
         ("Role", ROLE_NAMES.get(role, role)),
         ("Base model", "none (trained from scratch)" if role == "scratch" else base_text),
+        ("Base model weights (sha256)", robustness.get("base_model_sha256")),
         ("Training data", _data_cell(dataset)),
         ("Adversary", _recorded(robustness, "adversary")),
     ]
@@ -254,6 +275,8 @@ def recipe_rows(
     ]
     if robustness.get("model_config"):
         rows.append(("Model config", robustness["model_config"]))
+    if robustness.get("base_model_sha256") is None:
+        rows = [row for row in rows if row[0] != "Base model weights (sha256)"]
     # Whatever else the trainer recorded is shown too, so the card never hides a setting.
     rows += [
         (str(key).replace("_", " ").capitalize(), public(value))
@@ -270,7 +293,9 @@ def recipe_rows(
 
 
 __all__ = [
+    "FROM_SCRATCH",
     "LOCAL_DATASET_TYPE",
+    "LOCAL_PREFIX",
     "NOT_RECORDED",
     "DatasetRef",
     "dataset_ref",

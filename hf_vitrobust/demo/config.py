@@ -58,6 +58,13 @@ class DemoArguments:
             "(load average), at least 1: oversubscribed threads spin and run many times slower."
         },
     )
+    parallel: int = field(
+        default=0,
+        metadata={
+            "help": "Stages run at once when they do not depend on each other (fine-tunes; "
+            "evaluation, analysis and SAEs); 0 = one per CPU core."
+        },
+    )
     memory_budget_gb: float = field(default=6.0, metadata={"help": "Peak memory budget (GB)."})
     time_budget_min: float = field(default=15.0, metadata={"help": "Wall-clock budget (minutes)."})
     strict_budget: bool = field(

@@ -274,8 +274,8 @@ def _pick_model(results: Mapping[str, Any], folder: Path | None, model: str | No
             if not found:
                 robustness = read_config(folder).get("robustness")
                 found = [m for m in models if robustness and m.get("robustness") == robustness]
-        if not found:
-            found = [m for m in models if m.get("role") == "fine_tuned"]
+        if not found:  # the one fine-tuned model, whatever its role (v3: adversarial, ...)
+            found = [m for m in models if m.get("role") != "base"]
     if len(found) != 1:
         names = [m.get("name") for m in models]
         raise CardInputError(

@@ -192,7 +192,8 @@ def test_card_from_evaluation_results_json(tmp_path, tiny_vit_kwargs, fashion_mn
         r for r in expected if r.dataset_config == "clean" and r.metric_type == "accuracy"
     )
     assert f"{clean_top1.metric_value:.4f} [{clean_top1.metric_args['ci_low']:.4f}," in card.text
-    assert "### Transfer matrix" in card.text and "| run-blur |" in card.text
+    assert "### Changes against the base model and the controls" in card.text
+    assert "| vs base model |" in card.text
     assert len(card.data.to_dict()["model-index"][0]["results"]) == len(configs)
 
 
@@ -293,7 +294,7 @@ def test_model_index_rows_from_results_json(tmp_path, tiny_vit_kwargs):
     expected = [EvalResult(**e) for e in load_results(path, folder=folder)["eval_results"]]
     assert card.data.eval_results == expected and len(expected) == 9
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
-    assert "| run-noise | +0.1000 [+0.0200, +0.1800] (p=0.01)" in card.text
+    assert "| vs base model | +0.1000 [+0.0200, +0.1800] (p=0.01)" in card.text
 
     # A results.json of another schema version is refused by the reader, naming the fix.
     path.write_text(json.dumps({**results, "schema_version": 1}))

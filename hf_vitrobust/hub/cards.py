@@ -221,8 +221,9 @@ _BASE_DEFINITIONS = {
     "Confidence intervals": "95% bootstrap intervals over images (seeded, at least 1000 "
     "resamples); base-vs-fine-tuned differences are paired per image, tested with McNemar's "
     "exact test for accuracy.",
-    "Transfer matrix": "fine-tuned minus base accuracy per corruption group; a gain outside the "
-    "training family would be transfer.",
+    "Changes by corruption group": "this model's accuracy minus a reference model's (the base, "
+    "or a control matched on base, data, steps and seed), paired on the same images; a gain "
+    "outside the training family would be transfer.",
 }
 _ROBUST_TAGS = ["vision", "image-classification", "vit", "robustness", "hf_vitrobust"]
 # Tags that say how the model was trained (`provenance.training_role`).

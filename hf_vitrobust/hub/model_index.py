@@ -298,25 +298,7 @@ def _from_evaluation(results: Mapping[str, Any], folder: Any, model: str | None)
             item["dataset_type"] = ref.index_type
             if item["dataset_name"] == (results.get("dataset") or {}).get("name"):
                 item["dataset_name"] = ref.index_name
-    names = {m["key"]: Path(str(m["name"])).name or m["name"] for m in results["models"]}
-    transfer = results.get("transfer_matrix")
-    if transfer and transfer.get("rows"):
-        cells = transfer["cells"]
-
-        def grid(field: str) -> list[list[Any]]:
-            return [[cell.get(field) for cell in row] for row in cells]
-
-        transfer = {
-            "metric": str(transfer.get("metric", "top_1_accuracy")).replace("_", "-"),
-            "rows": [names.get(k, k) for k in transfer["rows"]],
-            "columns": list(transfer["columns"]),
-            "values": grid("estimate"),
-            "ci_low": grid("ci_low"),
-            "ci_high": grid("ci_high"),
-            "p_value": grid("p_value"),
-        }
-    else:
-        transfer = None
+    transfer = _changes_table(results, entry) or _transfer_row(results, entry)
     definitions = dict(results.get("definitions") or {})
     if results.get("corruption_note"):
         definitions["on_the_fly_corruptions"] = results["corruption_note"]
@@ -328,6 +310,86 @@ def _from_evaluation(results: Mapping[str, Any], folder: Any, model: str | None)
         "definitions": definitions,
         "dataset": dataset,
         "base_model": base,
+    }
+
+
+# Changes-table key -> comparison record field.
+_CELL_FIELDS = {
+    "values": "estimate",
+    "ci_low": "ci_low",
+    "ci_high": "ci_high",
+    "p_value": "p_value",
+}
+
+
+# A comparison's reference role -> the row label of the card's changes table.
+_REFERENCE_LABELS = {
+    "base": "vs base model",
+    "clean_control": "vs clean control",
+    "random_view_control": "vs random-view control",
+}
+
+
+def _changes_table(results: Mapping[str, Any], entry: Mapping[str, Any]) -> dict | None:
+    """The card's changes table from `results.json`'s comparison records (schema v3): one row
+    per reference (the base, then the model's matched controls), one column per scope (clean,
+    then each corruption group, "(seen)" when the model trained on it); top-1 accuracy, model
+    minus reference, paired on the same images."""
+    mine = [
+        c
+        for c in results.get("comparisons") or []
+        if c.get("model") == entry["key"]
+        and c.get("metric") == "top_1_accuracy"
+        and (c.get("scope") == CLEAN or str(c.get("scope", "")).startswith("group:"))
+    ]
+    if not mine:
+        return None
+    names = {m["key"]: Path(str(m["name"])).name or m["key"] for m in results["models"]}
+    rows: list[tuple[str, str]] = []
+    columns: list[str] = []
+    for c in mine:
+        label = _REFERENCE_LABELS.get(c["reference_role"], f"vs {c['reference_role']}")
+        if c["reference_role"] != "base":
+            label += f" ({names.get(c['reference'], c['reference'])})"
+        if (c["reference"], label) not in rows:
+            rows.append((c["reference"], label))
+        column = c["scope"].removeprefix("group:") + (" (seen)" if c.get("seen") else "")
+        if column not in columns:
+            columns.append(column)
+    grid = {field: [[None] * len(columns) for _ in rows] for field in _CELL_FIELDS}
+    for c in mine:
+        i = [r for r, _ in rows].index(c["reference"])
+        column = c["scope"].removeprefix("group:") + (" (seen)" if c.get("seen") else "")
+        for field, values in grid.items():
+            values[i][columns.index(column)] = c.get(field)
+    return {
+        "metric": "top-1 accuracy",
+        "rows": [label for _, label in rows],
+        "columns": columns,
+        **{key: grid[field] for key, field in _CELL_FIELDS.items()},
+    }
+
+
+# Changes-table key -> comparison record field.
+_CELL_FIELDS = {
+    "values": "estimate",
+    "ci_low": "ci_low",
+    "ci_high": "ci_high",
+    "p_value": "p_value",
+}
+
+
+def _transfer_row(results: Mapping[str, Any], entry: Mapping[str, Any]) -> dict | None:
+    """The model's row of `results.json`'s transfer matrix (versions without comparisons)."""
+    transfer = results.get("transfer_matrix")
+    if not transfer or entry["key"] not in (transfer.get("rows") or []):
+        return None
+    row = transfer["cells"][transfer["rows"].index(entry["key"])]
+    return {
+        "metric": str(transfer.get("metric", "top_1_accuracy")).replace("_", "-"),
+        "rows": [_REFERENCE_LABELS["base"]],
+        "columns": list(transfer["columns"]),
+        **{key: [[cell.get(field) for cell in row]] for key, field in _CELL_FIELDS.items()},
     }
 
 

@@ -317,9 +317,11 @@ def test_collators_follow_the_training_and_unseen_corruptions(tmp_path, tiny_mod
     assert evals["seen"].views.stage == "eval" and evals["seen"].views.seed == 1_000_003
     # Default unseen: the first corruption group disjoint from the training corruptions.
     assert evals["unseen"].views.names == FAMILIES["noise"]
-    _, evals = collators(corruptions=["blur"], unseen_corruptions=["fog", "contrast"])
+    _, evals = collators(
+        adversary="random_view", corruptions=["blur"], unseen_corruptions=["fog", "contrast"]
+    )
     assert evals["unseen"].views.names == ("fog", "contrast")
-    _, evals = collators(corruptions=["blur"], unseen_corruptions=["none"])
+    _, evals = collators(adversary="random_view", corruptions=["blur"], unseen_corruptions=["none"])
     assert list(evals) == ["clean", "seen"]
     train, evals = collators()
     assert train.k == 0 and train.views is None and list(evals) == ["clean"]
@@ -336,7 +338,7 @@ def test_labels_are_validated_before_training(tiny_vit_kwargs):
     good = Dataset.from_dict({"label": [0, 9, 3], "example_id": [0, 1, 2]}, features=features)
     bad = Dataset.from_dict({"label": [0, -1, 3], "example_id": [0, 1, 2]}, features=features)
     config = {k: v for k, v in tiny_vit_kwargs.items() if k != "num_labels"}
-    model_args = ModelArguments(model_config=config)
+    model_args = ModelArguments(model_config={**config, "image_mean": 0.5, "image_std": 0.25})
     model, _ = load_model_for_dataset(model_args, good)
     assert model.config.id2label[9] == "class_9"  # a fresh head gets the dataset's classes
     with pytest.raises(ValueError, match=r"outside \[0, 10\) \(example ids \[1\]"):

@@ -315,8 +315,23 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, tiny_
         (dict(adversary="cw"), "Unknown adversary"),
         (dict(pgd_band="mid"), "pgd_band"),
         (dict(clean_loss_weight=1.5), "clean_loss_weight"),
-        (dict(corruptions=["noise"], severities=[0]), "severity"),
-        (dict(corruptions=["noise"], unseen_corruptions=["weather"]), "unseen_corruptions"),
+        (dict(adversary="random_view", corruptions=["noise"], severities=[0]), "severity"),
+        (
+            dict(adversary="random_view", corruptions=["noise"], unseen_corruptions=["weather"]),
+            "unseen_corruptions",
+        ),
+        (dict(adversary="random_view"), "needs corruptions"),
+        (dict(corruptions=["noise"]), "write adversary: random_view"),
+        (dict(adversary="pgd", pgd_band="low", pgd_band_iterations=0), "pgd_band_iterations"),
+        (
+            dict(
+                adversary="random_view",
+                corruptions=["noise"],
+                dataloader_num_workers=2,
+                dataloader_persistent_workers=True,
+            ),
+            "persistent_workers",
+        ),
     ],
 )
 def test_wrong_settings_fail_before_training(tmp_path, kw, match):
@@ -474,10 +489,12 @@ def test_corruption_lists_are_normalised_and_recorded(tmp_path):
     assert args.corruptions == ["noise_a", "blur"]
     assert args.train_corruptions == ("noise_a", "blur_a", "blur_b")
     assert args.unseen_spec() == []  # no group is disjoint from noise_a + blur
-    skip = make_args(tmp_path, corruptions=["noise"], unseen_corruptions=["none"])
+    skip = make_args(
+        tmp_path, adversary="random_view", corruptions=["noise"], unseen_corruptions=["none"]
+    )
     assert skip.unseen_corruptions == [] and skip.unseen_spec() == []
     robustness = make_args(
-        tmp_path, corruptions="blur", unseen_corruptions="noise_b"
+        tmp_path, adversary="random_view", corruptions="blur", unseen_corruptions="noise_b"
     ).robustness_config()
     assert robustness["corruptions"] == ["blur"]
     assert robustness["train_corruptions"] == ["blur_a", "blur_b"]

@@ -12,13 +12,13 @@ from hf_vitrobust.training.adversary import (
     pgd,
     worst_of_k,
 )
-from hf_vitrobust.training.config import AdversarialTrainingArguments
 from hf_vitrobust.training.checkpoints import (
     FinishedRun,
     checkpoint_problem,
     finished_run,
     last_complete_checkpoint,
 )
+from hf_vitrobust.training.config import AdversarialTrainingArguments
 from hf_vitrobust.training.run import (
     TrainingOutcome,
     bad_image_verdict,

@@ -33,7 +33,6 @@ from hf_vitrobust.data import (
     BadImageTracker,
 )
 from hf_vitrobust.io import read_json, write_json_atomic
-from hf_vitrobust.training.checkpoints import TRAINER_STATE, last_complete_checkpoint
 from hf_vitrobust.training.adversary import (
     eval_mode,
     fgsm,
@@ -43,6 +42,7 @@ from hf_vitrobust.training.adversary import (
     step_generator,
     worst_of_k,
 )
+from hf_vitrobust.training.checkpoints import TRAINER_STATE, last_complete_checkpoint
 from hf_vitrobust.training.config import AdversarialTrainingArguments
 from hf_vitrobust.training.tally import STATS_FILE, TrainingTally
 

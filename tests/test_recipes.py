@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,12 +28,16 @@ YAML_RECIPES = sorted(
     if p.parent.name != "accelerate_configs" and p.name != "demo.yaml"
 )
 FINETUNE_RECIPES = [
-    "fashion-mnist-tiny/base.yaml",
-    "fashion-mnist-tiny/low_frequency.yaml",
-    "fashion-mnist-tiny/high_frequency.yaml",
-    "vit-base-imagenet/low_frequency.yaml",
-    "vit-base-imagenet/high_frequency.yaml",
-]
+    f"{study}/{name}.yaml"
+    for study in ("fashion-mnist-tiny", "vit-base-imagenet")
+    for name in (
+        "low_frequency",
+        "high_frequency",
+        "control",
+        "control_random_view_low_frequency",
+        "control_random_view_high_frequency",
+    )
+] + ["fashion-mnist-tiny/base.yaml"]
 
 
 def _load_script(script: Path):
@@ -101,7 +106,7 @@ def test_every_recipe_parses(recipe, scripts):
         import torch
 
         if not torch.cuda.is_available():
-            argv += ["--bf16", "false"]  # TrainingArguments refuses bf16 without a GPU
+            argv += ["--use_cpu", "true"]  # bf16 without a GPU: CPU autocast
     parsed = parse_recipe(scripts[owners[0]], argv)
     by_name = {f.name: getattr(obj, f.name) for obj in parsed for f in fields(obj)}
     from transformers import TrainingArguments
@@ -183,7 +188,7 @@ def _overrides(recipe: str, tiny: Path, out: Path) -> list[str]:
         str(RECIPES / recipe),
         "--output_dir", str(out),
         "--dataset_name", "fashion_mnist", "--train_split", "train", "--eval_split", "test",
-        "--max_train_examples", "64", "--max_eval_examples", "32",
+        "--max_train_examples", "64", "--max_eval_examples", "32", "--shuffle_buffer_size", "64",
         "--max_steps", "2", "--per_device_train_batch_size", "8",
         "--per_device_eval_batch_size", "16", "--dataloader_num_workers", "0",
         "--logging_steps", "1", "--disable_tqdm", "true",
@@ -191,7 +196,7 @@ def _overrides(recipe: str, tiny: Path, out: Path) -> list[str]:
     if not recipe.endswith("/base.yaml"):
         args += ["--model_name_or_path", str(tiny)]
     if "imagenet" in recipe:
-        args += ["--bf16", "false"]  # bf16 autocast is exercised on GPU; CPU runs fp32 here
+        args += ["--use_cpu", "true"]  # bf16 kept: CPU autocast runs the same bf16 path here
     return args
 
 
@@ -201,27 +206,46 @@ def finetune():
     return _load_script(RECIPES / "finetune.py")
 
 
+@pytest.fixture(scope="module")
+def finetuned(tiny_checkpoint, tmp_path_factory, finetune):
+    """Runs a fine-tuning recipe for 2 steps once per module: recipe -> (output dir, metrics)."""
+    runs: dict[str, tuple[Path, dict]] = {}
+    root = tmp_path_factory.mktemp("finetuned")
+
+    def run(recipe: str) -> tuple[Path, dict]:
+        if recipe not in runs:
+            out = root / recipe.replace("/", "__").removesuffix(".yaml")
+            runs[recipe] = (out, finetune.main(_overrides(recipe, tiny_checkpoint, out)))
+        return runs[recipe]
+
+    return run
+
+
+def _robustness(out: Path) -> dict:
+    from hf_vitrobust.roles import read_robustness
+
+    return read_robustness(json.loads((out / "config.json").read_text())["robustness"])
+
+
 @pytest.mark.parametrize("recipe", FINETUNE_RECIPES)
-def test_finetune_recipe_runs_two_steps(recipe, tiny_checkpoint, tmp_path, finetune):
+def test_finetune_recipe_runs_two_steps(recipe, finetuned):
+    import torch
     from transformers import ViTForImageClassification
 
-    from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
-    from hf_vitrobust.training import AdversarialTrainingArguments
-
-    out = tmp_path / "out"
-    argv = _overrides(recipe, tiny_checkpoint, out)
-    _, data_args, _ = parse_recipe(
-        (ModelArguments, DataArguments, AdversarialTrainingArguments), argv
-    )
-    if "imagenet" in recipe:
-        assert data_args.streaming  # the paper-scale recipes stream; this runs the stream path
-    metrics = finetune.main(argv)
+    out, metrics = finetuned(recipe)
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
     model = ViTForImageClassification.from_pretrained(out)
     robustness = model.config.robustness
     expected = yaml.safe_load((RECIPES / recipe).read_text())
     assert robustness["adversary"] == expected["adversary"]
     assert robustness["corruptions"] == expected["corruptions"]
+    assert robustness["seed"] == expected["seed"] and robustness["max_steps"] == 2
+    dataset = robustness["dataset"]
+    assert (dataset["name"], dataset["split"], dataset["n"]) == ("fashion_mnist", "train", 64)
+    assert dataset["rule"] and dataset["seed"] == 0
+    if "imagenet" in recipe:
+        assert dataset["streaming"]  # the paper-scale recipes stream; this runs the stream path
+        assert next(model.parameters()).dtype == torch.float32  # bf16 autocast, fp32 weights
     if expected["corruptions"]:
         assert robustness["train_corruptions"] and robustness["registry_version"]
         assert robustness["unseen_corruptions"] == expected["unseen_corruptions"]
@@ -229,8 +253,75 @@ def test_finetune_recipe_runs_two_steps(recipe, tiny_checkpoint, tmp_path, finet
     assert "eval_clean_accuracy" in metrics
     # The recipe (not the trainer) writes the model card, through hf_vitrobust.hub.
     assert metrics["model_card"] == str(out / "README.md")
-    assert "robust" in (out / "README.md").read_text().lower()
     assert (out / "adversary_stats.json").is_file()
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["global_step"] == 2 and results["train_segments"] == 1
+    assert results["images_skipped"] == 0 and results["bad_images_passed"] is True
+
+
+#: The controls of each adversarial fine-tune: (clean control, random-view control).
+CONTROLS = {
+    "low_frequency": ("control", "control_random_view_low_frequency"),
+    "high_frequency": ("control", "control_random_view_high_frequency"),
+}
+#: Keys a control may set differently from its adversarial fine-tune.
+CONTROL_KEYS = {"adversary", "num_views", "corruptions", "severities", "clean_loss_weight",
+                "unseen_corruptions", "output_dir"}  # fmt: skip
+
+
+@pytest.mark.parametrize("study", ["fashion-mnist-tiny", "vit-base-imagenet"])
+def test_control_recipes_change_only_the_adversary(study):
+    for adversarial, controls in CONTROLS.items():
+        reference = yaml.safe_load((RECIPES / study / f"{adversarial}.yaml").read_text())
+        for control in controls:
+            values = yaml.safe_load((RECIPES / study / f"{control}.yaml").read_text())
+            changed = {k for k in set(reference) | set(values) if reference.get(k) != values.get(k)}
+            assert changed <= CONTROL_KEYS, (study, control, changed - CONTROL_KEYS)
+            if control.startswith("control_random_view"):
+                assert values["corruptions"] == reference["corruptions"]
+                assert values["clean_loss_weight"] == reference["clean_loss_weight"]
+
+
+@pytest.mark.parametrize("study", ["fashion-mnist-tiny", "vit-base-imagenet"])
+def test_roles_pair_each_fine_tune_with_its_controls(study, finetuned):
+    from hf_vitrobust.roles import (
+        ADVERSARIAL,
+        CLEAN_CONTROL,
+        RANDOM_VIEW_CONTROL,
+        match_controls,
+        role_of,
+    )
+
+    names = ["low_frequency", "high_frequency", "control", *(c for _, c in CONTROLS.values())]
+    robustness = {name: _robustness(finetuned(f"{study}/{name}.yaml")[0]) for name in names}
+    if study == "fashion-mnist-tiny":
+        # Trained from scratch on the same data, seed and steps, but not from the same base:
+        # never anyone's control.
+        robustness["base"] = _robustness(finetuned(f"{study}/base.yaml")[0])
+        assert robustness["base"]["base_model"] == "model_config"
+    for name, record in robustness.items():
+        assert {"adversary", "train_corruptions", "num_views", "base_model", "seed",
+                "max_steps", "dataset"} <= set(record), name  # fmt: skip
+    assert robustness["control"]["base_model"].startswith("local:")
+    expected_roles = {"low_frequency": ADVERSARIAL, "high_frequency": ADVERSARIAL,
+                      "control": CLEAN_CONTROL, "base": CLEAN_CONTROL}  # fmt: skip
+    for name, record in robustness.items():
+        role = expected_roles.get(name, RANDOM_VIEW_CONTROL)
+        assert role_of(record) == role, name
+    assert robustness["control_random_view_low_frequency"]["num_views"] == 1
+    controls = match_controls(robustness)
+    assert set(controls) == set(CONTROLS)
+    for adversarial, (clean, random_view) in CONTROLS.items():
+        assert (controls[adversarial].clean, controls[adversarial].random_view) == (
+            clean,
+            random_view,
+        )
+
+
+def _run_files(out: Path) -> dict[str, bytes]:
+    names = ("model.safetensors", "trainer_state.json", "adversary_stats.json",
+             "train_results.json", "config.json")  # fmt: skip
+    return {name: (out / name).read_bytes() for name in names}
 
 
 def test_rerun_resumes_from_last_checkpoint(tiny_checkpoint, tmp_path, finetune):
@@ -238,12 +329,72 @@ def test_rerun_resumes_from_last_checkpoint(tiny_checkpoint, tmp_path, finetune)
     argv = _overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, out)
     argv += ["--save_steps", "1", "--eval_strategy", "no"]
     finetune.main(argv)
+    first = json.loads((out / "adversary_stats.json").read_text())
     argv[argv.index("--max_steps") + 1] = "3"
-    finetune.main(argv)
+    metrics = finetune.main(argv)
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     # Only the new step ran: the first run's two steps were restored from checkpoint-2.
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
+    # Statistics cover both segments: 3 steps x 8 images, every image's worst view counted.
+    stats = json.loads((out / "adversary_stats.json").read_text())
+    assert stats["images_used"] == 24 and first["images_used"] == 16
+    assert sum(stats["winning_corruptions"].values()) == 24
+    assert [(s["from_step"], s["to_step"]) for s in stats["segments"]] == [(0, 2), (2, 3)]
+    assert metrics["train_segments"] == 2 and metrics["train_samples"] == 24
+
+
+def test_rerun_of_a_finished_run_changes_nothing(tiny_checkpoint, tmp_path, finetune, caplog):
+    out = tmp_path / "out"
+    argv = _overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, out)
+    argv += ["--save_steps", "1", "--eval_strategy", "no", "--lr_scheduler_type", "constant"]
+    finetune.main(argv)
+    before = _run_files(out)
+    with caplog.at_level("WARNING"):
+        metrics = finetune.main(argv)
+    assert "nothing to train" in caplog.text
+    assert metrics["finished_before"] and metrics["global_step"] == 2
+    assert _run_files(out) == before  # weights, state and statistics untouched
+
+
+@pytest.mark.parametrize("damage", ["no_trainer_state", "truncated_weights", "no_final_save"])
+def test_rerun_skips_a_half_written_checkpoint(damage, tiny_checkpoint, tmp_path, finetune, caplog):
+    reference = tmp_path / "reference"
+    argv = _overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, reference)
+    argv += ["--max_steps", "3", "--save_steps", "1", "--save_total_limit", "3"]
+    argv += ["--eval_strategy", "no"]
+    finetune.main(argv)
+    expected = _run_files(reference)
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    argv[argv.index("--output_dir") + 1] = str(out)
+    # The final save did not happen (killed after the last checkpoint) ...
+    for name in ("train_results.json", "model.safetensors", "adversary_stats.json"):
+        (out / name).unlink()
+    newest = out / "checkpoint-3"
+    # ... and the newest checkpoint is half-written.
+    if damage == "no_trainer_state":
+        (newest / "trainer_state.json").unlink()
+    elif damage == "truncated_weights":
+        weights = newest / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    with caplog.at_level("WARNING"):
+        finetune.main(argv)
+    if damage == "no_final_save":
+        # checkpoint-3 is complete and at max_steps: saved as is, no step trained again.
+        assert "saving it without training" in caplog.text
+    else:
+        assert f"Skipping incomplete checkpoint {newest}" in caplog.text
+        assert "Resuming from" in caplog.text and "checkpoint-2" in caplog.text
+    after = _run_files(out)
+    # The same model as the uninterrupted run, bit for bit, and the same statistics.
+    assert after["model.safetensors"] == expected["model.safetensors"]
+    stats, reference_stats = (json.loads(f["adversary_stats.json"]) for f in (after, expected))
+    for key in ("winning_corruptions", "winning_severities", "images_used", "global_step"):
+        assert stats[key] == reference_stats[key], key
+    assert stats["loss_sum"] == pytest.approx(reference_stats["loss_sum"], rel=1e-5)
+    state = json.loads(after["trainer_state.json"])
+    assert state["global_step"] == 3
 
 
 def _free_port() -> int:

@@ -15,6 +15,7 @@ import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -496,3 +497,184 @@ def test_labels_are_validated_before_training(tiny_vit_kwargs):
         load_model_for_dataset(model_args, bad)
     with pytest.raises(ValueError, match="outside"):
         load_model_for_dataset(model_args, good, bad)
+
+
+def test_fresh_model_normalisation_comes_from_model_config_or_the_data(photo_folder, caplog):
+    from hf_vitrobust.configs import ModelArguments
+    from hf_vitrobust.data import load_image_dataset
+    from hf_vitrobust.models import FASHION_MNIST_MEAN
+    from hf_vitrobust.training import load_model_for_dataset
+
+    root, _ = photo_folder
+    dataset = load_image_dataset(str(root))
+    config = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    given = ModelArguments(model_config={**config, "image_mean": [0.4, 0.5, 0.6], "image_std": 0.2})
+    _, processor = load_model_for_dataset(given, dataset)
+    assert list(processor.image_mean) == [0.4, 0.5, 0.6] and list(processor.image_std) == [0.2] * 3
+    with caplog.at_level("WARNING"):
+        model, processor = load_model_for_dataset(ModelArguments(model_config=config), dataset)
+    # Every decodable photo (fewer than the sample size), stated in the log.
+    assert f"from {len(dataset) - 2} images" in caplog.text
+    mean, std = list(processor.image_mean), list(processor.image_std)
+    # Natural photos in colour: per-channel statistics, not Fashion-MNIST's grey ones.
+    assert len(set(mean)) == 3 and abs(mean[0] - FASHION_MNIST_MEAN) > 0.05
+    # Checked against a direct computation on every decodable image.
+    from hf_vitrobust.data import BadImageError, ProcessorSpec, decode_image
+
+    spec = ProcessorSpec(size=(32, 32), mean=(0.0,) * 3, std=(1.0,) * 3, resize_to=(32, 32))
+    pixels = []
+    for row in dataset:
+        try:
+            pixels.append(spec.resize_uint8(decode_image(row["image"])).reshape(-1, 3) / 255.0)
+        except BadImageError:
+            continue
+    pixels = np.concatenate(pixels)
+    np.testing.assert_allclose(mean, pixels.mean(0), atol=1e-5)
+    np.testing.assert_allclose(std, pixels.std(0), atol=1e-5)
+    assert model.config.num_labels == 6
+
+
+def test_model_config_and_model_paths_are_checked(tmp_path):
+    from hf_vitrobust.configs import ModelArguments
+    from hf_vitrobust.models import load_model_and_processor
+
+    with pytest.raises(ValueError, match=r"'hiden_size' \(did you mean 'hidden_size'"):
+        load_model_and_processor(ModelArguments(model_config={"hiden_size": 64}), image_mean=0.5,
+                                 image_std=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="needs its normalisation"):
+        load_model_and_processor(ModelArguments(model_config={"hidden_size": 32}))
+    with pytest.raises(ValueError, match="image_std must be > 0"):
+        load_model_and_processor(ModelArguments(model_config={"image_mean": 0.5, "image_std": 0}))
+    missing = tmp_path / "runs" / "base"
+    for name in (str(missing), "outputs/fashion-mnist-tiny/base", "./base"):
+        with pytest.raises(FileNotFoundError, match="no such folder"):
+            load_model_and_processor(ModelArguments(model_name_or_path=name))
+
+
+def _photo_recipe(tmp_path: Path, root: Path, limit: float, name: str) -> list[str]:
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model_config": {
+                    "image_size": 32,
+                    "patch_size": 8,
+                    "hidden_size": 32,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "intermediate_size": 64,
+                },  # fmt: skip
+                "dataset_name": str(root),
+                "max_bad_fraction": limit,
+                "adversary": "worst_of_k",
+                "num_views": 2,
+                "corruptions": ["low_frequency"],
+                "severities": [3],
+                "output_dir": str(tmp_path / name),
+                "max_steps": 8,  # 2 epochs of the 57 files
+                "per_device_train_batch_size": 16,
+                "save_strategy": "steps",
+                "save_steps": 4,
+                "eval_strategy": "no",
+                "dataloader_num_workers": 0,
+                "disable_tqdm": True,
+                "report_to": "none",
+            }
+        )
+    )
+    return [str(recipe)]
+
+
+def test_photo_folder_with_bad_files_keeps_the_model_and_records_the_verdict(
+    photo_folder, tmp_path, finetune
+):
+    """A user's imagefolder with 2 undecodable files of 57 (3.5%): counted once each over two
+    epochs; above the limit the trained model is saved and the verdict recorded before the run
+    fails, and a rerun fails again without training."""
+    from hf_vitrobust.data import TooManyBadImagesError
+
+    root, files = photo_folder
+    total = sum(len(v) for v in files.values())
+    argv = _photo_recipe(tmp_path, root, 0.01, "strict")
+    with pytest.raises(TooManyBadImagesError, match="2 of 57"):
+        finetune.main(argv)
+    out = tmp_path / "strict"
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["bad_images_passed"] is False and results["global_step"] == 8
+    assert (results["images_skipped"], results["images_seen"]) == (2, total)
+    saved = json.loads((out / "bad_images.json").read_text())
+    assert (saved["bad"], saved["seen"], saved["passed"]) == (2, total, False)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(TooManyBadImagesError, match="finished training but failed"):
+        finetune.main(argv)
+    assert (out / "model.safetensors").read_bytes() == before
+    # Within the limit: the same run passes, and its processor has the photos' own statistics.
+    metrics = finetune.main(_photo_recipe(tmp_path, root, 0.05, "lenient"))
+    assert metrics["bad_images_passed"] and metrics["images_skipped"] == 2
+    processor = json.loads((tmp_path / "lenient" / "preprocessor_config.json").read_text())
+    assert len(set(processor["image_mean"])) == 3
+    robustness = _robustness(tmp_path / "lenient")
+    assert robustness["dataset"]["name"] == root.name and robustness["dataset"]["source"] == "local"
+    assert str(root.parent) not in json.dumps(robustness)  # no absolute path recorded
+
+
+@pytest.mark.slow
+def test_vit_b16_shapes_fine_tune_with_worst_of_k_and_card(tmp_path, finetune):
+    """ViT-B/16 as the paper uses it (224 px, patch 16, 12 layers, 1000 classes), randomly
+    initialised, fine-tuned for 2 worst-of-2 steps on a handful of natural photos of odd sizes,
+    then its card written: nothing may assume 28 px, 10 classes or 6 layers."""
+    import datasets
+    from transformers import ViTConfig, ViTForImageClassification
+    from transformers.models.vit import ViTImageProcessorPil
+
+    from conftest import _jpeg, natural_photos
+
+    names = [f"class_{i}" for i in range(1000)]
+    config = ViTConfig(image_size=224, patch_size=16, id2label=dict(enumerate(names)),
+                       label2id={n: i for i, n in enumerate(names)})  # fmt: skip
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (
+        768,
+        12,
+        12,
+    )
+    base = tmp_path / "vit-b16"
+    ViTForImageClassification(config).save_pretrained(base)
+    ViTImageProcessorPil(size={"height": 224, "width": 224}).save_pretrained(base)
+    photos = list(natural_photos().values())[:4]
+    labels = [0, 17, 512, 999]
+    features = datasets.Features(image=datasets.Image(decode=False),
+                                 label=datasets.ClassLabel(names=names))  # fmt: skip
+    rows = {
+        "image": [
+            {"bytes": _jpeg(p[: 150 + 37 * i, : 299 - 20 * i]), "path": None}
+            for i, p in enumerate(photos)
+        ],  # fmt: skip
+        "label": labels,
+    }
+    data = tmp_path / "photos-1000"
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(data))
+    out = tmp_path / "out"
+    argv = [
+        str(RECIPES / "vit-base-imagenet" / "low_frequency.yaml"),
+        "--model_name_or_path", str(base), "--dataset_name", str(data), "--streaming", "false",
+        "--corruptions", "gaussian_noise", "defocus_blur", "--num_views", "2",
+        "--unseen_corruptions", "none", "--output_dir", str(out), "--max_steps", "2",
+        "--per_device_train_batch_size", "2", "--eval_strategy", "no", "--save_strategy", "no",
+        "--dataloader_num_workers", "0", "--use_cpu", "true", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    metrics = finetune.main(argv)
+    assert metrics["global_step"] == 2 and metrics["bad_images_passed"]
+    model = ViTForImageClassification.from_pretrained(out)
+    assert (model.config.num_labels, model.config.image_size, model.config.num_hidden_layers) == (
+        1000,
+        224,
+        12,
+    )
+    stats = json.loads((out / "adversary_stats.json").read_text())
+    assert sum(stats["winning_corruptions"].values()) == 4  # 2 steps x 2 images
+    robustness = model.config.robustness
+    assert robustness["base_model"] == "local:vit-b16" and robustness["num_views"] == 2
+    assert robustness["dataset"]["name"] == "photos-1000"
+    assert (out / "README.md").is_file() and metrics["model_card"] == str(out / "README.md")

@@ -626,10 +626,9 @@ def test_vit_b16_shapes_fine_tune_with_worst_of_k_and_card(tmp_path, finetune):
     initialised, fine-tuned for 2 worst-of-2 steps on a handful of natural photos of odd sizes,
     then its card written: nothing may assume 28 px, 10 classes or 6 layers."""
     import datasets
+    from conftest import _jpeg, natural_photos
     from transformers import ViTConfig, ViTForImageClassification
     from transformers.models.vit import ViTImageProcessorPil
-
-    from conftest import _jpeg, natural_photos
 
     names = [f"class_{i}" for i in range(1000)]
     config = ViTConfig(image_size=224, patch_size=16, id2label=dict(enumerate(names)),

@@ -358,16 +358,24 @@ def test_rerun_of_a_finished_run_changes_nothing(tiny_checkpoint, tmp_path, fine
     assert _run_files(out) == before  # weights, state and statistics untouched
 
 
-@pytest.mark.parametrize("damage", ["no_trainer_state", "truncated_weights", "no_final_save"])
-def test_rerun_skips_a_half_written_checkpoint(damage, tiny_checkpoint, tmp_path, finetune, caplog):
-    reference = tmp_path / "reference"
-    argv = _overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, reference)
+@pytest.fixture(scope="module")
+def three_step_run(tiny_checkpoint, tmp_path_factory, finetune):
+    """An uninterrupted 3-step run with every checkpoint kept: (argv, output dir)."""
+    out = tmp_path_factory.mktemp("three_steps") / "reference"
+    argv = _overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, out)
     argv += ["--max_steps", "3", "--save_steps", "1", "--save_total_limit", "3"]
     argv += ["--eval_strategy", "no"]
     finetune.main(argv)
+    return argv, out
+
+
+@pytest.mark.parametrize("damage", ["no_trainer_state", "truncated_weights", "no_final_save"])
+def test_rerun_skips_a_half_written_checkpoint(damage, three_step_run, tmp_path, finetune, caplog):
+    argv, reference = three_step_run
     expected = _run_files(reference)
     out = tmp_path / "damaged"
     shutil.copytree(reference, out)
+    argv = list(argv)
     argv[argv.index("--output_dir") + 1] = str(out)
     # The final save did not happen (killed after the last checkpoint) ...
     for name in ("train_results.json", "model.safetensors", "adversary_stats.json"):

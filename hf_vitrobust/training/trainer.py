@@ -157,6 +157,7 @@ class AdversarialTrainer(Trainer):
         self._step_seen = -1
         self._micro = 0
         self._compiled_attack: torch.nn.Module | None = None
+        self._max_steps: int | None = None
         if getattr(self.model.config, "_attn_implementation", None) == "eager":
             logger.warning(
                 "Training with eager attention; sdpa (ModelArguments.attn_implementation, the "
@@ -186,11 +187,12 @@ class AdversarialTrainer(Trainer):
         return record
 
     def record_robustness(self, max_steps: int | None = None) -> None:
-        """Write `config.robustness` into the model's config (saved with every checkpoint)."""
+        """Write `config.robustness` into the model's config (saved with every checkpoint); a
+        base model's own record (it may be a fine-tune itself) is replaced."""
+        if max_steps is not None:
+            self._max_steps = int(max_steps)
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if max_steps is None:
-            max_steps = (getattr(model.config, "robustness", None) or {}).get("max_steps")
-        model.config.robustness = self.robustness(max_steps)
+        model.config.robustness = self.robustness(self._max_steps)
 
     def planned_max_steps(self) -> int:
         """The optimizer steps this run trains in total: `max_steps`, or what the Trainer computes

@@ -295,7 +295,6 @@ def bad_image_verdict(bad_images: BadImageTracker, trainer: Any) -> dict[str, An
     (`bad_images.check(final=True)`). Every process must call it."""
     summary = dict(bad_images.gather(trainer.accelerator))
     if trainer.is_world_process_zero():
-        bad_images.finish()  # logs the figures
         # The tracker's own state (BadImageCallback writes the same at the end of training;
         # a run restored from a finished checkpoint has not trained, so it is written here).
         write_json_atomic(bad_images.state_dict(), Path(trainer.args.output_dir) / BAD_IMAGES_FILE)

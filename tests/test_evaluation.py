@@ -3,6 +3,7 @@ the recipe."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from hf_vitrobust.evaluation import (
     read_results,
     run_grid,
 )
+from hf_vitrobust.evaluation.store import model_dir_name
 from hf_vitrobust.io import SchemaMismatch
 
 GRID = dict(corruptions=["gaussian_noise", "defocus_blur"], severities=[1, 3])
@@ -182,7 +184,7 @@ def test_models_see_identical_corrupted_images(tiny_vit_kwargs, class_names, tes
     models = [EvalModel("a", a, pa, key="a"), EvalModel("b", b, pb, key="b")]
     hooks = [_record_inputs(m.model) for m in models]
     cells = [Cell(CLEAN), Cell("gaussian_noise", 3)]
-    records, _ = run_grid(models, test_images, cells, batch_size=64, progress=False)
+    records = run_grid(models, test_images, cells, batch_size=64, progress=False).records
     for _, handle in hooks:
         handle.remove()
     xa = ProcessorSpec.from_processor(pa).denormalize(torch.cat(hooks[0][0]))
@@ -194,9 +196,9 @@ def test_models_see_identical_corrupted_images(tiny_vit_kwargs, class_names, tes
     for cell in ("clean", "gaussian_noise@3"):
         assert np.array_equal(records["a"][cell].example_ids, records["b"][cell].example_ids)
     # A separate evaluation of one model sees the same corrupted images (per-image seeds).
-    solo, _ = run_grid(
+    solo = run_grid(
         [EvalModel("a", a, pa, key="a")], test_images, cells, batch_size=50, progress=False
-    )
+    ).records
     for cell in ("clean", "gaussian_noise@3"):
         np.testing.assert_array_equal(solo["a"][cell].rank, records["a"][cell].rank)
         np.testing.assert_allclose(solo["a"][cell].p_true, records["a"][cell].p_true, atol=1e-6)
@@ -231,41 +233,50 @@ def test_id2label_in_another_order_is_mapped_by_name(tiny_vit_kwargs, class_name
         EvalModel("orig", model, processor, key="orig"),
         EvalModel("shuffled", shuffled, processor, key="shuffled"),
     ]
-    records, _ = run_grid(models, test_images, [Cell(CLEAN)], progress=False)
+    records = run_grid(models, test_images, [Cell(CLEAN)], progress=False).records
     np.testing.assert_array_equal(records["orig"]["clean"].rank, records["shuffled"]["clean"].rank)
     np.testing.assert_allclose(
         records["orig"]["clean"].p_true, records["shuffled"]["clean"].p_true, atol=1e-6
     )
 
 
-def test_resume_skips_finished_cells(tmp_path, loaded, test_images):
-    settings = EvaluationSettings(**GRID, **FAST)
-    first = evaluate_robustness(loaded, test_images, tmp_path, settings, {"name": "fashion_mnist"})
-    cells_dir = tmp_path / "cells" / loaded[1].key
-    missing = cells_dir / "defocus_blur__s3.npz"
-    missing.unlink()
-    kept = {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.npz")}
-    calls = []
+@contextlib.contextmanager
+def _forward_calls(models):
+    """Model keys, one per forward pass, while the block runs."""
+    calls: list[str] = []
     handles = [
-        m.model.register_forward_pre_hook(lambda *a, k=m.key: calls.append(k)) for m in loaded
+        m.model.register_forward_pre_hook(lambda *a, k=m.key: calls.append(k)) for m in models
     ]
     try:
-        second = evaluate_robustness(
-            loaded, test_images, tmp_path, settings, {"name": "fashion_mnist"}
-        )
+        yield calls
     finally:
         for h in handles:
             h.remove()
+
+
+def test_resume_skips_finished_cells(tmp_path, loaded, test_images):
+    settings = EvaluationSettings(**GRID, **FAST)
+    first = evaluate_robustness(loaded, test_images, tmp_path, settings, {"name": "fashion_mnist"})
+    cells_dir = tmp_path / "cells" / model_dir_name(loaded[1].key)
+    missing = cells_dir / "defocus_blur__s3.npz"
+    missing.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.npz")}
+    with _forward_calls(loaded) as calls:
+        second = evaluate_robustness(
+            loaded, test_images, tmp_path, settings, {"name": "fashion_mnist"}
+        )
     # Only the missing cell of the fine-tuned model ran again: one batch of 128 + one of 72.
     assert calls == [loaded[1].key] * 2
     assert missing.exists()
     assert {p.name: p.stat().st_mtime_ns for p in cells_dir.glob("*.npz") if p != missing} == kept
     assert second["per_group"] == first["per_group"]
-    # Cells of another evaluation are refused rather than mixed in.
-    with pytest.raises(ValueError, match="different evaluation"):
+    assert second["comparisons"] == first["comparisons"]
+    # Cells of another corruption seed are recomputed rather than mixed in: every model, cell.
+    with _forward_calls(loaded) as calls:
         evaluate_robustness(
             loaded, test_images, tmp_path, EvaluationSettings(**GRID, **FAST, seed=1), {}
         )
+    assert len(calls) == 2 * 5 * 2
 
 
 @pytest.fixture(scope="module")
@@ -276,12 +287,14 @@ def evaluated(tmp_path_factory, loaded, test_images):
     return evaluate_robustness(loaded, test_images, out, settings, {"name": "fm"}), out
 
 
+def _cell_path(out: Path, model_key: str, cell_key: str) -> Path:
+    return out / "cells" / model_dir_name(model_key) / f"{cell_key.replace('@', '__s')}.npz"
+
+
 def test_summary_statistics_are_paired_and_consistent(evaluated, loaded):
     results, out = evaluated
     base_key, ft_key = loaded[0].key, loaded[1].key
-    rec = {
-        k: CellRecord.load(out / "cells" / k / "gaussian_noise__s3.npz") for k in (base_key, ft_key)
-    }
+    rec = {k: CellRecord.load(_cell_path(out, k, "gaussian_noise@3")) for k in (base_key, ft_key)}
     row = next(
         r for r in results["cells"] if r["model"] == ft_key and r["corruption"] == "gaussian_noise"
         and r["severity"] == 3
@@ -307,7 +320,7 @@ def test_summary_statistics_are_paired_and_consistent(evaluated, loaded):
     assert ce["reference"] == "base" and ce["models"][base_key]["mce"]["value"] == 1.0
     err = {
         k: sum(
-            1 - (CellRecord.load(out / "cells" / k / f"gaussian_noise__s{s}.npz").rank < 1).mean()
+            1 - (CellRecord.load(_cell_path(out, k, f"gaussian_noise@{s}")).rank < 1).mean()
             for s in (1, 3)
         )
         for k in (base_key, ft_key)
@@ -326,14 +339,15 @@ def test_results_json_reads_back_through_read_results(evaluated, loaded):
     results, out = evaluated
     data = read_results(out / RESULTS_FILE)
     assert list(data)[:2] == ["schema", "schema_version"]
-    assert (data["schema"], data["schema_version"]) == ("hf_vitrobust.evaluation", 2)
+    assert (data["schema"], data["schema_version"]) == ("hf_vitrobust.evaluation", 3)
     assert data == json.loads(json.dumps(data))  # plain JSON
     assert data["per_family"] == results["per_family"]
     assert data["transfer_matrix"] == results["transfer_matrix"]
     assert data["grid"]["cells"] == results["grid"]["cells"]
-    assert [m["role"] for m in data["models"]] == ["base", "fine_tuned"]
+    assert [m["role"] for m in data["models"]] == ["base", "adversarial"]
+    assert [m["key"] for m in data["models"]] == ["base", "noise_ft"]
     assert [m["label"] for m in data["models"]] == ["base", "noise_ft"]
-    assert data["models"][0]["key"] == loaded[0].key
+    assert data["comparisons"] == results["comparisons"]
 
 
 def _broken(data: dict, change) -> dict:

@@ -436,3 +436,274 @@ def test_recipe_writes_results_and_figures(tmp_path, saved_models, fashion_mnist
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert len(results["figures"]) == 4
     assert "top-1 change vs base" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Roles, controls and the comparison records (issue #13)
+# ---------------------------------------------------------------------------------------------
+
+STUDY = {"base_model": "tiny-base", "seed": 0, "max_steps": 100}
+
+
+def _robust(adversary: str, corruptions: list[str], **extra) -> dict:
+    return {
+        "adversary": adversary,
+        "corruptions": list(corruptions),
+        "train_corruptions": list(corruptions),
+        "num_views": 4 if adversary == "worst_of_k" else 1,
+        **STUDY,
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_vit_kwargs, class_names, test_images):
+    """A base, an adversarial fine-tune, its two controls and an unmatched clean run."""
+    spec = [
+        ("base", None),
+        ("adv", _robust("worst_of_k", ["gaussian_noise"])),
+        ("rv", _robust("random_view", ["gaussian_noise"])),
+        ("clean", _robust("none", [])),
+        ("other_seed", _robust("none", [], seed=7)),
+    ]
+    models = []
+    for seed, (name, robustness) in enumerate(spec):
+        model, processor = _tiny(tiny_vit_kwargs, class_names, seed)
+        if robustness:
+            model.config.robustness = robustness
+        models.append(EvalModel(f"/runs/{name}", model, processor))
+    out = tmp_path_factory.mktemp("study")
+    results = evaluate_robustness(
+        models, test_images, out, EvaluationSettings(**GRID, **FAST), {"name": "fm"}
+    )
+    return results, out, models
+
+
+def test_roles_and_controls_come_from_config_robustness(study):
+    results, _, _ = study
+    rows = {m["key"]: m for m in results["models"]}
+    assert list(rows) == ["base", "adv", "rv", "clean", "other_seed"]
+    assert {k: m["role"] for k, m in rows.items()} == {
+        "base": "base", "adv": "adversarial", "rv": "random_view_control",
+        "clean": "clean_control", "other_seed": "clean_control",
+    }  # fmt: skip
+    # The clean control trained with another seed does not match the adversarial model.
+    assert rows["adv"]["controls"] == {"clean": "clean", "random_view": "rv"}
+    assert all(rows[k]["controls"] is None for k in ("base", "rv", "clean"))
+    assert len({m["fingerprint"] for m in rows.values()}) == 5
+
+
+def test_comparison_records_pair_each_model_with_its_references(study):
+    results, out, _ = study
+    records = results["comparisons"]
+    pairs = sorted({(r["model"], r["reference"], r["reference_role"]) for r in records})
+    assert pairs == sorted([
+        ("adv", "base", "base"), ("adv", "clean", "clean_control"),
+        ("adv", "rv", "random_view_control"), ("rv", "base", "base"),
+        ("clean", "base", "base"), ("other_seed", "base", "base"),
+    ])  # fmt: skip
+    scopes = {r["scope"]: r for r in records if r["model"] == "adv" and r["reference"] == "clean"}
+    assert set(scopes) == {"clean", "seen", "unseen", "group:noise", "group:blur"}
+    assert (scopes["group:noise"]["seen"], scopes["group:blur"]["seen"]) == (True, False)
+    assert "seen" not in scopes["unseen"]
+    # A clean control has no seen scope: all its corruptions are unseen.
+    clean_scopes = {r["scope"] for r in records if r["model"] == "clean"}
+    assert clean_scopes == {"clean", "unseen", "group:noise", "group:blur"}
+
+    def cell(key: str, cell_key: str) -> CellRecord:
+        return CellRecord.load(_cell_path(out, key, cell_key))
+
+    # Seen: adversarial minus clean control, per image averaged over the two noise cells.
+    seen = [
+        r for r in records if (r["model"], r["reference"], r["scope"]) == ("adv", "clean", "seen")
+    ]
+    top1 = next(r for r in seen if r["metric"] == "top_1_accuracy")
+    p_true = next(r for r in seen if r["metric"] == "p_true")
+    per = {
+        k: np.mean([cell(k, f"gaussian_noise@{s}").rank < 1 for s in (1, 3)], axis=0)
+        for k in ("adv", "clean")
+    }
+    assert top1["estimate"] == pytest.approx(float(np.mean(per["adv"] - per["clean"])))
+    assert top1["test"] == "paired_bootstrap" and top1["n"] == 200 and top1["n_cells"] == 2
+    expected = stats.paired_bootstrap(per["clean"], per["adv"], n_resamples=1000)
+    assert (top1["ci_low"], top1["ci_high"]) == pytest.approx((expected.ci_low, expected.ci_high))
+    pt = {k: np.mean([cell(k, f"gaussian_noise@{s}").p_true for s in (1, 3)], axis=0) for k in per}
+    assert p_true["estimate"] == pytest.approx(float(np.mean(pt["adv"] - pt["clean"])), rel=1e-6)
+    # One cell: McNemar on the same images.
+    clean = next(
+        r for r in records if (r["model"], r["reference"], r["scope"], r["metric"])
+        == ("adv", "rv", "clean", "top_1_accuracy")
+    )  # fmt: skip
+    mc = stats.mcnemar_test(cell("rv", "clean").rank < 1, cell("adv", "clean").rank < 1)
+    assert clean["test"] == "mcnemar_exact" and clean["p_value"] == pytest.approx(mc.p_value)
+    # Against the base, a group record is the per_group row's vs_base difference.
+    row = next(r for r in results["per_group"] if r["model"] == "adv" and r["group"] == "blur")
+    rec = next(
+        r for r in records if (r["model"], r["reference"], r["scope"], r["metric"])
+        == ("adv", "base", "group:blur", "top_1_accuracy")
+    )  # fmt: skip
+    assert rec["estimate"] == row["vs_base"]["top_1_accuracy"]["estimate"]
+    assert rec["ci_low"] == row["vs_base"]["top_1_accuracy"]["ci_low"]
+
+
+def test_reader_validates_comparison_records(tmp_path, study):
+    _, out, _ = study
+    data = json.loads((out / RESULTS_FILE).read_text())
+    assert read_results(out / RESULTS_FILE)["comparisons"] == data["comparisons"]
+    cases = [
+        (lambda d: d["comparisons"][0].pop("ci_low"), r"comparisons\[0\] lacks the field 'ci_low'"),
+        (lambda d: d["comparisons"][0].update(reference="nobody"), "not in 'models'"),
+        (lambda d: d["comparisons"][0].update(reference_role="clean_control"), "but 'base' is"),
+        (lambda d: d["comparisons"][0].update(scope="group:space"), "without a grid group"),
+        (lambda d: d["comparisons"][0].update(scope="everything"), "unknown scope"),
+        (lambda d: d["models"][1].update(controls={"clean": "rv"}), "no such control"),
+    ]
+    for change, message in cases:
+        path = tmp_path / "broken" / RESULTS_FILE
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(_broken(data, change)))
+        with pytest.raises(SchemaMismatch, match=message):
+            read_results(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation identity: model and data fingerprints, unique keys (issue #15)
+# ---------------------------------------------------------------------------------------------
+
+
+def _save(folder: Path, tiny_vit_kwargs, names, seed: int, robustness=None) -> str:
+    model, processor = _tiny(tiny_vit_kwargs, names, seed)
+    if robustness:
+        model.config.robustness = robustness
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_checkpoint_retrained_in_place_is_evaluated_again(
+    tmp_path, tiny_vit_kwargs, class_names, test_images
+):
+    base = _save(tmp_path / "base", tiny_vit_kwargs, class_names, 0)
+    ft = _save(tmp_path / "ft", tiny_vit_kwargs, class_names, 1, _robust("worst_of_k", ["fog"]))
+    settings = EvaluationSettings(corruptions=["fog"], severities=[2], **FAST)
+    data = test_images.select(range(64))
+    first = evaluate_robustness(load_eval_models(base, [ft]), data, tmp_path / "e", settings)
+    # Retrain in place: same folder, same config, other weights.
+    _save(tmp_path / "ft", tiny_vit_kwargs, class_names, 2, _robust("worst_of_k", ["fog"]))
+    models = load_eval_models(base, [ft])
+    with _forward_calls(models) as calls:
+        second = evaluate_robustness(models, data, tmp_path / "e", settings)
+    assert calls == ["ft"] * 2  # both cells of the changed model, none of the base
+    fp = {r["key"]: r["fingerprint"] for r in first["models"]}
+    assert {r["key"]: r["fingerprint"] for r in second["models"]}["ft"] != fp["ft"]
+    assert second["cells"][1]["metrics"] != first["cells"][1]["metrics"]  # the ft clean row
+    # Another selection of images recomputes every cell too.
+    with _forward_calls(models) as calls:
+        third = evaluate_robustness(models, test_images.select(range(32)), tmp_path / "e", settings)
+    assert sorted(set(calls)) == ["base", "ft"] and third["dataset"]["n_images"] == 32
+
+
+def test_checkpoints_with_the_same_folder_name_get_distinct_keys(
+    tmp_path, tiny_vit_kwargs, class_names, test_images
+):
+    base = _save(tmp_path / "base", tiny_vit_kwargs, class_names, 0)
+    low = _save(tmp_path / "runA" / "final", tiny_vit_kwargs, class_names, 1,
+                _robust("worst_of_k", ["defocus_blur"]))  # fmt: skip
+    high = _save(tmp_path / "runB" / "final", tiny_vit_kwargs, class_names, 2,
+                 _robust("worst_of_k", ["gaussian_noise"]))  # fmt: skip
+    models = load_eval_models(base, [low, high])
+    assert [m.key for m in models] == ["base", "runA/final", "runB/final"]
+    results = evaluate_robustness(
+        models, test_images.select(range(48)), tmp_path / "e", EvaluationSettings(**GRID, **FAST)
+    )
+    assert results["transfer_matrix"]["rows"] == ["runA/final", "runB/final"]
+    seen = {m["key"]: m["seen_corruptions"] for m in results["models"]}
+    assert seen == {"base": [], "runA/final": ["defocus_blur"], "runB/final": ["gaussian_noise"]}
+    by_model = {}
+    for r in results["comparisons"]:
+        if r["scope"] == "seen" and r["metric"] == "top_1_accuracy":
+            by_model[r["model"]] = r["corruptions"]
+    assert by_model == {"runA/final": ["defocus_blur"], "runB/final": ["gaussian_noise"]}
+    assert len(list((tmp_path / "e" / "cells").glob("*/clean.npz"))) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad images: counted once each, with paths, persisted with the cells (issue #15)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_one_bad_image_is_counted_once_when_the_cache_is_exceeded(tmp_path, loaded, test_images):
+    import datasets
+
+    rows = test_images.select(range(40))[:]
+    rows["image"][7] = {"bytes": b"not an image at all", "path": None}
+    data = datasets.Dataset.from_dict(rows, features=test_images.features)
+    settings = EvaluationSettings(**GRID, **FAST, decode_cache_mb=0)  # decode again per cell
+    first = evaluate_robustness(loaded, data, tmp_path, settings, max_bad_fraction=0.05)
+    assert first["bad_images"]["images"] == [{"example_id": 7, "path": None}]
+    assert (first["bad_images"]["bad"], first["bad_images"]["seen"]) == (1, 40)
+    assert first["dataset"]["n_images"] == 39
+    # A fully resumed rerun decodes nothing and reports the same count.
+    with _forward_calls(loaded) as calls:
+        second = evaluate_robustness(loaded, data, tmp_path, settings, max_bad_fraction=0.05)
+    assert calls == [] and second["bad_images"] == first["bad_images"]
+
+
+def test_photo_folder_bad_files_counted_once_with_paths(tmp_path, photo_folder, tiny_vit_kwargs):
+    from hf_vitrobust.data import label_names, load_image_dataset
+
+    root, files = photo_folder
+    data = load_image_dataset(str(root), "train")
+    names = label_names(data)
+    models = [
+        EvalModel("base", *_tiny(tiny_vit_kwargs, names, 0)),
+        EvalModel("ft", *_tiny(tiny_vit_kwargs, names, 1)),
+    ]
+    settings = EvaluationSettings(
+        corruptions=["zoom_blur"], severities=[2], decode_cache_mb=0, **FAST
+    )
+    results = evaluate_robustness(models, data, tmp_path, settings, max_bad_fraction=0.1)
+    bad = results["bad_images"]
+    assert sorted(Path(r["path"]).name for r in bad["images"]) == sorted(
+        p.name for p in files["bad"]
+    )
+    total = len(files["good"]) + len(files["odd"]) + len(files["bad"])
+    assert (bad["bad"], bad["seen"]) == (len(files["bad"]), total)
+    assert results["dataset"]["n_images"] == total - len(files["bad"])
+    assert sum(results["dataset"]["class_counts"].values()) == total - len(files["bad"])
+    # Above the limit, the error names the files (finished cells are kept for a rerun).
+    from hf_vitrobust.data import TooManyBadImagesError
+
+    with pytest.raises(TooManyBadImagesError, match="bad_truncated.jpg"):
+        evaluate_robustness(models, data, tmp_path / "strict", settings, max_bad_fraction=0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# Early input validation (issue #15)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--corruptions", "gaussian_nois"], r"`corruptions: \['gaussian_nois'\]`.*gaussian_noise"),
+        (["--severities", "0", "2"], r"`severities: \[0, 2\]` in the recipe"),
+        (["--reference", "resnet"], "`reference: 'resnet'`.*auto, alexnet, base"),
+        (["--n_resamples", "10"], "`n_resamples: 10`"),
+    ],
+)
+def test_recipe_checks_inputs_before_loading_anything(monkeypatch, flags, message):
+    import importlib.util
+
+    import hf_vitrobust.evaluation.run as run
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded before the arguments were checked")
+
+    monkeypatch.setattr(run, "load_dataset_split", never)
+    monkeypatch.setattr(run, "load_eval_models", never)
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO / "recipes/evaluate.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    with pytest.raises(ValueError, match=message):
+        recipe.main(["--base_model", "b", "--finetuned_models", "f", *flags])

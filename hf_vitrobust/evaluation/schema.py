@@ -100,6 +100,7 @@ FAMILIES = ("seen", "unseen")
 #: Model roles: `roles.ROLES`, and "fine_tuned" for a checkpoint without config.robustness.
 ROLES = (*roles.ROLES, "fine_tuned")
 REFERENCE_ROLES = (roles.BASE, *roles.CONTROL_ROLES)
+_NUMBER = (int, float, type(None))  # null: not finite (e.g. an undefined CI)
 #: Fields of every comparison record (the report's verdicts read these).
 COMPARISON_FIELDS: dict[str, type | tuple[type, ...]] = {
     "model": str,
@@ -107,10 +108,10 @@ COMPARISON_FIELDS: dict[str, type | tuple[type, ...]] = {
     "reference_role": str,
     "metric": str,
     "scope": str,
-    "estimate": (int, float),
-    "ci_low": (int, float),
-    "ci_high": (int, float),
-    "p_value": (int, float),
+    "estimate": _NUMBER,
+    "ci_low": _NUMBER,
+    "ci_high": _NUMBER,
+    "p_value": _NUMBER,
     "test": str,
     "n": int,
 }

@@ -225,10 +225,11 @@ def _ratios(pairs: np.ndarray, usable: Sequence[str], s: SummarySettings) -> tup
     """Per-corruption ratios model / base and their mean, from [2, C, n] per-image errors."""
     n = pairs.shape[-1]
     per_c = {}
-    for j, c in enumerate(usable):
-        x = pairs[:, j : j + 1]
-        per_c[c] = _value_ci(x[1].mean() / x[0].mean(), _ratio_ci(x, s), n)
-    mean = float(np.mean(pairs[1].mean(-1) / pairs[0].mean(-1)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero reference error: null
+        for j, c in enumerate(usable):
+            x = pairs[:, j : j + 1]
+            per_c[c] = _value_ci(x[1].mean() / x[0].mean(), _ratio_ci(x, s), n)
+        mean = float(np.mean(pairs[1].mean(-1) / pairs[0].mean(-1)))
     return per_c, _value_ci(mean, _ratio_ci(pairs, s), n)
 
 

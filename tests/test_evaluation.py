@@ -4,9 +4,12 @@ the recipe."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -693,8 +696,6 @@ def test_photo_folder_bad_files_counted_once_with_paths(tmp_path, photo_folder, 
     ],
 )
 def test_recipe_checks_inputs_before_loading_anything(monkeypatch, flags, message):
-    import importlib.util
-
     import hf_vitrobust.evaluation.run as run
 
     def never(*args, **kwargs):
@@ -702,8 +703,140 @@ def test_recipe_checks_inputs_before_loading_anything(monkeypatch, flags, messag
 
     monkeypatch.setattr(run, "load_dataset_split", never)
     monkeypatch.setattr(run, "load_eval_models", never)
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO / "recipes/evaluate.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
     with pytest.raises(ValueError, match=message):
-        recipe.main(["--base_model", "b", "--finetuned_models", "f", *flags])
+        _run_recipe(1, ["--base_model", "b", "--finetuned_models", "f", *flags])
+
+
+# ---------------------------------------------------------------------------------------------
+# Full scale: ViT-B/16 shapes, several processes (issue #16)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_vit_b16_shapes_one_cell(tmp_path):
+    """A randomly initialised ViT-B/16 (224 px, 1000 classes) on a handful of natural photos."""
+    import datasets
+    from PIL import Image
+
+    from hf_vitrobust.models import tiny_image_processor, tiny_vit
+    from tests.conftest import natural_photos
+
+    names = [f"class_{i:04d}" for i in range(1000)]
+    photos = list(natural_photos().values())[:4]  # native sizes: scale factors not whole
+    encoded = []
+    for photo in photos:
+        buf = io.BytesIO()
+        Image.fromarray(photo).save(buf, format="JPEG", quality=90)
+        encoded.append({"bytes": buf.getvalue(), "path": None})
+    features = datasets.Features(
+        image=datasets.Image(decode=False),
+        label=datasets.ClassLabel(names=names),
+        example_id=datasets.Value("int64"),
+    )
+    data = datasets.Dataset.from_dict(
+        {"image": encoded, "label": [3, 500, 998, 999], "example_id": [0, 1, 2, 3]}, features
+    )
+    vit_b16 = dict(
+        image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12,
+        num_attention_heads=12, intermediate_size=3072, id2label=dict(enumerate(names)),
+    )  # fmt: skip
+    models = []
+    for seed, robustness in ((0, None), (1, _robust("worst_of_k", ["gaussian_noise"]))):
+        model, _ = tiny_vit(seed=seed, **vit_b16)
+        if robustness:
+            model.config.robustness = robustness
+        models.append(EvalModel(f"vit-b16-{seed}", model.eval(), tiny_image_processor(224)))
+    torch.set_num_threads(2)
+    settings = EvaluationSettings(
+        corruptions=["gaussian_noise"], severities=[3], include_clean=False, batch_size=4, **FAST
+    )
+    results = evaluate_robustness(models, data, tmp_path, settings, {"name": "imagenet-shaped"})
+    assert results["dataset"]["num_classes"] == 1000 and results["dataset"]["n_images"] == 4
+    assert results["settings"]["top_k"] == {
+        "top_1_accuracy": 1, "top_5_accuracy": 5, "top_10_accuracy": 10
+    }  # fmt: skip
+    rec = CellRecord.load(_cell_path(tmp_path, "vit-b16-1", "gaussian_noise@3"))
+    assert rec.rank.max() < 1000 and np.all(rec.p_true > 0) and np.all(rec.p_true < 0.05)
+    row = next(r for r in results["cells"] if r["model"] == "vit-b16-1")
+    assert row["metrics"]["top_10_accuracy"]["value"] == pytest.approx(np.mean(rec.rank < 10))
+    seen = [r for r in results["comparisons"] if r["scope"] == "seen"]
+    assert {r["metric"] for r in seen} == {"top_1_accuracy", "p_true"} and seen[0]["n"] == 4
+    assert read_results(tmp_path / RESULTS_FILE)["models"][1]["role"] == "adversarial"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_recipe(processes: int, args: list[str]) -> str:
+    """recipes/evaluate.py in this process, or under `accelerate launch` on CPU processes
+    (returns their stderr)."""
+    script = REPO / "recipes" / "evaluate.py"
+    if processes == 1:
+        spec = importlib.util.spec_from_file_location("evaluate_recipe", script)
+        recipe = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(recipe)
+        recipe.main(args)
+        return ""
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", str(processes), "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_write_what_one_process_writes(tmp_path, photo_folder, tiny_vit_kwargs):
+    from hf_vitrobust.data import label_names, load_image_dataset
+
+    root, files = photo_folder
+    names = label_names(load_image_dataset(str(root), "train"))
+    base = _save(tmp_path / "base", tiny_vit_kwargs, names, 0)
+    ft = _save(tmp_path / "ft", tiny_vit_kwargs, names, 1, _robust("worst_of_k", ["zoom_blur"]))
+    common = [
+        "--base_model", base, "--finetuned_models", ft, "--dataset_name", str(root),
+        "--eval_split", "train", "--max_bad_fraction", "0.1", "--severities", "2",
+        "--batch_size", "8", "--n_resamples", "1000", "--progress", "false", "--plots", "false",
+    ]  # fmt: skip
+    grid = ["--corruptions", "zoom_blur", "gaussian_noise"]
+    _run_recipe(1, [*common, *grid, "--output_dir", str(tmp_path / "one")])
+    # Two processes resume the zoom_blur cells (stored with the same fingerprints) and compute
+    # the others.
+    two = tmp_path / "two"
+    for key in ("base", "ft"):
+        stored = _cell_path(two, key, "zoom_blur@2")
+        stored.parent.mkdir(parents=True)
+        shutil.copy2(_cell_path(tmp_path / "one", key, "zoom_blur@2"), stored)
+    mtime = stored.stat().st_mtime_ns
+    log = _run_recipe(2, [*common, *grid, "--output_dir", str(two)])
+    assert stored.stat().st_mtime_ns == mtime  # resumed, not recomputed
+    total = sum(len(v) for v in files.values())
+    shards = [total - total // 2, total // 2]  # contiguous shards of the rows
+    assert f"Process 1 of 2: {shards[0]} images" in log and f"Process 2 of 2: {shards[1]}" in log
+    a = read_results(tmp_path / "one" / RESULTS_FILE)
+    b = read_results(two / RESULTS_FILE)
+    for key in ("base", "ft"):
+        for cell in a["grid"]["cells"]:
+            x = CellRecord.load(_cell_path(tmp_path / "one", key, cell))
+            y = CellRecord.load(_cell_path(two, key, cell))
+            for name in ("example_ids", "labels", "rank"):
+                np.testing.assert_array_equal(getattr(x, name), getattr(y, name))
+            for name in ("p_true", "nll", "confidence"):
+                np.testing.assert_allclose(getattr(x, name), getattr(y, name), atol=1e-6)
+    assert b["bad_images"] == a["bad_images"] and b["bad_images"]["bad"] == len(files["bad"])
+    assert b["dataset"] == a["dataset"]
+    assert len(a["comparisons"]) == len(b["comparisons"]) > 0
+    for x, y in zip(a["comparisons"], b["comparisons"]):
+        assert {k: v for k, v in x.items() if not isinstance(v, float)} == {
+            k: v for k, v in y.items() if not isinstance(v, float)
+        }
+        for field in ("estimate", "ci_low", "ci_high", "p_value"):
+            assert y[field] == pytest.approx(x[field], rel=1e-6, abs=1e-9)

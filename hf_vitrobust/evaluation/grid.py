@@ -282,6 +282,13 @@ def run_grid(
     bar.close()
     if images.tally is None and stored_tally is None:
         images.count_only()  # every cell was stored, but not the bad images of their pass
+    if images.tally is not None and state.num_processes > 1:
+        logger.info(
+            "Process %d of %d: %d images in its shard.",
+            state.process_index + 1,
+            state.num_processes,
+            images.tally.seen,
+        )
     tally = _gather_tally(images.tally, state) if images.tally is not None else stored_tally
     if not state.is_main_process:
         return None

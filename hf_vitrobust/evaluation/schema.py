@@ -87,7 +87,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
 #: Fields every row of a section must have (the ones the report, the model index and the plots
 #: read); sections marked optional are checked only when present.
 ROW_FIELDS: dict[str, tuple[str, ...]] = {
-    "models": ("key", "name", "role", "controls"),
+    "models": ("key", "name", "role"),
     "cells": ("model", "corruption", "severity", "metrics"),
     "per_group": ("model", "group", "metrics"),
     "per_family": ("model", "family", "metrics", "base_metrics", "vs_base"),
@@ -154,7 +154,7 @@ def _check_models(data: dict[str, Any], source: str) -> dict[str, str]:
     if len(role) != len(models):
         raise _fail(source, "model keys in 'models' are not unique")
     for m in models:
-        controls = m["controls"] or {}
+        controls = m.get("controls") or {}
         for kind, key in controls.items():
             if key is not None and role.get(key) != f"{kind}_control":
                 raise _fail(source, f"{m['key']}'s {kind} control {key!r} is no such control")

@@ -395,8 +395,15 @@ def test_recipe_arguments_extend_the_comparison_arguments(tmp_path):
     data_args, args = parse_recipe((DataArguments, EvaluationArguments), [str(recipe)])
     assert args.base_model == "outputs/fashion-mnist-tiny/base"
     assert args.finetuned_models == [
-        "outputs/fashion-mnist-tiny/low_frequency", "outputs/fashion-mnist-tiny/high_frequency"
+        "outputs/fashion-mnist-tiny/low_frequency", "outputs/fashion-mnist-tiny/high_frequency",
+        "outputs/fashion-mnist-tiny/control",
     ]  # fmt: skip
+    _, full = parse_recipe(
+        (DataArguments, EvaluationArguments),
+        [str(REPO / "recipes/vit-base-imagenet/evaluate.yaml")],
+    )
+    assert full.base_model == "google/vit-base-patch16-224" and len(full.finetuned_models) == 5
+    assert full.severities == [1, 2, 3, 4, 5] and full.corruptions == ["all"]
     assert data_args.dataset_name == "fashion_mnist" and args.n_resamples == 1000
     # The old `models` list (base first) still parses, with a FutureWarning.
     with pytest.warns(FutureWarning, match="'models' is deprecated"):

@@ -556,6 +556,18 @@ def test_comparison_records_pair_each_model_with_its_references(study):
     assert rec["ci_low"] == row["vs_base"]["top_1_accuracy"]["ci_low"]
 
 
+def test_figure_of_the_change_beyond_the_control(tmp_path, study):
+    from hf_vitrobust.plots.evaluation import control_matrix, plot_transfer_vs_control
+
+    results, _, _ = study
+    cm = control_matrix(results)
+    assert cm["rows"] == ["adv"] and cm["columns"] == ["clean", "noise", "blur"]
+    assert [c["seen"] for c in cm["cells"][0]] == [False, True, False]
+    assert all(c["reference"] == "clean" for c in cm["cells"][0])
+    path = plot_transfer_vs_control(results, tmp_path / "vs_control.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_reader_validates_comparison_records(tmp_path, study):
     _, out, _ = study
     data = json.loads((out / RESULTS_FILE).read_text())

@@ -148,10 +148,15 @@ def plot_accuracy_vs_severity(
 
 
 def _heatmap(
-    rows: list[str], columns: list[str], cells: list[list[dict]], labels: dict[str, str],
-    path: str | os.PathLike, title: str, colorbar: str,
+    matrix: dict[str, Any], results: dict[str, Any], path: str | os.PathLike,
+    empty: str, title: str, colorbar: str,
 ) -> Path:  # fmt: skip
-    """Models × columns of paired differences with their CIs; seen cells boxed."""
+    """Models × columns of paired differences with their CIs; seen cells boxed (`matrix`:
+    rows, columns, cells as in results.json's `transfer_matrix`; `empty`: the text without rows)."""
+    rows, columns, cells = matrix["rows"], matrix["columns"], matrix["cells"]
+    if not rows:
+        return _nothing(path, empty)
+    labels = _labels(results)
     est = np.array([[np.nan if c["estimate"] is None else c["estimate"] for c in r] for r in cells])
     lim = max(float(np.nanmax(np.abs(est))) if np.isfinite(est).any() else 0.0, 1e-3)
     fig, ax = plt.subplots(figsize=(1.5 * len(columns) + 2.5, 0.9 * len(rows) + 1.8))
@@ -193,15 +198,11 @@ def _nothing(path: str | os.PathLike, text: str) -> Path:
 
 def plot_transfer_matrix(results: dict[str, Any], path: str | os.PathLike) -> Path:
     """Heatmap of the top-1 change vs base (models × groups), CI in each cell, seen cells boxed."""
-    tm = results["transfer_matrix"]
-    if not tm["rows"]:
-        return _nothing(path, "No fine-tuned model: nothing to compare with the base.")
     return _heatmap(
-        tm["rows"],
-        tm["columns"],
-        tm["cells"],
-        _labels(results),
+        results["transfer_matrix"],
+        results,
         path,
+        "No fine-tuned model: nothing to compare with the base.",
         "Transfer: top-1 change vs base, % points [95% CI]\n"
         "boxed = group contains a training corruption; * = CI excludes 0",
         "top-1 accuracy change vs base (fraction)",
@@ -226,15 +227,11 @@ def control_matrix(results: dict[str, Any], metric: str = "top_1_accuracy") -> d
 
 def plot_transfer_vs_control(results: dict[str, Any], path: str | os.PathLike) -> Path:
     """Heatmap of each adversarial model's top-1 change beyond its clean control."""
-    cm = control_matrix(results)
-    if not cm["rows"]:
-        return _nothing(path, "No adversarial model with a matched clean control.")
     return _heatmap(
-        cm["rows"],
-        cm["columns"],
-        cm["cells"],
-        _labels(results),
+        control_matrix(results),
+        results,
         path,
+        "No adversarial model with a matched clean control.",
         "Beyond the clean control: top-1 of the adversarial model minus its control,\n"
         "% points [95% CI], same images; boxed = seen group; * = CI excludes 0",
         "top-1 accuracy change vs clean control (fraction)",

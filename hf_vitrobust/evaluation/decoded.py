@@ -30,20 +30,25 @@ def _path_of(value: Any) -> str | None:
     return None
 
 
-def _track(tracker: BadImageTracker, ok_ids: list[int], bad: dict[int, str | None]) -> None:
-    """Feed one batch to the run's tracker, which stops an unhealthy run early."""
+def _track(
+    tracker: BadImageTracker, ok_ids: list[int], bad: dict[int, str | None], check: bool
+) -> None:
+    """Feed one batch to the run's tracker, which stops an unhealthy run early when `check`."""
     if hasattr(tracker, "state_dict"):  # the id-keyed tracker (issue #15)
         tracker.record(ok_ids, bad)
     else:
         tracker.record(num_ok=len(ok_ids), bad_ids=list(bad))
-    tracker.check()
+    if check:
+        tracker.check()
 
 
 class DecodedImages:
     """Batches of decoded, resized images of `dataset`, in dataset order.
 
     `tally` is None until one pass over the data has completed, then the undecodable images
-    of that pass; later passes neither count nor log them again.
+    of that pass; later passes neither count nor log them again. `check_each_batch`: stop as
+    soon as the tracker's limit is exceeded (one process; with several, a process stopping
+    alone would leave the others waiting, so the limit is judged on the gathered count).
     """
 
     def __init__(
@@ -53,8 +58,10 @@ class DecodedImages:
         batch_size: int,
         tracker: BadImageTracker,
         cache_bytes: int,
+        check_each_batch: bool = True,
     ) -> None:
         self.dataset = dataset
+        self.check_each_batch = check_each_batch
         self.spec = spec
         self.batch_size = int(batch_size)
         self.tracker = tracker
@@ -87,7 +94,7 @@ class DecodedImages:
             if counting:
                 tally.seen += len(ids) + len(bad)
                 tally.bad.update(bad)
-                _track(self.tracker, ids, bad)
+                _track(self.tracker, ids, bad, self.check_each_batch)
             if images:
                 yield np.stack(images), np.asarray(ids, np.int64), np.asarray(labels, np.int64)
         if counting:

@@ -241,7 +241,12 @@ def run_grid(
         data_fp = data_fingerprint({}, label_names(dataset), example_ids_digest(dataset))
     tracker = BadImageTracker(max_bad_fraction=max_bad_fraction)
     images = DecodedImages(
-        shard_for_process(dataset, state), runner.specs[0], batch_size, tracker, cache_bytes
+        shard_for_process(dataset, state),
+        runner.specs[0],
+        batch_size,
+        tracker,
+        cache_bytes,
+        check_each_batch=state.num_processes == 1,
     )
     cell_fp = {
         (k, c.key): cell_fingerprint(fp, data_fp, c.key, seed, REGISTRY_VERSION)

@@ -31,9 +31,11 @@ def _path_of(value: Any) -> str | None:
 
 
 def _track(
-    tracker: BadImageTracker, ok_ids: list[int], bad: dict[int, str | None], check: bool
+    tracker: BadImageTracker, ok_ids: list[int], bad: dict[int, tuple[str | None, str]], check: bool
 ) -> None:
-    """Feed one batch to the run's tracker, which stops an unhealthy run early when `check`."""
+    """Feed one batch to the run's tracker, which stops an unhealthy run early when `check`.
+
+    `bad`: example id -> (file path or None, reason)."""
     if hasattr(tracker, "state_dict"):  # the id-keyed tracker (issue #15)
         tracker.record(ok_ids, bad)
     else:
@@ -79,21 +81,22 @@ class DecodedImages:
         counting = self.tally is None
         tally = BadImageTally()
         for batch in self.dataset.iter(batch_size=self.batch_size):
-            images, ids, labels, bad = [], [], [], {}
+            images, ids, labels = [], [], []
+            bad: dict[int, tuple[str | None, str]] = {}
             for value, eid, label in zip(batch["image"], batch["example_id"], batch["label"]):
                 try:
                     images.append(self.spec.resize_uint8(decode_image(value)))
                 except BadImageError as error:
-                    bad[int(eid)] = _path_of(value)
+                    bad[int(eid)] = (_path_of(value), str(error))
                     if counting:
-                        where = f" ({bad[int(eid)]})" if bad[int(eid)] else ""
+                        where = f" ({bad[int(eid)][0]})" if bad[int(eid)][0] else ""
                         logger.warning("Skipping example %s%s: %s", eid, where, error)
                     continue
                 ids.append(int(eid))
                 labels.append(int(label))
             if counting:
                 tally.seen += len(ids) + len(bad)
-                tally.bad.update(bad)
+                tally.bad.update({i: path for i, (path, _) in bad.items()})
                 _track(self.tracker, ids, bad, self.check_each_batch)
             if images:
                 yield np.stack(images), np.asarray(ids, np.int64), np.asarray(labels, np.int64)

@@ -662,7 +662,8 @@ def test_one_bad_image_is_counted_once_when_the_cache_is_exceeded(tmp_path, load
     data = datasets.Dataset.from_dict(rows, features=test_images.features)
     settings = EvaluationSettings(**GRID, **FAST, decode_cache_mb=0)  # decode again per cell
     first = evaluate_robustness(loaded, data, tmp_path, settings, max_bad_fraction=0.05)
-    assert first["bad_images"]["images"] == [{"example_id": 7, "path": None}]
+    bad_id = rows["example_id"][7]
+    assert first["bad_images"]["images"] == [{"example_id": bad_id, "path": None}]
     assert (first["bad_images"]["bad"], first["bad_images"]["seen"]) == (1, 40)
     assert first["dataset"]["n_images"] == 39
     # A fully resumed rerun decodes nothing and reports the same count.

@@ -437,6 +437,8 @@ def test_recipe_writes_results_and_figures(tmp_path, saved_models, fashion_mnist
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = read_results(out / RESULTS_FILE)
     assert results["dataset"]["name"] == "fashion_mnist" and results["dataset"]["n_images"] == 100
+    assert sum(results["dataset"]["class_counts"].values()) == 100
+    assert results["dataset"]["selection"]  # how the 100 images were chosen
     assert results["grid"]["cells"] == [
         "clean", "fog@1", "fog@2", "gaussian_noise@1", "gaussian_noise@2"
     ]  # fmt: skip

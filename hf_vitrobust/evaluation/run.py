@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_vitrobust import stats
+from hf_vitrobust import data, stats
 from hf_vitrobust.configs import ComparisonArguments, DataArguments
 from hf_vitrobust.constants import RESULTS_FILE
 from hf_vitrobust.data import label_names, load_dataset_split
@@ -162,8 +162,12 @@ def evaluate_robustness(
     return results
 
 
-def _selection(data_args: DataArguments) -> dict[str, Any]:
-    """How the evaluated images were chosen from the split."""
+def _selection(dataset: Any, data_args: DataArguments) -> dict[str, Any]:
+    """How the evaluated images were chosen from the split: `data.selection_record` (rule, seed,
+    per-class counts, ids hash); until the data package has it, the limit and its seed."""
+    record = getattr(data, "selection_record", None)  # issue #15, data package
+    if record is not None:
+        return record(dataset, data_args, "eval")
     return {"max_examples": data_args.max_eval_examples, "subset_seed": data_args.subset_seed}
 
 
@@ -181,7 +185,7 @@ def run_evaluation(
         "config": data_args.dataset_config_name,
         "split": data_args.eval_split,
         "max_examples": data_args.max_eval_examples,
-        "selection": _selection(data_args),
+        "selection": _selection(dataset, data_args),
     }
     results = evaluate_robustness(
         models, dataset, eval_args.output_dir, eval_args, info, data_args.max_bad_fraction

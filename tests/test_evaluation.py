@@ -503,6 +503,9 @@ def test_roles_and_controls_come_from_config_robustness(study):
     assert rows["adv"]["controls"] == {"clean": "clean", "random_view": "rv"}
     assert all(rows[k]["controls"] is None for k in ("base", "rv", "clean"))
     assert len({m["fingerprint"] for m in rows.values()}) == 5
+    families = {(r["model"], r["family"]): r["role"] for r in results["per_family"]}
+    assert families[("adv", "seen")] == "adversarial"
+    assert families[("clean", "unseen")] == "clean_control" and ("clean", "seen") not in families
 
 
 def test_comparison_records_pair_each_model_with_its_references(study):

@@ -34,9 +34,9 @@ Schema ``hf_vitrobust.evaluation``, version 3 (version 2 had no ``comparisons``,
   of cells, with ``model``, the set's fields (``corruption`` + ``severity`` for a cell,
   ``corruption`` + ``group`` per corruption, ``group`` per group), ``n_cells``, ``metrics``
   and, for fine-tuned models, ``vs_base``; rows of single cells and corruptions carry ``seen``.
-- ``per_family``: per fine-tuned model with ``config.robustness``, a ``"seen"`` and an
-  ``"unseen"`` row (``family``) with ``corruptions``, ``n_cells``, ``metrics``,
-  ``base_metrics`` (the base model on the same cells) and ``vs_base``.
+- ``per_family``: per fine-tuned model with ``config.robustness`` (controls included), a
+  ``"seen"`` and an ``"unseen"`` row (``family``) with ``role``, ``corruptions``, ``n_cells``,
+  ``metrics``, ``base_metrics`` (the base model on the same cells) and ``vs_base``.
 - ``corruption_error``: ``reference`` (``"alexnet"`` or ``"base"``), ``corruptions``,
   ``models`` (model key -> ``ce``, ``mce``, ``relative_ce``, ``relative_mce``).
 - ``transfer_matrix``: ``metric``, ``definition``, ``rows`` (fine-tuned model keys),

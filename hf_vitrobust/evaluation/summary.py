@@ -371,10 +371,12 @@ def _per_family(
     s: SummarySettings,
     bar: Any,
 ) -> list[dict[str, Any]]:
-    """Seen / unseen rows, relative to each fine-tuned model's own training corruptions; the
-    base model is scored on the same sets for the comparison."""
+    """Seen / unseen rows, relative to each fine-tuned model's own training corruptions (every
+    model with config.robustness, controls included: `role` tells them apart); the base model
+    is scored on the same sets for the comparison."""
     corrupted = [c for c in cells if c.corruption != CLEAN]
     names = list(dict.fromkeys(c.corruption for c in corrupted))
+    role = model_roles(models)
     rows = []
     for m in models:
         bar.update(1)
@@ -391,6 +393,7 @@ def _per_family(
             rows.append(
                 {
                     "model": m.key,
+                    "role": role[m.key],
                     "family": label,
                     "corruptions": chosen,
                     "n_cells": len(ks),

@@ -865,3 +865,65 @@ def test_two_processes_write_what_one_process_writes(tmp_path, photo_folder, tin
         }
         for field in ("estimate", "ci_low", "ci_high", "p_value"):
             assert y[field] == pytest.approx(x[field], rel=1e-6, abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pooling rule on simulated studies with known truth (correlated cells, small n)
+# ---------------------------------------------------------------------------------------------
+
+
+def _simulated_records(rng, n: int, shift: float) -> dict[str, dict[str, CellRecord]]:
+    """Base and model on 5 severities of one corruption. Each image has a difficulty shared by
+    both models and, per model, its own effect shared by all its cells (one model is better on
+    some images, the other on others, at every severity), so the paired differences of one
+    image's cells are correlated. The model's logit is `shift` higher on average."""
+    difficulty = rng.normal(0.0, 1.0, n)
+    out = {}
+    for key, offset in (("base", 0.0), ("ft", shift)):
+        own = rng.normal(0.0, 1.5, n)
+        out[key] = {}
+        for s in range(1, 6):
+            p = 1 / (1 + np.exp(-(0.3 + offset + difficulty + own + rng.normal(0, 0.3, n))))
+            correct = rng.random(n) < p
+            rank = np.where(correct, 0, 3).astype(np.int32)
+            ids = np.arange(n, dtype=np.int64)
+            values = dict(p_true=p.astype(np.float32), nll=-np.log(p), confidence=p)
+            out[key][f"gaussian_noise@{s}"] = CellRecord(ids, ids * 0, rank, **values)
+    return out
+
+
+def _seen_top1(records, models, cells) -> dict:
+    from hf_vitrobust.evaluation import build_comparisons
+
+    recs = build_comparisons(
+        records, models, cells, {"gaussian_noise": "noise"}, num_classes=10,
+        n_resamples=1000, confidence=0.95, seed=0, metrics=("top_1_accuracy",),
+    )  # fmt: skip
+    return next(r for r in recs if r["scope"] == "seen")
+
+
+def test_pooled_seen_comparison_holds_its_error_rate_with_correlated_cells():
+    from types import SimpleNamespace
+
+    def stand_in(key, robustness):
+        return EvalModel(key, SimpleNamespace(config=SimpleNamespace(robustness=robustness)),
+                         None, key=key)  # fmt: skip
+
+    models = [stand_in("base", None), stand_in("ft", _robust("worst_of_k", ["gaussian_noise"]))]
+    cells = [Cell("gaussian_noise", s) for s in range(1, 6)]
+    rng = np.random.default_rng(0)
+    null_hits = naive_hits = 0
+    studies = 100
+    for _ in range(studies):
+        records = _simulated_records(rng, 150, 0.0)
+        rec = _seen_top1(records, models, cells)
+        null_hits += rec["excludes_zero"]
+        # The same data pooled as if image-cell pairs were independent: overconfident.
+        flat = [np.concatenate([records[k][c.key].rank < 1 for c in cells]) for k in ("base", "ft")]
+        d = flat[1].astype(float) - flat[0]
+        naive_hits += abs(d.mean()) > 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+    # 5% nominal; 3 standard errors of 100 studies allowed.
+    assert null_hits / studies <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / studies)
+    assert naive_hits >= 2 * max(null_hits, 5)  # the cells really are correlated here
+    found = [_seen_top1(_simulated_records(rng, 150, 0.8), models, cells) for _ in range(20)]
+    assert sum(r["excludes_zero"] and r["estimate"] > 0 for r in found) >= 16

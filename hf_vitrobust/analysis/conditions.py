@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch.utils.data import DataLoader
 
 from hf_vitrobust.constants import CLEAN, EVAL_STAGE
@@ -32,7 +33,14 @@ from hf_vitrobust.corruptions import (
     corrupt_examples,
     resolve_corruptions,
 )
-from hf_vitrobust.data import BadImageError, BadImageTracker, ProcessorSpec, decode_image
+from hf_vitrobust.data import (
+    BadImageError,
+    BadImageTracker,
+    ProcessorSpec,
+    TooManyBadImagesError,
+    decode_image,
+)
+from hf_vitrobust.distributed import shard_for_process
 from hf_vitrobust.seeding import hash_words
 
 logger = logging.getLogger(__name__)
@@ -40,7 +48,7 @@ logger = logging.getLogger(__name__)
 #: Hash stage of the per-image draw of a corruption within a group (see the module docstring).
 GROUP_DRAW_STAGE = f"{EVAL_STAGE}-group"
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (pixel_values [B, 3, H, W], labels [B])
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # pixel_values, labels, example_ids
 
 __all__ = [
     "GROUP_DRAW_STAGE",
@@ -132,12 +140,20 @@ class ConditionCollator:
 
     def _decode(self, examples: Sequence[Mapping[str, Any]]) -> tuple[list, list[int], list[int]]:
         images, labels, ids, bad_ids = [], [], [], []
-        for position, example in enumerate(examples):
-            example_id = int(example.get("example_id", position))
+        for example in examples:
+            if "example_id" not in example:
+                raise ValueError(
+                    "An example has no 'example_id' (the key of its corrupted pixels and of its "
+                    "records across processes): load the data with "
+                    "hf_vitrobust.data.load_image_dataset, which adds it."
+                )
+            example_id = int(example["example_id"])
             try:
                 image = decode_image(example["image"])
             except BadImageError as error:
-                logger.warning("Skipping undecodable image (example id %d): %s", example_id, error)
+                # Counted (and reported) on the counting pass only; every pass skips it.
+                log = logger.warning if self.bad_images is not None else logger.debug
+                log("Skipping undecodable image (example id %d): %s", example_id, error)
                 bad_ids.append(example_id)
                 continue
             label = example["label"]
@@ -175,9 +191,10 @@ class DatasetBatches:
     """``batches(condition)`` for ``analyze_models`` from an image dataset.
 
     ``conditions`` is ``["clean", *groups]``, one group per corruption group present in
-    ``corruptions`` (see the module docstring for the per-image corruption). Every call yields the
-    same images in the same order; undecodable images are counted once (on the clean pass) and
-    skipped on every pass.
+    ``corruptions`` (see the module docstring for the per-image corruption). Every call yields
+    this process's share of the images (``distributed.shard_for_process``), the same images in
+    the same order; undecodable images are counted once (on the clean pass) and skipped on every
+    pass. The attention panel reads the first images of the whole dataset.
     """
 
     def __init__(
@@ -191,8 +208,10 @@ class DatasetBatches:
         batch_size: int = 64,
         num_workers: int = 0,
         max_bad_fraction: float = 0.01,
+        state: PartialState | None = None,
     ) -> None:
         self.dataset = dataset
+        self.shard = dataset if state is None else shard_for_process(dataset, state)
         self.spec = ProcessorSpec.from_processor(processor)
         self.group_members = condition_groups(corruptions)
         self.severity = check_severity(severity)
@@ -217,7 +236,7 @@ class DatasetBatches:
     def images(self, condition: str, keep_images: bool = True) -> Iterator[dict[str, Any]]:
         """Collated batches of ``condition`` (see ``ConditionCollator``), empty ones skipped."""
         loader = DataLoader(
-            self.dataset,
+            self.shard,
             batch_size=self.batch_size,
             collate_fn=self.collator(condition, keep_images),
             num_workers=self.num_workers,
@@ -229,7 +248,21 @@ class DatasetBatches:
 
     def __call__(self, condition: str) -> Iterator[Batch]:
         for batch in self.images(condition, keep_images=False):
-            yield batch["pixel_values"], batch["labels"]
+            yield batch["pixel_values"], batch["labels"], batch["example_ids"]
+
+    def finish_bad_images(self, state: PartialState | None = None) -> dict[str, Any]:
+        """The bad-image counts of the whole run (summed over processes: a collective), after
+        enforcing ``max_bad_fraction`` on them."""
+        if state is None or state.num_processes == 1:
+            return self.bad_images.finish()
+        counts = self.bad_images.gather(state)
+        if counts["seen"] and counts["fraction"] > self.bad_images.max_bad_fraction:
+            raise TooManyBadImagesError(
+                f"{counts['bad']} of {counts['seen']} images over all processes could not be "
+                f"decoded (first ids {counts['first_bad_ids']}), above max_bad_fraction="
+                f"{self.bad_images.max_bad_fraction:g}: fix or remove those files."
+            )
+        return counts
 
     def panel_batch(self, num_images: int) -> dict[str, Any]:
         """The first ``num_images`` decodable images: clean, and each corrupted with a group in

@@ -668,7 +668,7 @@ def test_one_bad_image_is_counted_once_when_the_cache_is_exceeded(tmp_path, load
     settings = EvaluationSettings(**GRID, **FAST, decode_cache_mb=0)  # decode again per cell
     first = evaluate_robustness(loaded, data, tmp_path, settings, max_bad_fraction=0.05)
     bad_id = rows["example_id"][7]
-    assert first["bad_images"]["images"] == [{"example_id": bad_id, "path": None}]
+    assert [(r["id"], r["path"]) for r in first["bad_images"]["first_bad"]] == [(bad_id, None)]
     assert (first["bad_images"]["bad"], first["bad_images"]["seen"]) == (1, 40)
     assert first["dataset"]["n_images"] == 39
     # A fully resumed rerun decodes nothing and reports the same count.
@@ -692,7 +692,7 @@ def test_photo_folder_bad_files_counted_once_with_paths(tmp_path, photo_folder, 
     )
     results = evaluate_robustness(models, data, tmp_path, settings, max_bad_fraction=0.1)
     bad = results["bad_images"]
-    assert sorted(Path(r["path"]).name for r in bad["images"]) == sorted(
+    assert sorted(Path(r["path"]).name for r in bad["first_bad"]) == sorted(
         p.name for p in files["bad"]
     )
     total = len(files["good"]) + len(files["odd"]) + len(files["bad"])
@@ -704,6 +704,7 @@ def test_photo_folder_bad_files_counted_once_with_paths(tmp_path, photo_folder, 
 
     with pytest.raises(TooManyBadImagesError, match="bad_truncated.jpg"):
         evaluate_robustness(models, data, tmp_path / "strict", settings, max_bad_fraction=0.01)
+    assert len(list((tmp_path / "strict" / "cells").glob("*/*.npz"))) == 4
 
 
 # ---------------------------------------------------------------------------------------------

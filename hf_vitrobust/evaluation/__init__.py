@@ -62,7 +62,7 @@ from hf_vitrobust.evaluation.run import (
     transfer_lines,
 )
 from hf_vitrobust.evaluation.schema import SCHEMA, SCHEMA_VERSION, header, read_results
-from hf_vitrobust.evaluation.store import BadImageTally, CellRecord, CellStore
+from hf_vitrobust.evaluation.store import CellRecord, CellStore
 from hf_vitrobust.evaluation.summary import (
     ALEXNET_CLEAN_ERROR,
     ALEXNET_ERRORS,
@@ -75,7 +75,6 @@ __all__ = [
     "ACCURACY_KS",
     "ALEXNET_CLEAN_ERROR",
     "ALEXNET_ERRORS",
-    "BadImageTally",
     "CLEAN",
     "COMPARISON_METRICS",
     "CORRUPTION_NOTE",

@@ -26,8 +26,9 @@ from hf_vitrobust.corruptions import (
     corrupt_examples,
     resolve_corruptions,
 )
-from hf_vitrobust.data import BadImageTracker, ProcessorSpec, TooManyBadImagesError, label_names
-from hf_vitrobust.distributed import gather_counts, gather_records, process_state, shard_for_process
+from hf_vitrobust.data import BadImageTracker, ProcessorSpec, label_names
+from hf_vitrobust.data.bad_images import MAX_DETAILS
+from hf_vitrobust.distributed import gather_records, process_state, shard_for_process
 from hf_vitrobust.evaluation.decoded import DecodedImages
 from hf_vitrobust.evaluation.identity import (
     cell_fingerprint,
@@ -42,7 +43,7 @@ from hf_vitrobust.evaluation.models import (
     label_permutation,
     resolve_device,
 )
-from hf_vitrobust.evaluation.store import BadImageTally, CellRecord, CellStore
+from hf_vitrobust.evaluation.store import CellRecord, CellStore
 
 logger = logging.getLogger(__name__)
 
@@ -177,37 +178,63 @@ class GridResult:
     """What `run_grid` returns on the main process."""
 
     records: dict[str, dict[str, CellRecord]]  # [model key][cell key]
-    bad_images: dict[str, Any]  # BadImageTally.to_dict(max_bad_fraction)
+    bad_images: dict[str, Any]  # BadImageTracker.summary() of the evaluated images
     fingerprints: dict[str, str]  # model key -> model_fingerprint
     data_fingerprint: str
     computed: list[tuple[str, str]] = field(default_factory=list)  # (model, cell) run now
 
 
-def _gather_tally(tally: BadImageTally, state: PartialState) -> BadImageTally:
-    """The first-pass tallies of every process, joined (each image is in one shard)."""
-    ids = np.fromiter(tally.bad, dtype=np.int64, count=len(tally.bad))
-    paths = np.array([tally.bad[i] or "" for i in ids.tolist()], dtype=object)
-    bad = gather_records({"example_ids": ids, "paths": paths}, state)
-    seen = gather_counts({"seen": tally.seen}, state)["seen"]
-    if bad is None:
-        return BadImageTally(seen=seen)
-    found = zip(bad["example_ids"].tolist(), bad["paths"].tolist())
-    return BadImageTally(seen=seen, bad={int(i): (p or None) for i, p in found})
+def _stored_cells(
+    store: CellStore | None, keys: Sequence[str], cells: Sequence[Cell], cell_fp: dict
+) -> tuple[dict[str, dict[str, CellRecord]], list[tuple[Cell, list[int]]]]:
+    """(records of the reusable stored cells, [(cell, indices of the models still missing it)])."""
+    records: dict[str, dict[str, CellRecord]] = {k: {} for k in keys}
+    todo: list[tuple[Cell, list[int]]] = []
+    for cell in cells:
+        pending = []
+        for i, k in enumerate(keys):
+            rec = store.get(k, cell.key, cell_fp[(k, cell.key)]) if store is not None else None
+            if rec is not None:
+                records[k][cell.key] = rec
+            else:
+                pending.append(i)
+        if pending:
+            todo.append((cell, pending))
+    if len(todo) < len(cells):
+        logger.info("Resuming: %d of %d cells already done.", len(cells) - len(todo), len(cells))
+    return records, todo
 
 
-def _check_bad_fraction(tally: BadImageTally, max_bad_fraction: float) -> None:
-    """The limit on the whole evaluation's images, with the files to fix."""
-    summary = tally.to_dict(max_bad_fraction)
-    if summary["fraction"] > max_bad_fraction:
-        listed = [r["path"] or f"example {r['example_id']}" for r in summary["images"][:10]]
-        raise TooManyBadImagesError(
-            f"{summary['bad']} of {summary['seen']} images ({summary['fraction']:.2%}) could not "
-            f"be decoded, above max_bad_fraction={max_bad_fraction:g}: {listed}. Fix or remove "
-            "those files, or raise max_bad_fraction (DataArguments.max_bad_fraction); finished "
-            "cells are kept and a rerun resumes."
-        )
-    if tally.bad:
-        logger.warning("Skipped %d undecodable images of %d.", len(tally.bad), tally.seen)
+def _count_bad_images(
+    images: DecodedImages,
+    store: CellStore | None,
+    data_fp: str,
+    state: PartialState,
+) -> dict[str, Any]:
+    """The bad images of the whole evaluation, the same on every process; stops every process
+    at once above the limit (after the cells are stored).
+
+    From this run's pass over the images when there was one (joined over processes), else from
+    the state stored with the cells, else from a decoding pass without models."""
+    tracker = images.tracker
+    stored = store.get_bad_images(data_fp) if store is not None else None
+    if not images.counted and stored is not None:
+        tracker.load_state_dict(stored)
+    else:
+        images.count_only()
+        if state.num_processes > 1:
+            logger.info(
+                "Process %d of %d: %d images in its shard.",
+                state.process_index + 1,
+                state.num_processes,
+                images.images_in_shard,
+            )
+        tracker.sync(state)
+        if store is not None:
+            store.put_bad_images(data_fp, tracker.state_dict())
+    summary = tracker.finish() if state.is_main_process else tracker.summary()
+    tracker.check(final=True)
+    return summary
 
 
 def run_grid(
@@ -232,20 +259,22 @@ def run_grid(
     the main process gathers the per-image records, sorted by example id, so the records equal
     a single process's. Each batch is corrupted once and fed to all models still missing that
     cell; cells stored with the same fingerprint (`data_fp`: the images, see `identity`) are
-    read from `store` instead, and only the main process writes.
+    read from `store` instead, and only the main process writes. Undecodable images are
+    counted once each; above `max_bad_fraction` every process stops (`TooManyBadImagesError`).
     """
     state = process_state()
     runner = _Runner.prepare(models, dataset, device)
     keys = [m.key for m in models]
+    names = label_names(dataset)
     if data_fp is None:
-        data_fp = data_fingerprint({}, label_names(dataset), example_ids_digest(dataset))
-    tracker = BadImageTracker(max_bad_fraction=max_bad_fraction)
+        data_fp = data_fingerprint({}, names, example_ids_digest(dataset))
     images = DecodedImages(
         shard_for_process(dataset, state),
         runner.specs[0],
         batch_size,
-        tracker,
+        BadImageTracker(max_bad_fraction=max_bad_fraction, max_listed=MAX_DETAILS),
         cache_bytes,
+        num_labels=len(names),
         check_each_batch=state.num_processes == 1,
     )
     cell_fp = {
@@ -253,28 +282,10 @@ def run_grid(
         for k, fp in zip(keys, runner.fingerprints)
         for c in cells
     }
-    records: dict[str, dict[str, CellRecord]] = {k: {} for k in keys}
-    todo: list[tuple[Cell, list[int]]] = []
-    for cell in cells:
-        pending = []
-        for i, k in enumerate(keys):
-            rec = store.get(k, cell.key, cell_fp[(k, cell.key)]) if store is not None else None
-            if rec is not None:
-                records[k][cell.key] = rec
-            else:
-                pending.append(i)
-        if pending:
-            todo.append((cell, pending))
-    stored_tally = store.get_bad_images(data_fp) if store is not None else None
-    if len(todo) < len(cells):
-        logger.info("Resuming: %d of %d cells already done.", len(cells) - len(todo), len(cells))
-    bar = tqdm(
-        total=len(todo), desc="evaluation grid", unit="cell",
-        disable=not (progress and state.is_main_process),
-    )  # fmt: skip
+    records, todo = _stored_cells(store, keys, cells, cell_fp)
+    show = progress and state.is_main_process
     computed = []
-    for cell, pending in todo:
-        bar.set_postfix_str(cell.key)
+    for cell, pending in tqdm(todo, desc="evaluation grid", unit="cell", disable=not show):
         for i, rec in runner.run_cell(images, cell, pending, seed).items():
             merged = gather_records(rec.as_dict(), state)
             if merged is not None:
@@ -283,28 +294,16 @@ def run_grid(
                 computed.append((keys[i], cell.key))
                 if store is not None:
                     store.put(keys[i], cell.key, rec, cell_fp[(keys[i], cell.key)])
-        bar.update(1)
-    bar.close()
-    if images.tally is None and stored_tally is None:
-        images.count_only()  # every cell was stored, but not the bad images of their pass
-    if images.tally is not None and state.num_processes > 1:
-        logger.info(
-            "Process %d of %d: %d images in its shard.",
-            state.process_index + 1,
-            state.num_processes,
-            images.tally.seen,
-        )
-    tally = _gather_tally(images.tally, state) if images.tally is not None else stored_tally
+        if state.num_processes > 1:  # the limit on the joined counts, on every process at once
+            images.tracker.sync(state)
+            images.tracker.check()
+    bad_images = _count_bad_images(images, store, data_fp, state)
     if not state.is_main_process:
         return None
-    assert tally is not None
-    if store is not None and images.tally is not None:
-        store.put_bad_images(data_fp, tally)
-    _check_bad_fraction(tally, max_bad_fraction)
     _check_pairing(records, keys)
     return GridResult(
         records=records,
-        bad_images=tally.to_dict(max_bad_fraction),
+        bad_images=bad_images,
         fingerprints=dict(zip(keys, runner.fingerprints)),
         data_fingerprint=data_fp,
         computed=computed,

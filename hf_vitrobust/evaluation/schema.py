@@ -50,9 +50,10 @@ Schema ``hf_vitrobust.evaluation``, version 3 (version 2 had no ``comparisons``,
   ``stats.PairedComparison`` as a dict (``estimate`` = model − reference, ``ci_low``,
   ``ci_high``, ``p_value``, ``test``, ``n``, ``confidence``, ``n_resamples``, ``seed``,
   ``ci_method``, ``details``, ``excludes_zero``).
-- ``bad_images``: undecodable images of the evaluated selection, counted once each: ``seen``,
-  ``bad``, ``fraction``, ``images`` (``example_id``, ``path``), ``max_bad_fraction``;
-  ``figures``: PNG names written beside the file.
+- ``bad_images``: undecodable images of the evaluated selection, counted once per example id
+  (``data.BadImageTracker.summary()``): ``seen`` and ``bad`` (unique images), ``fraction``,
+  ``limit``, ``min_examples``, ``first_bad`` (``id``, ``path``, ``reason`` of the smallest 100
+  bad ids), ``passed``; ``figures``: PNG names written beside the file.
 
 A metric block (``metrics[...]``) is ``{value, ci_low, ci_high, n}``; a ``vs_base[...]`` entry
 is a ``stats.PairedComparison`` as a dict (``estimate``, ``ci_low``, ``ci_high``, ``p_value``,

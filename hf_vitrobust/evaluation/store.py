@@ -5,8 +5,8 @@ computed from (``identity.cell_fingerprint``: the model's weights, config and pr
 data selection, the cell, the corruption seed and registry version). A cell whose fingerprint
 differs from the current run's is recomputed, never reused. The model dir is the model key made
 file-safe, plus a short hash of the key (keys such as ``runA/final`` stay distinct).
-``<root>/bad_images.json`` holds the undecodable images of the first pass over the data
-(``BadImageTally``), so a fully resumed run reports the same count.
+``<root>/bad_images.json`` holds the bad-image tracker's state after the first pass over the
+images (``BadImageTracker.state_dict``), so a fully resumed run reports the same count.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,30 +80,6 @@ class CellRecord:
         return cls(**{f: v[order] for f, v in joined.items()})
 
 
-@dataclass
-class BadImageTally:
-    """Undecodable images of one pass over the evaluated images, counted once per example id."""
-
-    seen: int = 0
-    bad: dict[int, str | None] = field(default_factory=dict)  # example id -> file path
-
-    def to_dict(self, max_bad_fraction: float | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "seen": int(self.seen),
-            "bad": len(self.bad),
-            "fraction": len(self.bad) / self.seen if self.seen else 0.0,
-            "images": [{"example_id": int(i), "path": p} for i, p in sorted(self.bad.items())],
-        }
-        if max_bad_fraction is not None:
-            out["max_bad_fraction"] = float(max_bad_fraction)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BadImageTally:
-        bad = {int(row["example_id"]): row.get("path") for row in data.get("images", [])}
-        return cls(seen=int(data["seen"]), bad=bad)
-
-
 def model_dir_name(model_key: str) -> str:
     """A file-safe folder name for a model key, distinct for distinct keys."""
     digest = hashlib.sha1(model_key.encode()).hexdigest()[:8]
@@ -148,20 +124,20 @@ class CellStore:
         if self.writable:
             record.save(self.path(model_key, cell_key), fingerprint)
 
-    def get_bad_images(self, data_fingerprint: str) -> BadImageTally | None:
-        """The bad-image tally of the first pass over these images, when one was stored."""
+    def get_bad_images(self, data_fingerprint: str) -> dict[str, Any] | None:
+        """The bad-image tracker state of a pass over these images, when one was stored."""
         path = self.root / BAD_IMAGES_FILE
         if not self.resume or not path.exists():
             return None
         data = read_json(path)
         if data.get("data_fingerprint") != data_fingerprint:
             return None
-        return BadImageTally.from_dict(data)
+        return data["tracker"]
 
-    def put_bad_images(self, data_fingerprint: str, tally: BadImageTally) -> None:
+    def put_bad_images(self, data_fingerprint: str, tracker_state: dict[str, Any]) -> None:
         if self.writable:
-            record = {"data_fingerprint": data_fingerprint, **tally.to_dict()}
+            record = {"data_fingerprint": data_fingerprint, "tracker": tracker_state}
             write_json_atomic(record, self.root / BAD_IMAGES_FILE)
 
 
-__all__ = ["BAD_IMAGES_FILE", "BadImageTally", "CellRecord", "CellStore", "model_dir_name"]
+__all__ = ["BAD_IMAGES_FILE", "CellRecord", "CellStore", "model_dir_name"]

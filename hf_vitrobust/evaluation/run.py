@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_vitrobust import data, stats
+from hf_vitrobust import stats
 from hf_vitrobust.configs import ComparisonArguments, DataArguments
 from hf_vitrobust.constants import RESULTS_FILE
-from hf_vitrobust.data import label_names, load_dataset_split
+from hf_vitrobust.data import label_names, load_dataset_split, selection_record
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.evaluation.grid import build_grid, run_grid
 from hf_vitrobust.evaluation.identity import data_fingerprint, example_ids_digest
@@ -162,15 +162,6 @@ def evaluate_robustness(
     return results
 
 
-def _selection(dataset: Any, data_args: DataArguments) -> dict[str, Any]:
-    """How the evaluated images were chosen from the split: `data.selection_record` (rule, seed,
-    per-class counts, ids hash); until the data package has it, the limit and its seed."""
-    record = getattr(data, "selection_record", None)  # issue #15, data package
-    if record is not None:
-        return record(dataset, data_args, "eval")
-    return {"max_examples": data_args.max_eval_examples, "subset_seed": data_args.subset_seed}
-
-
 def run_evaluation(
     data_args: DataArguments, eval_args: EvaluationArguments
 ) -> dict[str, Any] | None:
@@ -185,7 +176,7 @@ def run_evaluation(
         "config": data_args.dataset_config_name,
         "split": data_args.eval_split,
         "max_examples": data_args.max_eval_examples,
-        "selection": _selection(dataset, data_args),
+        "selection": selection_record(dataset, data_args, "eval"),
     }
     results = evaluate_robustness(
         models, dataset, eval_args.output_dir, eval_args, info, data_args.max_bad_fraction

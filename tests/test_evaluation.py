@@ -438,7 +438,9 @@ def test_recipe_writes_results_and_figures(tmp_path, saved_models, fashion_mnist
     results = read_results(out / RESULTS_FILE)
     assert results["dataset"]["name"] == "fashion_mnist" and results["dataset"]["n_images"] == 100
     assert sum(results["dataset"]["class_counts"].values()) == 100
-    assert results["dataset"]["selection"]  # how the 100 images were chosen
+    selection = results["dataset"]["selection"]  # how the 100 images were chosen
+    assert selection["per_class"] == results["dataset"]["class_counts"]
+    assert selection["rule"] and selection["seed"] == 0
     assert results["grid"]["cells"] == [
         "clean", "fog@1", "fog@2", "gaussian_noise@1", "gaussian_noise@2"
     ]  # fmt: skip

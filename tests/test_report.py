@@ -3,7 +3,9 @@ section and verdict on the golden study (tests/data/golden)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -198,7 +200,8 @@ def test_corruption_table_is_generated_from_the_registry():
 # truth (see tests/data/golden/make_golden.py for what was planted)
 # ---------------------------------------------------------------------------------------------
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden" / "study"
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "data" / "golden" / "study"
 CLAIMS = ("accuracy", "transfer", "certainty", "first_correct_layer", "attention_entropy")
 SAE_SECTIONS = ("sae_vanilla", "sae_batchtopk", "dictionary_matching")
 
@@ -294,6 +297,9 @@ def _drop_controls(study: Path) -> None:
 
     def results(data):
         data["models"] = [m for m in data["models"] if m["key"] not in controls]
+        for m in data["models"]:
+            if m.get("controls"):
+                m["controls"] = {"clean": None, "random_view": None}
         keep = [i for i, k in enumerate(data["transfer_matrix"]["rows"]) if k not in controls]
         tm = data["transfer_matrix"]
         tm["rows"] = [tm["rows"][i] for i in keep]
@@ -349,7 +355,7 @@ def test_a_record_without_its_fields_makes_the_section_unavailable_naming_it(tmp
     _edit(path, lambda d: d["comparisons"][3].pop("estimate"))
     accuracy = _section(study, "accuracy")
     assert accuracy.verdict == rp.MISSING
-    assert "comparisons[3] lacks ['estimate']" in accuracy.readings[0]
+    assert "comparisons[3]" in accuracy.readings[0] and "'estimate'" in accuracy.readings[0]
 
 
 def test_the_rules_numbers_come_from_the_recipe(tmp_path):
@@ -476,3 +482,85 @@ def test_stage_outputs_are_read_once_through_their_readers(tmp_path, monkeypatch
     empty = rp.StudyOutputs.discover(tmp_path / "study")
     with pytest.raises(StageOutputError, match="has not been run"):
         empty.load("stages")
+
+
+# ---------------------------------------------------------------------------------------------
+# The report on what the real writers write (evaluation and analysis recipes, tiny models)
+# ---------------------------------------------------------------------------------------------
+
+
+def _recipe(name: str):
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _save_study_models(root: Path, kwargs: dict) -> dict[str, Path]:
+    """A base, two adversarial fine-tunes in folders both named `final`, and their clean control
+    (nudged copies of one tiny ViT) with the config.robustness records the trainer writes."""
+    import torch
+
+    from hf_vitrobust.models import tiny_vit
+
+    common = {"base_model": "base", "seed": 0, "max_steps": 10}
+    spec = {
+        "base": None,
+        "runA/final": ("worst_of_k", ["defocus_blur"]),
+        "runB/final": ("worst_of_k", ["gaussian_noise"]),
+        "control": ("none", []),
+    }
+    model, processor = tiny_vit(seed=0, **kwargs)
+    paths = {}
+    for i, (name, training) in enumerate(spec.items()):
+        other = copy.deepcopy(model)
+        if training is not None:
+            generator = torch.Generator().manual_seed(i)
+            with torch.no_grad():
+                for param in other.vit.layers.parameters():
+                    param.add_(0.05 * torch.randn(param.shape, generator=generator))
+            adversary, corruptions = training
+            other.config.robustness = {
+                "adversary": adversary,
+                "num_views": 4,
+                "corruptions": corruptions,
+                "train_corruptions": corruptions,
+                **common,
+            }
+        other.save_pretrained(root / name)
+        processor.save_pretrained(root / name)
+        paths[name] = root / name
+    return paths
+
+
+@pytest.mark.slow
+def test_the_report_reads_the_real_stage_outputs(tmp_path, tiny_vit_kwargs, fashion_mnist_dir):
+    paths = _save_study_models(tmp_path / "models", tiny_vit_kwargs)
+    fine_tuned = [str(paths[k]) for k in ("runA/final", "runB/final", "control")]
+    models = ["--base_model", str(paths["base"]), "--finetuned_models", *fine_tuned]
+    study = tmp_path / "study"
+    _recipe("evaluate").main([
+        *models, "--dataset_name", "fashion_mnist", "--eval_split", "test",
+        "--max_eval_examples", "60", "--corruptions", "gaussian_noise,defocus_blur,fog",
+        "--severities", "3", "--batch_size", "60", "--n_resamples", "1000",
+        "--output_dir", str(study / "eval"),
+    ])  # fmt: skip
+    _recipe("analyze").main([
+        str(REPO / "recipes" / "fashion-mnist-tiny" / "analyze.yaml"), *models,
+        "--max_eval_examples", "48", "--batch_size", "48",
+        "--corruptions", "gaussian_noise,defocus_blur", "--num_panel_images", "0",
+        "--progress", "false", "--output_dir", str(study / "analysis"),
+    ])  # fmt: skip
+    by_key = _sections(study)
+    for key in CLAIMS:
+        section = by_key[key]
+        assert section.verdict in rp.VERDICTS, (key, section.readings)
+        assert section.rules and "clean control" in section.rules[0]
+    # Keys from the checkpoints' paths (both folders are named `final`), judged against the
+    # clean control the roles module matched from config.robustness.
+    rows = by_key["accuracy"].tables[0].rows
+    assert [row[:2] for row in rows] == [["runA/final", "control"], ["runB/final", "control"]]
+    assert by_key["attention_entropy"].tables[0].columns[1:] == ["layer 1", "layer 2"]
+    for key in ("cka", "patching", "corruption_error"):
+        assert by_key[key].verdict == rp.INFO, (key, by_key[key].readings)

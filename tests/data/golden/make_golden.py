@@ -66,6 +66,7 @@ ROBUSTNESS = {
 }
 ROLE = {"base": "base", A: "adversarial", B: "adversarial", CLEAN: "clean_control"}
 ROLE[RANDOM] = "random_view_control"
+CONTROLS = {A: {"clean": CLEAN, "random_view": RANDOM}, B: {"clean": CLEAN, "random_view": None}}
 #: (model, reference, reference_role) of every record, as the stages pair them.
 PAIRS = [
     (A, "base", "base"),
@@ -229,7 +230,8 @@ def _evaluation(rng: np.random.Generator) -> dict:
                 "key": key,
                 "name": path,
                 "label": key,
-                "role": "fine_tuned",
+                "role": ROLE[key],
+                "controls": CONTROLS.get(key),
                 "robustness": rb,
                 "seen_corruptions": rb["train_corruptions"],
                 "train_corruptions": rb["train_corruptions"],

@@ -182,7 +182,7 @@ def _judge(
                     cell.state,
                 ]
             )
-        states = Counter(c.state.split(" (")[0] for c in judgement.cells)
+        states = Counter(c.state.split(":")[0].split(" (")[0] for c in judgement.cells)
         readings.append(
             f"{model} − {control}: "
             + ", ".join(f"{n} {state}" for state, n in states.items())

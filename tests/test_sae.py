@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from safetensors.torch import load_file
 
 from hf_vitrobust.analysis import sae as S
 from hf_vitrobust.analysis.conditions import ConditionCollator, condition_groups
@@ -544,3 +553,208 @@ def test_sae_json_reader_validates(tmp_path):
         write_json_atomic(_sae_json(**changes), path)
         with pytest.raises(SchemaMismatch, match=message):
             read_sae_results(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe end to end: one process and two (gloo), and ViT-B/16 shapes.
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "train_sae.py"
+
+
+def _save(model, processor, folder: Path, robustness: dict | None = None) -> str:
+    if robustness is not None:
+        model.config.robustness = robustness
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_recipe(recipe: Path, out: Path, processes: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    flags = [str(recipe), "--output_dir", str(out), "--progress", "false"]
+    if processes == 1:  # in this process, on one thread like each launched process
+        spec = importlib.util.spec_from_file_location("train_sae_recipe", RECIPE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            module.main(flags)
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        cmd = [
+            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+            "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(_free_port()), str(RECIPE), *flags,
+        ]  # fmt: skip
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-4000:]
+    return read_sae_results(out / "sae.json")
+
+
+def _same(a, b, where="sae.json"):
+    """Equal JSON, floats to 1e-9 (sums over processes add in another order)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), where
+        for key in a:
+            _same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+@pytest.mark.slow
+def test_recipe_on_two_processes_equals_one(tiny_vit_kwargs, fashion_mnist_dir, tmp_path):
+    """The recipe on real Fashion-MNIST images, once alone and once on two gloo processes: the
+    same sae.json and SAE weights. An adversarial model identical to the base has code cosine 1
+    (above its perturbed clean control, CI excluding 0)."""
+    from hf_vitrobust.models import tiny_vit
+
+    base, processor = tiny_vit(seed=0, **tiny_vit_kwargs)
+    trained = {"base_model": "b", "seed": 0, "max_steps": 10}
+    adversarial = {
+        **trained,
+        "adversary": "worst_of_k",
+        "num_views": 4,
+        "train_corruptions": ["noise"],
+    }
+    clean = {**trained, "adversary": "none", "train_corruptions": []}
+    paths = [_save(base, processor, tmp_path / "base")]
+    paths.append(_save(base, processor, tmp_path / "self", adversarial))
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    paths.append(_save(base, processor, tmp_path / "perturbed", clean))
+    recipe = {
+        "base_model": paths[0],
+        "finetuned_models": paths[1:],
+        "dataset_name": "fashion_mnist",
+        "eval_split": "test",
+        "max_train_examples": 96,
+        "layers": [1],
+        "tokens": "all",
+        "sae_types": ["batchtopk", "standard"],
+        "expansion_factor": 4,
+        "k": 4,
+        "training_tokens": 2048,
+        "sae_batch_size": 128,
+        "n_init_batches": 2,
+        "batch_size": 12,  # 24 images: one process's batches are the two processes' shards
+        "buffer_mb": 1,
+        "max_tokens_per_image": 5,
+        "train_corruptions": ["sharpen"],
+        "corruptions": ["gaussian_noise", "sharpen"],
+        "num_eval_images": 24,
+        "reference_images": 6,
+        "n_resamples": 1000,
+    }
+    (tmp_path / "sae.yaml").write_text(yaml.safe_dump(recipe))
+    one = _run_recipe(tmp_path / "sae.yaml", tmp_path / "one", 1)
+    two = _run_recipe(tmp_path / "sae.yaml", tmp_path / "two", 2)
+    assert one["eval"].pop("processes") == 1 and two["eval"].pop("processes") == 2
+    as_one = json.loads(json.dumps(two).replace(str(tmp_path / "two"), str(tmp_path / "one")))
+    _same(one, as_one)
+    for folder in sorted((tmp_path / "one").glob("saes*/**/sae_weights.safetensors")):
+        other = tmp_path / "two" / folder.relative_to(tmp_path / "one")
+        for key, value in load_file(str(folder)).items():
+            torch.testing.assert_close(value, load_file(str(other))[key], rtol=0, atol=0)
+
+    assert one["models"]["self"]["role"] == "adversarial"
+    assert one["controls"] == {"self": {"clean_control": "perturbed", "random_view_control": None}}
+    assert one["eval"]["num_images"] == 24 and one["token_types"] == ["cls", "patches"]
+    by_sae = {e["sae_id"]: e for e in one["saes"]}
+    btk = by_sae["batchtopk-layer1-all"]
+    assert btk["threshold_calibration"]["l0_calibrated"] == pytest.approx(4, abs=0.01)
+    assert btk["l0_vs_k"]["k"] == 4 and by_sae["standard-layer1-all"]["l0_vs_k"]["k"] is None
+    assert btk["metrics"]["base"] == btk["metrics"]["self"]
+    for sid in by_sae:
+        for cond in ("clean", "noise", "sharpen"):
+            cell = one["distributions"]["self"][sid]["conditions"][cond]["tokens"]["patches"]
+            assert cell["code_cosine"]["median"] == pytest.approx(1.0)
+            assert cell["code_cosine_different_image"]["median"] < 1.0
+            other = one["distributions"]["perturbed"][sid]["conditions"][cond]["tokens"]
+            assert other["patches"]["raw_cosine"]["median"] < 1.0
+    records = [r for r in one["comparisons"] if r["metric"] == "code_cosine_to_base"]
+    assert {(r["sae_id"], r["scope"], r["token"]) for r in records} >= {
+        (sid, cond, "patches") for sid in by_sae for cond in ("clean", "noise", "sharpen")
+    }
+    for r in records:
+        assert r["model"] == "self" and r["reference_role"] == "clean_control"
+        if r["token"] == "patches":
+            assert r["estimate"] > 0 and r["ci_low"] > 0, r
+    matching = one["dictionary_matching"]["batchtopk-layer1-all"]
+    assert matching["finetuned:self"]["median"] == pytest.approx(1.0, abs=1e-6)
+    assert matching["random_directions"]["median"] < matching["finetuned:self"]["median"]
+    assert [e["sae_id"] for e in S.list_saes(tmp_path / "one" / "saes")] == sorted(by_sae)
+    assert len(one["figures"]) == 3 and all(Path(f).stat().st_size > 0 for f in one["figures"])
+
+
+@pytest.mark.slow
+def test_vit_b16_shapes_end_to_end(photo_folder, tmp_path):
+    """A randomly initialised ViT-B/16 (224 px, 1000 labels, 12 layers, d 768, 197 tokens) on
+    real photos of odd sizes: activations for the default layers (one pass, cached), a few
+    BatchTopK steps, calibration, the held-out comparison, save and load. (Expansion 2 keeps
+    the Hungarian matching of 6144 features, ~8 s on a core, out of the test.)"""
+    from hf_vitrobust.models import tiny_vit
+
+    root, _ = photo_folder
+    vit_b = dict(
+        num_labels=1000, image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12,
+        num_attention_heads=12, intermediate_size=3072,
+    )  # fmt: skip
+    base, processor = tiny_vit(seed=0, **vit_b)
+    trained = {"base_model": "b", "seed": 0, "max_steps": 10}
+    paths = [_save(base, processor, tmp_path / "base")]
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    adversarial = {
+        **trained,
+        "adversary": "worst_of_k",
+        "num_views": 2,
+        "train_corruptions": ["blur"],
+    }
+    paths.append(_save(base, processor, tmp_path / "adv", adversarial))
+    model_args, data_args, args = parse_recipe(
+        (ModelArguments, DataArguments, S.SAEStudyArguments),
+        [
+            "--base_model", paths[0], "--finetuned_models", paths[1], "--dataset_name", str(root),
+            "--eval_split", "train", "--max_train_examples", "6", "--max_bad_fraction", "0.5",
+            "--sae_types", "batchtopk", "--k", "32", "--training_tokens", "512",
+            "--sae_batch_size", "128", "--n_init_batches", "1", "--buffer_mb", "1",
+            "--batch_size", "3", "--train_corruptions", "blur", "--corruptions", "pixelate",
+            "--num_eval_images", "3", "--reference_images", "2", "--expansion_factor", "2",
+            "--train_finetuned_saes",
+            "false", "--seed_baseline", "false", "--progress", "false", "--device", "cpu",
+            "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache"),
+        ],
+    )  # fmt: skip
+    result = S.run_sae_study(model_args, data_args, args)
+    assert result["layers"] == [5, 11] and result["eval"]["num_images"] == 3
+    for entry in result["saes"]:
+        assert (entry["d_in"], entry["d_sae"]) == (768, 1536)
+        assert entry["threshold_calibration"]["calibration_tokens"] == 2 * 2 * 197
+        sae = S.load_sae(entry["folder"])
+        assert type(sae).__name__ == "JumpReLUSAE" and sae.cfg.d_sae == 1536
+        assert float(sae.threshold.detach()[0]) == pytest.approx(
+            entry["threshold_calibration"]["calibrated_threshold"]
+        )
+        cells = result["distributions"]["adv"][entry["sae_id"]]["conditions"]
+        assert set(cells) == {"clean", "digital"}
+        assert cells["clean"]["tokens"]["patches"]["code_cosine"]["n"] == 3
+    for layer in (5, 11):
+        manifest = A.read_cache_manifest(tmp_path / "cache" / f"base-layer{layer}-all")
+        assert manifest["d_in"] == 768 and manifest["n_activations"] >= 512

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from hf_vitrobust import __version__
@@ -107,7 +108,11 @@ class StudyModels:
 
 def study_device(device: str, state: Any) -> str:
     """``auto``: this process's accelerate device (``cuda:<local rank>`` or ``cpu``)."""
-    return str(state.device) if device == "auto" else device
+    if device != "auto":
+        return device
+    chosen = torch.device(state.device)
+    # Under several CPU processes accelerate says "cpu:<rank>", which safetensors refuses.
+    return "cpu" if chosen.type == "cpu" else str(chosen)
 
 
 def load_study_models(model_args: Any, args: SAEStudyArguments, state: Any = None) -> StudyModels:

@@ -11,6 +11,9 @@
 2. Peak RSS of the whole streaming analysis (`analyze_models`: lens, entropy, CKA, patching
    and their statistics) on N and 10 N images, each in a fresh process (target ratio <= 1.1).
 3. The logit lens is one batched matmul over layers: its time next to a per-layer loop.
+4. Activation patching (the analysis's costliest part: L(L+1)/2 block calls per batch) under
+   sdpa, as the analysis runs it, next to eager attention (what it would cost if the models
+   stayed eager for the whole pass, as they did before the capture switched only its own pass).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch  # noqa: E402
 
 from hf_vitrobust.analysis.capture import ActivationCapture  # noqa: E402
 from hf_vitrobust.analysis.lens import lens_logits  # noqa: E402
+from hf_vitrobust.analysis.patching import patched_logits  # noqa: E402
 from hf_vitrobust.analysis.run import analyze_models  # noqa: E402
 from hf_vitrobust.analysis.similarity import StreamingLinearCKA  # noqa: E402
 from hf_vitrobust.models import tiny_vit  # noqa: E402
@@ -121,6 +125,21 @@ def bench_lens(repeats: int) -> dict:
     }
 
 
+def bench_patching(repeats: int) -> dict:
+    model, _ = tiny_vit(seed=0, **SHAPES["vit-s16-224"])
+    model.eval()
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hidden = torch.stack(model(pixel_values=x, output_hidden_states=True).hidden_states)
+    seconds = {}
+    for impl in ("sdpa", "eager", "sdpa", "eager"):  # interleaved
+        model.set_attn_implementation(impl)
+        patched_logits(model, hidden)  # warm-up
+        seconds.setdefault(impl, []).extend(_timed(lambda: patched_logits(model, hidden), repeats))
+    med = {k: statistics.median(v) for k, v in seconds.items()}
+    return {"seconds": med, "eager_over_sdpa": med["eager"] / med["sdpa"]}
+
+
 def child_memory(num_images: int, batch: int) -> None:
     """Stream `num_images` synthetic images (clean + one corrupted condition) through the
     analysis; print the peak RSS after streaming, and after the statistics."""
@@ -144,11 +163,26 @@ def child_memory(num_images: int, batch: int) -> None:
             )
 
     kwargs = dict(progress=False)
-    analyze_models(model, {"ft": other}, batches, ["clean", "noise"], summarize=False, **kwargs)
+    kept = analyze_models(
+        model, {"ft": other}, batches, ["clean", "noise"], summarize=False, **kwargs
+    )
     streamed = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # What grows with the images: per-image scalars (lens / entropy / patching rows).
+    per_image = sum(
+        values.nbytes
+        for records in kept["records"].values()
+        for section in ("lens", "entropy", "patching")
+        for by_field in records[section].values()
+        for values in by_field.values()
+    )
     analyze_models(model, {"ft": other}, batches, ["clean", "noise"], **kwargs)
     total = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"images": num_images, "streamed_kb": streamed, "with_stats_kb": total}))
+    print(
+        json.dumps(
+            {"images": num_images, "streamed_kb": streamed, "with_stats_kb": total,
+             "per_image_records_kb": per_image / 1024}
+        )
+    )  # fmt: skip
 
 
 def bench_memory(num_images: int, batch: int) -> dict:
@@ -164,7 +198,7 @@ def bench_memory(num_images: int, batch: int) -> dict:
     small, large = peaks[num_images], peaks[10 * num_images]
     return {
         key: (small[key] / 1024, large[key] / 1024, large[key] / small[key])
-        for key in ("streamed_kb", "with_stats_kb")
+        for key in ("streamed_kb", "with_stats_kb", "per_image_records_kb")
     }
 
 
@@ -200,6 +234,12 @@ def main() -> int:
         f"{lens['batched_s'] * 1e3:.2f} ms vs per-layer loop {lens['loop_s'] * 1e3:.2f} ms "
         f"(equal: {lens['equal']})"
     )
+    patch = bench_patching(repeats)
+    print(
+        f"activation patching (ViT-S/16 shape, 8 images, 13 sites): sdpa "
+        f"{patch['seconds']['sdpa'] * 1e3:.0f} ms, eager {patch['seconds']['eager'] * 1e3:.0f} ms "
+        f"-> eager / sdpa {patch['eager_over_sdpa']:.2f}x (the analysis patches under sdpa)"
+    )
     n = 200 if args.quick else 500
     mem = bench_memory(n, args.batch)
     small, large, ratio = mem["streamed_kb"]
@@ -207,6 +247,11 @@ def main() -> int:
         f"peak RSS of the streaming analysis (capture, lens, entropy, CKA, patching; clean + "
         f"1 corrupted condition): {small:.0f} MB on {n} images, {large:.0f} MB on {10 * n} "
         f"images -> ratio {ratio:.3f} (target <= 1.1)"
+    )
+    small, large, _ = mem["per_image_records_kb"]
+    print(
+        f"  of which per-image records (lens, entropy, patching rows; no activation): "
+        f"{small:.2f} MB vs {large:.2f} MB"
     )
     small, large, ratio_stats = mem["with_stats_kb"]
     print(

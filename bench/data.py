@@ -10,6 +10,11 @@ thread) and prints the ratio pipeline / training; the target is >= 2 at 32 px (t
 not be the bottleneck). Absolute numbers depend on the machine's load; the ratios come from one
 run.
 
+It also measures the bad-image tracker at ImageNet scale: recording 1.28 M example ids (one
+epoch in shuffled batches of 256, then a second epoch), the time per recorded batch against the
+time of a batch through the pipeline, its memory, and the size of its checkpoint state
+mid-epoch and after the epoch.
+
 Run: ``python bench/data.py`` (about 1-2 minutes; ``--quick`` for a smoke run).
 """
 
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import datasets
@@ -93,8 +100,8 @@ def pipeline_rate(dataset, size: int, mode: str, workers: int, budget_s: float) 
         tiny_image_processor(size),
         views=CorruptionViews(list(names), severities=(1, 2, 3, 4, 5), seed=0),
         k=k,
-        bad_images=BadImageTracker(),
     )
+    tracker = BadImageTracker()  # the main process counts what it consumes
     batch_size = 256 if size <= 32 else 32
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -109,6 +116,7 @@ def pipeline_rate(dataset, size: int, mode: str, workers: int, budget_s: float) 
         collator.set_epoch(epoch)
         for batch in loader:
             assert batch["views"].shape[1:3] == (k, 3)
+            tracker.record_batch(batch)
             if start is None:  # worker start-up and the first batch are not throughput
                 start = time.perf_counter()
                 continue
@@ -160,6 +168,46 @@ def _training_rate(budget_s: float, k: int) -> float:
     return steps * 256 / (time.perf_counter() - start)
 
 
+def _record_epochs(n: int, batch: int, trace: bool) -> tuple[float, float, int, BadImageTracker]:
+    """(seconds, peak MiB or 0, mid-epoch state bytes, tracker) of two shuffled epochs."""
+    rng = np.random.default_rng(0)
+    epochs = [rng.permutation(n) for _ in range(2)]
+    tracker = BadImageTracker(min_examples=10**9)
+    mid_state, seconds = 0, 0.0
+    if trace:
+        tracemalloc.start()
+    for epoch, order in enumerate(epochs):
+        for i in range(0, n, batch):
+            ids = order[i : i + batch]
+            is_bad = ids % 1000 == 7
+            bad = {int(j): f"/data/train/{j}.JPEG" for j in ids[is_bad]}
+            start = time.perf_counter()
+            tracker.record(ids[~is_bad], bad)
+            tracker.check()
+            seconds += time.perf_counter() - start
+            if epoch == 0 and i == (n // 2) // batch * batch and not trace:
+                mid_state = len(json.dumps(tracker.state_dict(), separators=(",", ":")))
+    peak = tracemalloc.get_traced_memory()[1] / 2**20 if trace else 0.0
+    if trace:
+        tracemalloc.stop()
+    assert tracker.seen == n and tracker.bad == len(range(7, n, 1000))
+    return seconds, peak, mid_state, tracker
+
+
+def tracker_cost(n: int, batch: int = 256) -> dict[str, float]:
+    """Seconds per recorded batch (record + check), peak memory and state sizes of a
+    BadImageTracker over two shuffled epochs of ``n`` example ids (0.1% of them bad)."""
+    seconds, _, mid_state, tracker = _record_epochs(n, batch, trace=False)
+    _, peak, _, _ = _record_epochs(n, batch, trace=True)
+    return {
+        "per_batch_us": 1e6 * seconds / (2 * -(-n // batch)),
+        "peak_mib": peak,
+        "state_mid_epoch_mib": mid_state / 2**20,
+        "state_after_epoch_kib": len(json.dumps(tracker.state_dict(), separators=(",", ":")))
+        / 2**10,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
@@ -209,6 +257,16 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nworst-of-k training (4 no-grad view forwards + step, {best_threads} thread(s)): "
         f"{train_k:.0f} img/s; worst-of-k pipeline / worst-of-k training = {best_k / train_k:.2f}"
+    )
+    n = 100_000 if args.quick else 1_281_167
+    cost = tracker_cost(n)
+    batch_s = 256 / max(r for s, m, _, r in rows if s == 224)
+    print(
+        f"\nBadImageTracker over 2 shuffled epochs of {n:,} ids (batch 256): "
+        f"{cost['per_batch_us']:.0f} us per recorded batch "
+        f"({cost['per_batch_us'] / 1e6 / batch_s:.2%} of a 224 px pipeline batch), "
+        f"peak {cost['peak_mib']:.0f} MiB, checkpoint state {cost['state_mid_epoch_mib']:.1f} MiB "
+        f"mid-epoch, {cost['state_after_epoch_kib']:.0f} KiB after the epoch"
     )
     return 0
 

@@ -66,12 +66,23 @@ class DataArguments:
     streaming: bool | None = field(
         default=None, metadata={"help": "Stream the dataset; default: True for Hub ids."}
     )
-    max_train_examples: int | None = field(default=None)
-    max_eval_examples: int | None = field(default=None)
+    max_train_examples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Use a seeded class-stratified random sample of this many training examples "
+            "(streams: the first N out of the shuffle buffer); never the first N rows."
+        },
+    )
+    max_eval_examples: int | None = field(
+        default=None,
+        metadata={"help": "As max_train_examples, for the evaluation split."},
+    )
     max_bad_fraction: float = field(
         default=0.01,
         metadata={
-            "help": "Undecodable images are skipped and counted; above this fraction the run stops."
+            "help": "Undecodable images are skipped and counted once each (unique example ids); "
+            "above this fraction of the unique images seen the run stops (checked from 1000 "
+            "images on, and on the whole run after the model is saved)."
         },
     )
     subset_seed: int = field(
@@ -85,7 +96,8 @@ class DataArguments:
         default=10_000,
         metadata={
             "help": "Examples in the shuffle buffer of a streamed training set (reshuffled every "
-            "epoch); 0 turns shuffling off."
+            "epoch) and of a streamed subset; 0 turns shuffling off. The buffer holds undecoded "
+            "images in every DataLoader worker (ImageNet: ~1 GB per worker at 10,000)."
         },
     )
 

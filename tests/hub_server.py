@@ -8,16 +8,30 @@ here:
 - ``GET  /api/whoami-v2``
 - ``POST /api/repos/create``
 - ``POST /api/validate-yaml`` (README metadata check done by ``create_commit``)
-- ``POST /api/{type}s/{repo}/preupload/{rev}``: every file is uploaded as a "regular" (base64
-  in the commit) file, so no LFS or Xet storage is needed
-- ``POST /api/{type}s/{repo}/commit/{rev}``: the NDJSON commit payload
+- ``POST /api/{type}s/{repo}/preupload/{rev}``: "lfs" for files that the repo's
+  ``.gitattributes`` sends to LFS (``*.safetensors``, ``*.bin``, ... as on the Hub) or of 10 MiB
+  and more, "regular" (base64 inside the commit) otherwise
+- ``POST /[{type}s/]{repo}.git/info/lfs/objects/batch``: the git-LFS batch API ("basic"
+  transfer): an upload action (a signed URL on the storage origin) and a verify action per
+  object not yet stored, no actions for one already stored
+- ``PUT {storage}/lfs/{type}/{repo}/{oid}?signature=...``: the upload (on the storage origin,
+  ``http://localhost:<port>``, a different origin from the Hub's ``http://127.0.0.1:<port>``
+  as a CDN's is: the client must not send it the token); ``POST /__lfs/verify/...``: verify
+- ``POST /api/{type}s/{repo}/commit/{rev}``: the NDJSON commit payload, with ``file`` (base64)
+  and ``lfsFile`` (sha256 of an uploaded object) entries
 - ``GET  /api/{type}s/{repo}`` and ``/api/{type}s/{repo}/revision/{rev}``: repo info
 - ``GET  /api/{type}s/{repo}/tree/{rev}[/{path}]`` and ``POST .../paths-info/{rev}``
-- ``HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}``: file metadata and content
+- ``HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}``: file metadata and content; an LFS file
+  answers 302 to the storage origin with ``X-Linked-Etag`` (its sha256) and ``X-Linked-Size``,
+  as the Hub does
 
 Errors carry the ``X-Error-Code`` headers that ``huggingface_hub`` maps to its exceptions
 (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``). Private repos need the token.
 Tests inject failures with :meth:`HubServer.fail` and read :attr:`HubServer.requests`.
+
+Xet storage (what ``huggingface_hub`` uses by default when ``hf_xet`` is installed) is not
+emulated: its CAS protocol is spoken by a compiled client. Clients of this server set
+``HF_HUB_DISABLE_XET=1``, which sends large files through the LFS path above.
 
 Run it by hand with ``python tests/hub_server.py --port 8765 --token hf_xxx``.
 """
@@ -25,9 +39,12 @@ Run it by hand with ``python tests/hub_server.py --port 8765 --token hf_xxx``.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
+import hmac
 import json
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,9 +57,43 @@ import yaml
 REPO_TYPES = ("model", "dataset", "space")
 
 
+# What the Hub's initial commit puts in .gitattributes (abridged): these go to LFS.
+GITATTRIBUTES = b"".join(
+    f"{pattern} filter=lfs diff=lfs merge=lfs -text\n".encode()
+    for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.onnx", "*.zip")
+)
+# Files this large go to LFS whatever their name (the Hub's threshold).
+LFS_THRESHOLD_BYTES = 10 * 1024 * 1024
+
+
 def git_blob_oid(content: bytes) -> str:
     """The git blob SHA-1 of `content`: the oid the Hub reports for regular files."""
     return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def sha256_hex(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def lfs_pointer(content: bytes) -> bytes:
+    """The git-LFS pointer file the repo's git tree holds for an LFS file."""
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256_hex(content)}\n"
+        f"size {len(content)}\n"
+    ).encode()
+
+
+def lfs_patterns(gitattributes: bytes | None) -> list[str]:
+    """The patterns a `.gitattributes` sends to LFS (`filter=lfs`)."""
+    lines = (gitattributes or b"").decode("utf-8", "replace").splitlines()
+    return [line.split()[0] for line in lines if line.strip() and "filter=lfs" in line.split()]
+
+
+def goes_to_lfs(path: str, size: int, patterns: list[str]) -> bool:
+    """Whether the Hub would store `path` in LFS: a `.gitattributes` match, or a large file."""
+    name = path.rsplit("/", 1)[-1]
+    matched = any(fnmatch.fnmatchcase(path if "/" in p else name, p) for p in patterns)
+    return matched or size >= LFS_THRESHOLD_BYTES
 
 
 @dataclass
@@ -52,6 +103,27 @@ class Commit:
     files: dict[str, bytes]
     parent: str | None
     created_at: float = field(default_factory=time.time)
+    # path -> sha256 of the files stored in LFS (their git tree holds a pointer file).
+    lfs: dict[str, str] = field(default_factory=dict)
+
+    def entry(self, path: str) -> dict[str, Any]:
+        """The tree / paths-info entry of a file, with its `lfs` block when it is in LFS."""
+        content = self.files[path]
+        if path not in self.lfs:
+            return {
+                "type": "file",
+                "oid": git_blob_oid(content),
+                "size": len(content),
+                "path": path,
+            }
+        pointer = lfs_pointer(content)
+        return {
+            "type": "file",
+            "oid": git_blob_oid(pointer),
+            "size": len(content),
+            "path": path,
+            "lfs": {"oid": self.lfs[path], "size": len(content), "pointerSize": len(pointer)},
+        }
 
 
 @dataclass
@@ -61,6 +133,8 @@ class Repo:
     private: bool
     commits: list[Commit] = field(default_factory=list)
     branches: dict[str, str] = field(default_factory=dict)
+    # LFS storage: sha256 -> content of every object uploaded (committed or not).
+    lfs_objects: dict[str, bytes] = field(default_factory=dict)
 
     def resolve(self, revision: str) -> Commit | None:
         """A branch name or a (full or 7+ character) commit oid."""
@@ -89,6 +163,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[dict[str, Any]] = []
         self.failures: list[Failure] = []
+        self._signing_key = secrets.token_bytes(16)
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -98,6 +173,20 @@ class HubServer:
     def endpoint(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def storage(self) -> str:
+        """The LFS storage origin: the same server under another host name, as a CDN is."""
+        return f"http://localhost:{self._httpd.server_address[1]}"
+
+    def sign(self, *parts: str) -> str:
+        """The signature of a storage URL (a signed URL needs no token)."""
+        return hmac.new(self._signing_key, "/".join(parts).encode(), "sha256").hexdigest()
+
+    def lfs_files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict:
+        """The files of `repo_id` at `revision` stored in LFS (path -> sha256)."""
+        commit = self.repos[(repo_type, repo_id)].resolve(revision)
+        return dict(commit.lfs) if commit else {}
 
     def start(self) -> HubServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -151,6 +240,13 @@ class _HubError(Exception):
 _API_REPO = re.compile(
     r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+(?:/[^/]+)?)"
     r"(?:/(?P<op>revision|tree|paths-info|preupload|commit)(?:/(?P<rest>.*))?)?$"
+)
+_LFS_BATCH = re.compile(
+    r"^/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch$"
+)
+_LFS_OBJECT = re.compile(
+    r"^/__lfs/(?P<verify>verify/)?(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+)/"
+    r"(?P<oid>[0-9a-f]{64})$"
 )
 _RESOLVE = re.compile(
     r"^/(?:(?P<type>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+|[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"
@@ -236,6 +332,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             record = {
                 "method": method,
                 "path": path,
+                "host": self.headers.get("Host"),
                 "authorization": self.headers.get("Authorization"),
             }
             self._record = record
@@ -244,8 +341,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             head = method == "HEAD"
             # Read the whole body first: the connection is kept alive, so an unread body
             # would be taken for the next request.
-            length = int(self.headers.get("Content-Length") or 0)
-            self._raw_body = self.rfile.read(length) if length else b""
+            self._raw_body = self._read_body()
             try:
                 status = hub._take_failure(f"{method} {path}")
                 if status is not None:
@@ -253,6 +349,24 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 self._route(method, path, query, head)
             except _HubError as error:
                 self._error(error, head=head)
+
+        def _read_body(self) -> bytes:
+            """The request body, sent with a Content-Length or chunked."""
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline().strip():  # trailers
+                            pass
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()  # the CRLF after each chunk
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def do_PUT(self) -> None:
+            self._dispatch("PUT")
 
         def do_GET(self) -> None:
             self._dispatch("GET")
@@ -272,6 +386,12 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 return self._create_repo()
             if path == "/api/validate-yaml" and method == "POST":
                 return self._validate_yaml()
+            match = _LFS_BATCH.match(path)
+            if match and method == "POST":
+                return self._lfs_batch((match["type"] or "models")[:-1], match["repo"])
+            match = _LFS_OBJECT.match(path)
+            if match:
+                return self._lfs_object(method, match, query, head)
             match = _API_REPO.match(path)
             if match:
                 repo_type = match["type"][:-1]
@@ -341,9 +461,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 initial = Commit(
                     oid=_new_oid(repo_id, "initial"),
                     message="initial commit",
-                    files={
-                        ".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-                    },
+                    files={".gitattributes": GITATTRIBUTES},
                     parent=None,
                 )
                 repo.commits.append(initial)
@@ -397,7 +515,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
 
         def _entries(self, commit: Commit, paths: list[str], recursive: bool) -> list[dict]:
             entries, folders = [], set()
-            for name, content in sorted(commit.files.items()):
+            for name in sorted(commit.files):
                 for prefix in paths:
                     if prefix and name != prefix and not name.startswith(prefix + "/"):
                         continue
@@ -412,14 +530,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                         parts = name.split("/")[:-1]
                         for i in range(len(prefix.split("/")) if prefix else 0, len(parts)):
                             folders.add("/".join(parts[: i + 1]))
-                    entries.append(
-                        {
-                            "type": "file",
-                            "oid": git_blob_oid(content),
-                            "size": len(content),
-                            "path": name,
-                        }
-                    )
+                    entries.append(commit.entry(name))
                     break
             dirs = [{"type": "directory", "oid": "0" * 40, "size": 0, "path": f} for f in folders]
             return sorted(dirs, key=lambda d: d["path"]) + entries
@@ -446,15 +557,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             for path in paths:
                 path = path.strip("/")
                 if path in commit.files:
-                    content = commit.files[path]
-                    entries.append(
-                        {
-                            "type": "file",
-                            "oid": git_blob_oid(content),
-                            "size": len(content),
-                            "path": path,
-                        }
-                    )
+                    entries.append(commit.entry(path))
                 elif any(name.startswith(path + "/") for name in commit.files):
                     entries.append({"type": "directory", "oid": "0" * 40, "size": 0, "path": path})
             self._send(200, entries, headers={"X-Repo-Commit": commit.oid})
@@ -464,16 +567,24 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             repo = self._repo(repo_type, repo_id)
             commit = repo.resolve(unquote(revision))
             payload = json.loads(self._body() or b"{}")
+            patterns = lfs_patterns(commit.files.get(".gitattributes") if commit else None)
             files = []
             for item in payload.get("files", []):
-                existing = commit.files.get(item["path"]) if commit else None
+                path = item["path"]
+                lfs = goes_to_lfs(path, int(item.get("size") or 0), patterns)
+                oid = None
+                if commit and path in commit.files:
+                    # What the client compares with its own file to skip unchanged ones.
+                    content = commit.files[path]
+                    oid = commit.lfs.get(path) if lfs else git_blob_oid(content)
                 files.append(
                     {
-                        "path": item["path"],
-                        # "regular": content travels base64-encoded inside the commit payload.
-                        "uploadMode": "regular",
+                        "path": path,
+                        # "lfs": uploaded through the LFS batch API, named by sha256 in the
+                        # commit; "regular": base64 inside the commit payload.
+                        "uploadMode": "lfs" if lfs else "regular",
                         "shouldIgnore": False,
-                        "oid": git_blob_oid(existing) if existing is not None else None,
+                        "oid": oid,
                     }
                 )
             self._send(200, {"files": files, "commitOid": commit.oid if commit else None})
@@ -488,6 +599,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     raise _HubError(404, f"Invalid rev id: {revision}", code="RevisionNotFound")
                 head = repo.resolve(revision)
                 files = dict(head.files) if head else {}
+                lfs = dict(head.lfs) if head else {}
                 summary = ""
                 try:
                     lines = [json.loads(line) for line in body.splitlines() if line.strip()]
@@ -504,15 +616,20 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                         if value.get("encoding", "base64") != "base64":
                             raise _HubError(400, "Only base64 file contents are supported")
                         files[value["path"]] = base64.b64decode(value["content"])
+                        lfs.pop(value["path"], None)
+                    elif key == "lfsFile":
+                        files[value["path"]] = _uploaded_object(repo, value)
+                        lfs[value["path"]] = value["oid"]
                     elif key == "deletedFile":
+                        lfs.pop(value["path"], None)
                         if files.pop(value["path"], None) is None:
                             raise _HubError(404, f"{value['path']} not found", code="EntryNotFound")
                     elif key == "deletedFolder":
                         prefix = value["path"].rstrip("/") + "/"
                         for name in [n for n in files if n.startswith(prefix)]:
                             del files[name]
+                            lfs.pop(name, None)
                     else:
-                        # This server never asks for LFS/Xet uploads (preupload says "regular").
                         raise _HubError(400, f"Unsupported commit operation {key!r}")
                 if not summary:
                     raise _HubError(400, "Commit summary is required")
@@ -521,6 +638,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     message=summary,
                     files=files,
                     parent=head.oid if head else None,
+                    lfs=lfs,
                 )
                 repo.commits.append(commit)
                 repo.branches[revision] = commit.oid
@@ -534,20 +652,72 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 },
             )
 
-        def _resolve(
-            self, repo_type: str, repo_id: str, revision: str, path: str, head: bool
-        ) -> None:
+        def _lfs_batch(self, repo_type: str, repo_id: str) -> None:
+            """The git-LFS batch API: where to upload each object not stored yet."""
+            self._require_auth()
             repo = self._repo(repo_type, repo_id)
-            commit = self._commit(repo, revision)
-            if path not in commit.files:
-                raise _HubError(404, "Entry not found", code="EntryNotFound", commit=commit.oid)
-            content = commit.files[path]
-            headers = {
-                "X-Repo-Commit": commit.oid,
-                "ETag": f'"{git_blob_oid(content)}"',
-                "Accept-Ranges": "bytes",
-                "Content-Type": "application/octet-stream",
-            }
+            payload = json.loads(self._body() or b"{}")
+            if payload.get("operation") != "upload":
+                raise _HubError(400, "Only the upload operation is supported")
+            if "basic" not in (payload.get("transfers") or ["basic"]):
+                raise _HubError(400, "Only the basic transfer is supported")
+            prefix = "" if repo_type == "model" else f"{repo_type}s/"
+            objects = []
+            for item in payload.get("objects", []):
+                oid, size = str(item["oid"]), int(item["size"])
+                entry: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+                if not re.fullmatch(r"[0-9a-f]{64}", oid):
+                    entry["error"] = {"code": 422, "message": f"Invalid oid {oid!r}"}
+                elif oid not in repo.lfs_objects:  # stored already: no actions, no upload
+                    signature = hub.sign(repo_type, repo_id, oid)
+                    where = f"{prefix}{repo_id}/{oid}"
+                    entry["actions"] = {
+                        "upload": {"href": f"{hub.storage}/__lfs/{where}?signature={signature}"},
+                        "verify": {"href": f"{hub.endpoint}/__lfs/verify/{where}", "header": {}},
+                    }
+                objects.append(entry)
+            data = json.dumps({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
+            self._send(
+                200, raw=data.encode(), headers={"Content-Type": "application/vnd.git-lfs+json"}
+            )
+
+        def _lfs_object(self, method: str, match: re.Match, query: dict, head: bool) -> None:
+            """The storage (signed URLs: upload, download) and the Hub's verify action."""
+            repo_type = (match["type"] or "models")[:-1]
+            repo_id, oid = match["repo"], match["oid"]
+            repo = hub.repos.get((repo_type, repo_id))
+            if repo is None:
+                raise _HubError(404, "Repository not found", code="RepoNotFound")
+            if match["verify"]:
+                if method != "POST":
+                    raise _HubError(405, f"{method} not allowed on the verify action")
+                self._require_auth()
+                stored = repo.lfs_objects.get(oid)
+                size = json.loads(self._body() or b"{}").get("size")
+                if stored is None or len(stored) != size:
+                    raise _HubError(404, f"LFS object {oid} not found or of another size")
+                return self._send(200, {"success": True})
+            expected = hub.sign(repo_type, repo_id, oid)
+            if not hmac.compare_digest(query.get("signature", [""])[0], expected):
+                raise _HubError(403, "Request signature does not match")
+            if method == "PUT":
+                body = self._body()
+                if sha256_hex(body) != oid:
+                    raise _HubError(400, f"Uploaded content does not match sha256 {oid}")
+                with hub._lock:
+                    repo.lfs_objects[oid] = body
+                return self._send(200, raw=b"", headers={"ETag": f'"{oid}"'})
+            if method in ("GET", "HEAD"):
+                content = repo.lfs_objects.get(oid)
+                if content is None:
+                    raise _HubError(404, "NoSuchKey")
+                return self._send_content(content, {"ETag": f'"{oid}"'}, head)
+            raise _HubError(405, f"{method} not allowed on storage")
+
+        def _send_content(self, content: bytes, headers: dict[str, str], head: bool) -> None:
+            """File content, honouring a `Range: bytes=a-b` request (resumed downloads)."""
+            headers = {**headers, "Accept-Ranges": "bytes"}
+            headers["Content-Type"] = "application/octet-stream"
             status = 200
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
             if match:
@@ -557,7 +727,51 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                 content, status = content[start : end + 1], 206
             self._send(status, raw=content, headers=headers, head=head)
 
+        def _resolve(
+            self, repo_type: str, repo_id: str, revision: str, path: str, head: bool
+        ) -> None:
+            repo = self._repo(repo_type, repo_id)
+            commit = self._commit(repo, revision)
+            if path not in commit.files:
+                raise _HubError(404, "Entry not found", code="EntryNotFound", commit=commit.oid)
+            content = commit.files[path]
+            if path in commit.lfs:
+                # The Hub redirects an LFS file to its storage (a CDN: another origin), with
+                # the file's sha256 and size on the redirect itself.
+                oid = commit.lfs[path]
+                prefix = "" if repo_type == "model" else f"{repo_type}s/"
+                location = f"{hub.storage}/__lfs/{prefix}{repo_id}/{oid}"
+                location += f"?signature={hub.sign(repo_type, repo_id, oid)}"
+                headers = {
+                    "X-Repo-Commit": commit.oid,
+                    "X-Linked-Etag": f'"{oid}"',
+                    "X-Linked-Size": str(len(content)),
+                    "ETag": f'"{git_blob_oid(lfs_pointer(content))}"',
+                    "Location": location,
+                }
+                return self._send(302, raw=b"", headers=headers, head=head)
+            headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{git_blob_oid(content)}"'}
+            self._send_content(content, headers, head)
+
     return Handler
+
+
+def _uploaded_object(repo: Repo, value: dict[str, Any]) -> bytes:
+    """The content an `lfsFile` commit entry names; it must have been uploaded (and match)."""
+    if value.get("algo", "sha256") != "sha256":
+        raise _HubError(400, f"Unsupported LFS hash algorithm {value.get('algo')!r}")
+    content = repo.lfs_objects.get(str(value.get("oid")))
+    if content is None:
+        raise _HubError(
+            422,
+            f"Your push was rejected because an LFS pointer pointed to a file that does not "
+            f"exist: {value.get('path')} ({value.get('oid')})",
+        )
+    if value.get("size") is not None and int(value["size"]) != len(content):
+        raise _HubError(
+            422, f"LFS object {value['oid']} has size {len(content)}, not {value['size']}"
+        )
+    return content
 
 
 def _new_oid(*parts: str) -> str:

@@ -14,7 +14,12 @@ from hf_vitrobust.analysis.attention import (
     rollout_matrix,
 )
 from hf_vitrobust.analysis.capture import ActivationCapture, capture_batch
-from hf_vitrobust.analysis.lens import LensRecorder, first_correct_layers
+from hf_vitrobust.analysis.lens import (
+    LensRecorder,
+    common_first_correct,
+    first_correct_layers,
+    summarize_lens,
+)
 from hf_vitrobust.analysis.patching import (
     PatchingRecorder,
     patched_logits,
@@ -96,24 +101,53 @@ def test_lens_every_layer_and_last_layer_equals_logits(tiny_model, pixels):
         torch.testing.assert_close(out.patch_mean[layer], hidden[:, 1:].mean(1))
     rec = LensRecorder()
     rec.update(out.lens_logits, ref.logits.argmax(-1), out.logits)
-    assert rec.max_abs_diff_last_layer <= 1e-6
+    assert rec.arrays()["last_layer_abs_diff"].shape == (6,)
+    assert rec.arrays()["last_layer_abs_diff"].max() <= 1e-6
     assert rec.correct[:, -1].all()  # labels = the model's predictions
 
 
-def test_first_correct_layer_statistics():
+def test_first_correct_layer_counts_from_layer_one():
     correct = np.array(
         [
+            # l = 0 (CLS embedding), 1, 2, 3, 4
             [0, 1, 0, 1, 1],  # first 1, stable 3
-            [1, 1, 1, 1, 1],  # first 0, stable 0
+            [1, 1, 1, 1, 1],  # layer 0 ignored: first 1, stable 1 (not 0)
+            [1, 0, 1, 1, 1],  # right at l = 0 only by the constant embedding: first 2, stable 2
             [0, 0, 0, 0, 1],  # first 4, stable 4
             [1, 1, 1, 1, 0],  # wrong at the last layer: excluded
+            [1, 0, 0, 0, 0],  # right only at l = 0: never correct over 1..L
         ],
         dtype=bool,
     )
     fc = first_correct_layers(correct)
-    assert fc["mask"].tolist() == [True, True, True, False]
-    assert fc["first"].tolist() == [1, 0, 4]
-    assert fc["stable"].tolist() == [3, 0, 4]
+    assert fc["mask"].tolist() == [True, True, True, True, False, False]
+    assert fc["first"].tolist() == [1, 1, 2, 4]
+    assert fc["stable"].tolist() == [3, 1, 2, 4]
+    assert fc["never_correct"].tolist() == [False, False, False, False, False, True]
+    rec = {
+        "correct": correct,
+        "true_prob": correct.astype(np.float32),
+        "last_layer_abs_diff": np.zeros(len(correct)),
+    }
+    summary = summarize_lens(rec, n_resamples=1000)["first_correct_layer"]
+    assert summary["count"] == 4 and summary["n_images"] == 6
+    assert summary["never_correct"] == {"count": 1, "share": 1 / 6}
+    assert summary["histogram_layers"] == [1, 2, 3, 4]
+    assert summary["first"]["histogram"] == [2, 1, 0, 1]
+    assert summary["first"]["value"] == pytest.approx(2.0)
+
+
+def test_side_by_side_means_use_the_images_correct_for_every_model():
+    # Model A is right at the last layer on images 0-3, B on 2-5: both on 2 and 3 only.
+    a = np.zeros((6, 4), bool)
+    b = np.zeros((6, 4), bool)
+    a[:4, 1:] = True  # A right from layer 1
+    b[2:, 3] = True  # B right only at the last layer
+    common = common_first_correct({"a": a, "b": b}, n_resamples=1000)
+    assert common["n_images"] == 2
+    assert common["models"]["a"]["first"]["value"] == 1.0
+    assert common["models"]["b"]["first"]["value"] == 3.0
+    assert common["models"]["b"]["stable"]["value"] == 3.0
 
 
 def test_rollout_rows_sum_to_one_and_capture_matches(tiny_model, pixels):
@@ -204,7 +238,7 @@ def test_patching_self_recovers_nothing_and_final_layer_recovers_all(tiny_model)
     assert final["recovered"] == pytest.approx(1.0)
     assert final["ci_low"] == pytest.approx(1.0) and final["ci_high"] == pytest.approx(1.0)
     assert other_summary["gain"]["estimate"] > 0
-    a, b, p = rec_other.arrays()
+    a, b, p = rec_other.arrays().values()
     assert recovery_fraction(a, b, p[:, 0]) == pytest.approx(
         (p[:, 0].mean() - a.mean()) / (b.mean() - a.mean())
     )
@@ -213,14 +247,30 @@ def test_patching_self_recovers_nothing_and_final_layer_recovers_all(tiny_model)
 def test_capture_keeps_nothing_between_batches_and_removes_hooks(tiny_model, pixels):
     model, _ = tiny_model
     with ActivationCapture(model, rollout=True, keep_hidden=True) as cap:
-        assert model.config._attn_implementation == "eager"
-        cap(pixels)
+        # Eager only inside the capture's own forward (which reads attention weights): other
+        # passes of the model in the block (patching, Grad-CAM) keep sdpa.
+        assert model.config._attn_implementation == "sdpa"
+        out = cap(pixels)
+        assert out.entropy is not None and model.config._attn_implementation == "sdpa"
         assert cap._cls == [] and cap._hidden == [] and cap._ent == []
         assert cap._rollout.matrix is None  # the tokens x tokens product died with its batch
     assert model.config._attn_implementation == "sdpa"
     for layer in model.vit.layers:
         assert not layer._forward_hooks and not layer.attention._forward_hooks
     assert not model.vit.embeddings._forward_hooks
+
+
+def test_capture_without_attention_never_switches_to_eager(tiny_model, pixels, monkeypatch):
+    model, _ = tiny_model
+    switched = []
+    original = model.set_attn_implementation
+    monkeypatch.setattr(
+        model, "set_attn_implementation", lambda impl: (switched.append(impl), original(impl))
+    )
+    out = capture_batch(model, pixels, entropy=False)
+    assert switched == [] and out.entropy is None
+    capture_batch(model, pixels)
+    assert switched == ["eager", "sdpa"]
 
 
 def test_refuses_other_layouts(tiny_model):
@@ -278,13 +328,23 @@ def test_analyze_models_end_to_end_is_repeatable(tiny_model, tmp_path):
     a = write_json_atomic(first, tmp_path / "a.json").read_text()
     assert a == write_json_atomic(second, tmp_path / "b.json").read_text()
     assert np.isnan(first["cka"]["clean"]["ft"]["cls"][0])  # the embedded CLS is constant
+    assert first["models"]["ft"]["role"] == "unknown"  # no config.robustness: base only
     lens = first["logit_lens"]["clean"]
     assert lens["models"]["ft"]["accuracy"][-1]["value"] == 1.0
     assert lens["models"]["base"]["last_layer_max_abs_diff"] <= 1e-5
     assert len(lens["comparisons"]["ft"]["accuracy"]) == 3
-    ent = first["attention_entropy"]["noise"]["differences"]["ft"]["all_queries"]
-    assert np.asarray(ent["difference"]).shape == (2, 2)
-    assert set(ent["tests"][0][0]) >= {"estimate", "ci_low", "ci_high", "p_value"}
+    assert lens["common"]["n_images"] == lens["models"]["base"]["first_correct_layer"]["count"]
+    records = first["comparisons"]
+    assert {(r["model"], r["reference"], r["reference_role"]) for r in records} == {
+        ("ft", "base", "base")
+    }
+    entropy = [r for r in records if r["metric"] == "attention_entropy" and r["scope"] == "noise"]
+    assert [(r["layer"], r["head"]) for r in entropy] == [
+        (1, None), (2, None), (1, 0), (1, 1), (2, 0), (2, 1)
+    ]  # fmt: skip
+    assert all(r["test"] == "wilcoxon_signed_rank" and r["n"] == 40 for r in entropy)
+    fc = [r for r in records if r["metric"] == "first_always_correct_layer"]
+    assert {r["scope"] for r in fc} == {"clean", "noise"} and all(r["n_images"] >= 2 for r in fc)
     cka = first["cka"]["clean"]["ft"]
     assert len(cka["cls"]) == 3 and all(0 <= v <= 1 + 1e-9 for v in cka["patch_mean"])
     assert all(0 <= v <= 1 + 1e-9 for v in cka["cls"][1:])
@@ -326,6 +386,29 @@ def test_analyze_models_output_reads_back_through_read_analysis(tiny_model, tmp_
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     with pytest.raises(SchemaMismatch, match="first_correct_layer"):
         read_analysis(tmp_path / "broken.json")
+    broken = json.loads((tmp_path / "analysis.json").read_text())
+    del broken["logit_lens"]["clean"]["common"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(SchemaMismatch, match="lacks 'common'"):
+        read_analysis(tmp_path / "broken.json")
+    # Comparison records are validated too: metric, model keys, scope, qualifiers.
+    good = json.loads((tmp_path / "analysis.json").read_text())
+    for change, message in (
+        ({"metric": "entropy"}, "metric 'entropy'"),
+        ({"reference": "runA/final"}, "reference 'runA/final'"),
+        ({"scope": "fog"}, "scope 'fog'"),
+        ({"reference_role": "control"}, "reference_role 'control'"),
+    ):
+        bad = json.loads(json.dumps(good))
+        bad["comparisons"][0].update(change)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(SchemaMismatch, match=message):
+            read_analysis(tmp_path / "bad.json")
+    bad = json.loads(json.dumps(good))
+    del bad["comparisons"][-1]["layer"]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(SchemaMismatch, match=r"lacks \['layer'\]"):
+        read_analysis(tmp_path / "bad.json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,6 +490,18 @@ def test_condition_pixels_are_keyed_on_example_id_not_position(tiny_model):
     torch.testing.assert_close(
         panel["corrupted"][1], batches.spec.to_tensor([forward[1007]])[0], rtol=0, atol=0
     )
+
+
+def test_examples_without_ids_are_refused(tiny_model):
+    """Numbering by position within a batch gave every batch the ids 0..B-1: pixels and records
+    keyed on them collided. Example ids now come from the data loader, or the batch is refused."""
+    from hf_vitrobust.analysis.conditions import DatasetBatches
+
+    _, processor = tiny_model
+    examples = [{k: v for k, v in e.items() if k != "example_id"} for e in _examples(4)]
+    batches = DatasetBatches(examples, processor, corruptions=CONDITION_CORRUPTIONS, batch_size=2)
+    with pytest.raises(ValueError, match="no 'example_id'.*load_image_dataset"):
+        next(batches("noise"))
 
 
 def test_analysis_arguments_new_and_old_keys(tmp_path):

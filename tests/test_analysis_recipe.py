@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +74,7 @@ def test_analyze_recipe_writes_json_and_figures(tmp_path, tiny_vit_kwargs, fashi
     lens = result["logit_lens"]["clean"]["models"]["base"]
     assert lens["n_images"] == 48 and len(lens["accuracy"]) == 3
     assert lens["last_layer_max_abs_diff"] <= 1e-5
-    assert set(result["attention_entropy"]["blur"]["differences"]) == {"ft"}
+    assert {r["model"] for r in result["comparisons"]} == {"ft"}
     assert len(result["cka"]["noise"]["ft"]["patch_mean"]) == 3
     assert len(result["patching"]["noise"]["ft"]["per_layer"]) == 3
     for name in result["figures"]:
@@ -82,7 +86,7 @@ def test_analyze_recipe_writes_json_and_figures(tmp_path, tiny_vit_kwargs, fashi
     # Seeded and repeatable: a second run writes the same numbers.
     _recipe().main([*argv[:-1], str(tmp_path / "again"), "--num_panel_images", "0"])
     again = read_analysis(tmp_path / "again" / "analysis.json")
-    for key in ("logit_lens", "attention_entropy", "cka", "patching"):
+    for key in ("logit_lens", "attention_entropy", "cka", "patching", "comparisons"):
         assert again[key] == result[key]
 
 
@@ -107,3 +111,139 @@ def test_analyze_recipe_refuses_mismatched_labels(tmp_path, tiny_vit_kwargs, fas
 def test_analyze_recipe_needs_models(tmp_path):
     with pytest.raises(ValueError, match="base_model"):
         _recipe().main(["--output_dir", str(tmp_path)])
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's own photos (class-sorted, planted bad files), a control, and two `final` folders;
+# then the same run on 2 processes
+# ---------------------------------------------------------------------------------------------
+
+ROBUSTNESS = {"base_model": "base", "seed": 0, "max_steps": 100}
+
+
+def _save_study(root: Path, kwargs: dict) -> dict[str, Path]:
+    """A base, an adversarial fine-tune and its clean control, both saved in a `final` folder."""
+    base, processor = tiny_vit(seed=0, **kwargs)
+    paths = {
+        "base": root / "base",
+        "adv": root / "runA" / "final",
+        "clean": root / "runB" / "final",
+    }
+    robustness = {
+        "adv": {**ROBUSTNESS, "adversary": "worst_of_k", "num_views": 4,
+                "train_corruptions": ["gaussian_noise"]},
+        "clean": {**ROBUSTNESS, "adversary": "none", "train_corruptions": []},
+    }  # fmt: skip
+    gen = torch.Generator().manual_seed(1)
+    for name, path in paths.items():
+        model = copy.deepcopy(base)
+        if name != "base":
+            with torch.no_grad():
+                for param in model.vit.layers.parameters():
+                    param.add_(0.3 * torch.randn(param.shape, generator=gen) * param.std())
+            model.config.robustness = robustness[name]
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+    return paths
+
+
+def _photo_argv(paths: dict[str, Path], data: Path, out: Path) -> list[str]:
+    return [
+        "--base_model", str(paths["base"]),
+        "--finetuned_models", str(paths["adv"]), str(paths["clean"]),
+        "--dataset_name", str(data),
+        "--eval_split", "train",
+        "--max_bad_fraction", "0.1",
+        "--corruptions", "gaussian_noise,defocus_blur",
+        "--severities", "3",
+        "--batch_size", "16",
+        "--num_panel_images", "1",
+        "--progress", "false",
+        "--output_dir", str(out),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def photo_study(tmp_path_factory, photo_folder, tiny_vit_kwargs):
+    """(paths, photo root, files, one-process output folder): the recipe run once, in-process."""
+    root, files = photo_folder
+    tmp = tmp_path_factory.mktemp("photo_study")
+    paths = _save_study(tmp, {**tiny_vit_kwargs, "num_labels": 6})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _recipe().main(_photo_argv(paths, root, tmp / "one"))
+    finally:
+        torch.set_num_threads(threads)
+    return paths, root, files, tmp / "one"
+
+
+def test_photo_folder_analysis_counts_bad_files_once_and_compares_with_the_control(photo_study):
+    _, _, files, out = photo_study
+    result = read_analysis(out / "analysis.json")
+    total = sum(len(v) for v in files.values())
+    good = total - len(files["bad"])
+    assert result["bad_images"]["bad"] == len(files["bad"]) == 2  # once each, not per condition
+    assert result["bad_images"]["seen"] == total
+    assert result["models"]["runA/final"]["role"] == "adversarial"
+    assert result["models"]["runB/final"]["role"] == "clean_control"
+    assert result["conditions"] == ["clean", "noise", "blur"]
+    records = result["comparisons"]
+    assert {(r["model"], r["reference"], r["reference_role"]) for r in records} == {
+        ("runA/final", "base", "base"),
+        ("runA/final", "runB/final", "clean_control"),
+        ("runB/final", "base", "base"),
+    }
+    entropy = [r for r in records if r["metric"] == "attention_entropy"]
+    assert len(entropy) == 3 * 3 * (2 + 2 * 2)  # pairs x conditions x (layers + layer x head)
+    assert all(r["n"] == good for r in entropy)
+    for condition in result["conditions"]:
+        lens = result["logit_lens"][condition]
+        assert lens["models"]["base"]["n_images"] == good
+        assert set(lens["common"]["models"]) == {"base", "runA/final", "runB/final"}
+    assert "first_correct_layer.png" in result["figures"]
+
+
+def _assert_same(a, b, where="analysis.json"):
+    """Equal structure and strings; numbers equal up to float-summation order (CKA sums)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, (int, float)):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_same_analysis_as_one(photo_study):
+    paths, root, _, one = photo_study
+    two = one.parent / "two"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+        "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", "29733", str(ROOT / "recipes" / "analyze.py"),
+        *_photo_argv(paths, root, two),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    single = json.loads((one / "analysis.json").read_text())
+    double = json.loads((two / "analysis.json").read_text())
+    first_bad = (
+        single["bad_images"].pop("first_bad_ids"),
+        double["bad_images"].pop("first_bad_ids"),
+    )
+    assert sorted(first_bad[0]) == sorted(first_bad[1])
+    for key in ("output_dir",):
+        single.pop(key, None), double.pop(key, None)
+    _assert_same(single, double)
+    np.testing.assert_allclose(
+        np.load(one / "attention_panel.npz")["rollout"],
+        np.load(two / "attention_panel.npz")["rollout"],
+    )

@@ -83,7 +83,9 @@ def test_two_processes_cover_the_stream_disjointly(tmp_path):
     bad_id = BAD[0] * 2**32 + BAD[1]
     for r in ranks:  # the corrupt image is skipped and counted once over both processes
         assert r["shard"]["tracker"]["seen"] == 31 and r["shard"]["tracker"]["bad"] == 1
-        assert r["shard"]["tracker"]["first_bad_ids"] == [bad_id]
+        assert [b["id"] for b in r["shard"]["tracker"]["first_bad"]] == [bad_id]
+        reason = r["shard"]["tracker"]["first_bad"][0]["reason"]
+        assert reason.startswith("UnidentifiedImageError") and "in-memory bytes" in reason
     assert sum(r["shard"]["skipped_in_batches"] for r in ranks) == 1
 
     # Dispatched (rank 0 reads, accelerate slices): disjoint except accelerate's end padding

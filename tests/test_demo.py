@@ -73,6 +73,46 @@ def test_stages_run_then_skip_on_rerun(tmp_path, capsys):
     assert rerun["study_seconds"] == pytest.approx(summary["study_seconds"], rel=1e-6)
 
 
+def test_independent_stages_run_at_once_and_their_memory_adds_up(tmp_path):
+    """b and c (both after a) overlap with two slots: the study's wall time is shorter than the
+    sum of its stages, and the peak memory counts both 64 MB buffers at once. One slot runs
+    them one after the other."""
+    _run(tmp_path, parallel=2)
+    summary = read_stages(tmp_path / "demo" / "stages.json")
+    at = {s["name"]: s for s in summary["stages"]}
+    assert at["c"]["started"] < at["b"]["ended"] and at["b"]["started"] < at["c"]["ended"]
+    assert at["b"]["started"] >= at["a"]["ended"] and at["d"]["started"] >= at["b"]["ended"]
+    assert at["report"]["started"] >= max(at[n]["ended"] for n in "abcd")
+    assert summary["study_seconds"] < sum(s["seconds"] for s in summary["stages"])
+    assert summary["peak_memory_bytes"] > 2 * 64 * 2**20
+    assert summary["parallel"] == 2
+
+    _run(tmp_path / "serial", parallel=1)
+    serial = read_stages(tmp_path / "serial" / "demo" / "stages.json")
+    at = {s["name"]: s for s in serial["stages"]}
+    assert at["c"]["started"] >= at["b"]["ended"]
+    assert serial["study_seconds"] == pytest.approx(
+        at["report"]["ended"] - at["a"]["started"], rel=1e-6
+    )
+
+
+def test_a_stage_waits_for_the_stages_it_refreshes_after(tmp_path):
+    """The cards stage needs only the fine-tunes but must not start before the evaluation it
+    reads has finished (refresh_after), even with a free slot."""
+    out = tmp_path / "demo"
+    stages = _fake_stages(out)
+    stages.insert(
+        4,
+        demo_stages.Stage(
+            "cards", "cards", [out / "cards" / "done.txt"], [_write(out / "cards" / "done.txt")],
+            requires=("a",), refresh_after=("d",),
+        ),
+    )  # fmt: skip
+    args = demo.DemoArguments(output_dir=str(out), parallel=2)
+    results = {r.name: r for r in runner.run_demo(args, sizes={}, stages=stages)}
+    assert results["cards"].started >= results["d"].ended
+
+
 def test_failed_stage_blocks_its_dependants_only(tmp_path):
     statuses = _run(tmp_path, fail={"b"})
     assert statuses == {
@@ -138,6 +178,7 @@ def test_demo_arguments_hold_no_sizes():
             "output_dir",
             "seed",
             "threads",
+            "parallel",
             "only",
             "force",
             "time_budget_min",

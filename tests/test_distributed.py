@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +16,14 @@ import pytest
 from hf_vitrobust.distributed import gather_records, shard_for_process
 
 REPO = Path(__file__).resolve().parents[1]
+ONE_PROCESS = {"num_processes": 1, "process_index": 0, "is_main_process": True}
 SCRIPT = REPO / "tests" / "scripts" / "distributed_helpers.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _launch(out: Path, processes: int, port: int) -> dict:
@@ -34,13 +43,32 @@ def _launch(out: Path, processes: int, port: int) -> dict:
 
 @pytest.mark.slow
 def test_two_processes_gather_exactly_what_one_process_sees(tmp_path):
-    one = _launch(tmp_path / "one.json", 1, 0)
-    two = _launch(tmp_path / "two.json", 2, 29731)
+    """#16: map-style data and streams of 4, 3 and 1 shards (and a shuffled, taken subset) over
+    2 real processes: every process gets a non-empty share, the shares are disjoint and
+    complete, and the gathered records equal one process's."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    import distributed_helpers  # the same code, run here as one process
+
+    distributed_helpers.main(str(tmp_path / "one.json"), SimpleNamespace(**ONE_PROCESS))
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = _launch(tmp_path / "two.json", 2, _free_port())
     assert two["num_processes"] == 2 and one["num_processes"] == 1
-    for name in ("map", "stream"):
+    for name in ("map", "stream_4_shards", "stream_3_shards", "stream_1_shard"):
         assert two[name] == one[name]
         assert two[name]["example_ids"] == list(range(23))
-    assert two["counts"] == one["counts"] == {"seen": 23}
+        shares = two["shares"][name]
+        assert set(shares) == {"0", "1"} and all(shares.values()), (name, shares)
+    assert two["stream_subset"] == one["stream_subset"]
+    assert len(two["stream_subset"]["example_ids"]) == 11
+    # The bad-image limit, crossed only by both processes' images together, stops both at the
+    # same check, with the same whole-run figures.
+    (alone,) = one["trackers"]
+    assert not alone["raised"] and alone["summary"]["seen"] == 8
+    assert [t["raised"] for t in two["trackers"]] == [True, True]
+    summaries = [t["summary"] for t in two["trackers"]]
+    assert summaries[0] == summaries[1]
+    assert (summaries[0]["seen"], summaries[0]["bad"]) == (16, 2)
+    assert summaries[0]["first_bad"][0] == {"id": 0, "path": "/data/0.jpg", "reason": "undecodable"}
 
 
 def test_gather_records_sorts_by_example_id_and_refuses_overlaps():
@@ -59,3 +87,16 @@ def test_one_process_keeps_the_whole_dataset():
 
     table = datasets.Dataset.from_dict({"example_id": [0, 1, 2]})
     assert shard_for_process(table) is table
+
+
+def test_gather_records_takes_empty_shares_of_any_shape(monkeypatch):
+    """A process that got no images may hold (0,) arrays where others hold (n, d)."""
+    from hf_vitrobust import distributed
+
+    parts = [
+        {"example_ids": np.array([2, 1]), "v": np.ones((2, 3))},
+        {"example_ids": np.array([]), "v": np.array([])},
+    ]
+    monkeypatch.setattr(distributed, "gather_object", lambda obj, state=None: parts)
+    rec = gather_records(parts[0], SimpleNamespace(num_processes=2, is_main_process=True))
+    assert rec["example_ids"].tolist() == [1, 2] and rec["v"].shape == (2, 3)

@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hf_vitrobust.hub import (
     CardInputError,
@@ -30,6 +34,8 @@ from hf_vitrobust.hub import (
     write_sae_card,
 )
 from hf_vitrobust.hub import cards as cards_module
+from hf_vitrobust.hub.common import inline, one_line
+from hf_vitrobust.hub.provenance import looks_like_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
@@ -186,7 +192,8 @@ def test_card_from_evaluation_results_json(tmp_path, tiny_vit_kwargs, fashion_mn
         r for r in expected if r.dataset_config == "clean" and r.metric_type == "accuracy"
     )
     assert f"{clean_top1.metric_value:.4f} [{clean_top1.metric_args['ci_low']:.4f}," in card.text
-    assert "### Transfer matrix" in card.text and "| run-blur |" in card.text
+    assert "### Changes against the base model and the controls" in card.text
+    assert "| vs base model |" in card.text
     assert len(card.data.to_dict()["model-index"][0]["results"]) == len(configs)
 
 
@@ -287,7 +294,7 @@ def test_model_index_rows_from_results_json(tmp_path, tiny_vit_kwargs):
     expected = [EvalResult(**e) for e in load_results(path, folder=folder)["eval_results"]]
     assert card.data.eval_results == expected and len(expected) == 9
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
-    assert "| run-noise | +0.1000 [+0.0200, +0.1800] (p=0.01)" in card.text
+    assert "| vs base model | +0.1000 [+0.0200, +0.1800] (p=0.01)" in card.text
 
     # A results.json of another schema version is refused by the reader, naming the fix.
     path.write_text(json.dumps({**results, "schema_version": 1}))
@@ -335,6 +342,161 @@ def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, 
     monkeypatch.setattr(cards_module, "TEMPLATE_PACKAGE", "hf_vitrobust.demo")  # no templates/
     with pytest.raises(FileNotFoundError, match="reinstall hf_vitrobust"):
         template_path("sae.md")
+
+
+# What the trainer records for an adversarial fine-tune, a clean control and a random-view control
+# (same base, data, steps and seed): `config.robustness`.
+PROVENANCE = {  # as `training.run.run_provenance` records it
+    "base_model": "google/vit-base-patch16-224",
+    "dataset": {
+        "name": "fashion_mnist",
+        "source": "debian_idx_files",
+        "config": None,
+        "streaming": False,
+        "split": "train",
+        "rule": "stratified",
+        "description": "a class-stratified random sample of 512 examples (seed 0)",
+        "seed": 0,
+        "requested": 512,
+        "n": 512,
+        "per_class": {"T-shirt/top": 52, "Trouser": 51},
+        "shuffle_buffer_size": None,
+        "example_ids_sha256": "5f" * 32,
+    },
+    "seed": 7,
+    "max_steps": 40,
+    "registry_version": "2",
+    "optimization": {"learning_rate": 0.0005, "lr_scheduler_type": "cosine"},
+}
+ADVERSARIAL = {
+    **PROVENANCE,
+    "adversary": "worst_of_k",
+    "corruptions": ["low_frequency"],
+    "train_corruptions": ["defocus_blur", "gaussian_blur"],
+    "severities": [1, 3],
+    "num_views": 4,
+}
+CLEAN = {**PROVENANCE, "adversary": "none", "corruptions": [], "train_corruptions": []}
+CLEAN.update(severities=[], num_views=0)
+RANDOM_VIEW = {**ADVERSARIAL, "adversary": "random_view", "num_views": 1}
+
+
+def _card_for(folder: Path, robustness: dict, tiny_vit_kwargs: dict, **options):
+    _save_checkpoint(folder, tiny_vit_kwargs)
+    config = json.loads((folder / "config.json").read_text())
+    config["robustness"] = robustness
+    (folder / "config.json").write_text(json.dumps(config))
+    return ModelCard.load(write_robust_model_card(folder, **options))
+
+
+def test_cards_record_provenance_and_say_how_the_model_was_trained(tmp_path, tiny_vit_kwargs):
+    """Base model, dataset, seed, adversary, corruptions and steps come from config.robustness;
+    a clean run's card says clean fine-tuning, a control's says it is a control."""
+    cards = {
+        name: _card_for(tmp_path / name, robustness, tiny_vit_kwargs)
+        for name, robustness in [("adv", ADVERSARIAL), ("clean", CLEAN), ("rv", RANDOM_VIEW)]
+    }
+    for name, card in cards.items():
+        assert "not recorded" not in card.text, name  # everything is recorded
+        assert "| Base model | google/vit-base-patch16-224 |" in card.text
+        data = "| Training data | zalando-datasets/fashion_mnist: a class-stratified random "
+        assert data + "sample of 512 examples (seed 0) (source=debian_idx_files," in card.text
+        assert "split=train" in card.text and "per_class=T-shirt/top=52, Trouser=51" in card.text
+        assert "| Optimization | learning_rate=0.0005, lr_scheduler_type=cosine |" in card.text
+        assert "| Seed | 7 |" in card.text and "| Steps | 40 |" in card.text
+        assert card.data.base_model == "google/vit-base-patch16-224"
+        assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    adv, clean, rv = cards["adv"], cards["clean"], cards["rv"]
+    assert "fine-tuned adversarially" in adv.text and "| Role | adversarial fine-tune |" in adv.text
+    assert "| Training corruptions | defocus_blur, gaussian_blur |" in adv.text
+    assert "| Adversary | worst_of_k |" in adv.text and "| Views per image | 4 |" in adv.text
+    assert "adversarial-training" in adv.data.tags and "control" not in adv.data.tags
+    # The clean run: clean fine-tuning, a control; nothing about adversaries or corruptions.
+    assert "Clean fine-tuning" in clean.text and "clean control" in clean.text
+    assert "fine-tuned adversarially" not in clean.text and "worst" not in clean.text
+    assert "| Training corruptions | none (clean images) |" in clean.text
+    assert "| Views per image |" not in clean.text and "| Severities |" not in clean.text
+    assert "control" in clean.data.tags and "adversarial-training" not in clean.data.tags
+    assert "random-view control" in rv.text and "no worst-of selection" in rv.text
+    assert "| Adversary | random_view |" in rv.text and "| Views per image | 1 |" in rv.text
+    assert "control" in rv.data.tags and "adversarial-training" not in rv.data.tags
+    # A model trained from scratch (no base model) says so.
+    scratch = {**CLEAN, "base_model": "model_config", "model_config": {"hidden_size": 96}}
+    card = _card_for(tmp_path / "scratch", scratch, tiny_vit_kwargs)
+    assert "trained from scratch" in card.text
+    assert "| Base model | none (trained from scratch) |" in card.text
+    assert "| Model config | hidden_size=96 |" in card.text
+    assert card.data.base_model is None
+
+
+def test_cards_never_publish_local_paths(tmp_path, tiny_vit_kwargs):
+    """A local dataset (and base model) is "local (<folder name>)" in the card and `local` as
+    the model-index dataset type: never an absolute path, in the text or in the metadata."""
+    photos = tmp_path / "private" / "my_photos"
+    photos.mkdir(parents=True)
+    base = tmp_path / "private" / "runs" / "base"
+    base.mkdir(parents=True)
+    robustness = {**ADVERSARIAL, "dataset": str(photos), "base_model": str(base)}
+    results = _results()
+    for row in results["eval_results"]:
+        row["dataset_type"] = row["dataset_name"] = str(photos / "test")
+    card = _card_for(tmp_path / "run", robustness, tiny_vit_kwargs, results=results)
+    readme = (tmp_path / "run" / "README.md").read_text()
+    assert str(tmp_path) not in readme and "private" not in readme
+    assert "| Training data | local (my_photos) |" in card.text
+    assert "| Base model | local (base) |" in card.text
+    assert card.data.datasets is None and card.data.base_model is None
+    assert {r.dataset_type for r in card.data.eval_results} == {"local"}
+    assert {r.dataset_name for r in card.data.eval_results} == {"my_photos/test (local)"}
+
+    # As the trainer records a local folder (`local:<name>`, with the base model's weights hash).
+    labels = {**ADVERSARIAL, "base_model": "local:base", "base_model_sha256": "ab" * 32}
+    labels["dataset"] = {"name": "my_photos", "source": "local", "split": "train"}
+    card = _card_for(tmp_path / "run", labels, tiny_vit_kwargs)
+    assert "| Training data | local (my_photos) (split=train) |" in card.text
+    assert "| Base model | local (base) |" in card.text and "ab" * 32 in card.text
+    assert card.data.datasets is None and card.data.base_model is None
+
+    # The same from a results.json of recipes/evaluate.py on a local folder (a path, or the
+    # `local:<name>` label the data layer writes).
+    for name in (str(photos), "local:my_photos"):
+        evaluation = _evaluation_results(str(tmp_path / "run"))
+        evaluation["dataset"]["name"] = name
+        card = _card_for(tmp_path / "run", robustness, tiny_vit_kwargs, results=evaluation)
+        assert str(tmp_path) not in (tmp_path / "run" / "README.md").read_text()
+        assert {r.dataset_type for r in card.data.eval_results} == {"local"}
+        assert {r.dataset_name for r in card.data.eval_results} == {"my_photos (local)"}
+
+
+_card_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40
+).filter(lambda s: s.strip() and not looks_like_path(one_line(s)))
+
+
+@pytest.fixture(scope="module")
+def unicode_checkpoint(tmp_path_factory, tiny_vit_kwargs):
+    return _save_checkpoint(tmp_path_factory.mktemp("unicode") / "ckpt", tiny_vit_kwargs)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=_card_text, dataset=_card_text, description=_card_text)
+def test_card_yaml_round_trips_any_unicode(unicode_checkpoint, name, dataset, description):
+    """Any unicode in the model name, dataset and description comes back from ModelCard.load:
+    the same values in the YAML metadata (as one line) and inert text in the body."""
+    rows = [dict(group="clean", metric="top1", value=0.5, ci_low=0.4, ci_high=0.6, n=8)]
+    results = {"eval_results": eval_results_from_rows(rows, dataset_type=dataset)}
+    path = write_robust_model_card(
+        unicode_checkpoint, results, model_name=name, description=description, dataset=dataset
+    )
+    card = ModelCard.load(path)
+    assert card.data.model_name == one_line(name)
+    assert card.data.license == "apache-2.0" and card.data.library_name == "transformers"
+    (result,) = card.data.eval_results
+    assert result.dataset_type == one_line(dataset)
+    assert result.dataset_name == one_line(f"{dataset} (clean)")
+    assert result.metric_value == 0.5
+    assert model_index_to_eval_results(card.data.to_dict()["model-index"])[0] == one_line(name)
+    assert inline(description) in card.text and inline(name) in card.text
 
 
 def test_templates_are_package_data():
@@ -482,6 +644,8 @@ def _env(endpoint: str, hf_home: Path, token: str | None = TOKEN) -> dict:
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_ETAG_TIMEOUT="5",
         HF_HUB_DOWNLOAD_TIMEOUT="10",
+        # The test Hub speaks git-LFS, not Xet (see hub_server.py): large files take LFS.
+        HF_HUB_DISABLE_XET="1",
         PYTHONPATH=str(ROOT),
     )
     if token:
@@ -493,6 +657,60 @@ def _run(args: list[str], env: dict, timeout: float = 120) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+# Runs `recipes/push.py`'s `main(argv)` for each request read from stdin, in one process (the
+# imports take most of a push's time): {"argv": [...], "endpoint": url} -> "RESULT {code, ...}".
+_PUSH_SESSION = r"""
+import contextlib, io, json, runpy, sys
+from huggingface_hub import constants
+main = runpy.run_path("recipes/push.py", run_name="push_session")["main"]
+endpoint = constants.ENDPOINT  # HF_ENDPOINT
+for line in sys.stdin:
+    request = json.loads(line)
+    constants.ENDPOINT = request["endpoint"] or endpoint
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(request["argv"])
+    result = {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    print("RESULT " + json.dumps(result), flush=True)
+"""
+
+
+class PushSession:
+    """Several `recipes/push.py` runs against the test Hub in one subprocess."""
+
+    def __init__(self, env: dict) -> None:
+        self.env = env
+        self.output: list[str] = []
+
+    def __enter__(self) -> PushSession:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _PUSH_SESSION],
+            env=self.env,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        return self
+
+    def push(self, argv: list[str], endpoint: str | None = None) -> dict:
+        self.proc.stdin.write(json.dumps({"argv": argv, "endpoint": endpoint}) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            self.output.append(line)
+            if line.startswith("RESULT "):
+                result = json.loads(line[len("RESULT ") :])
+                self.output += [result["stdout"], result["stderr"]]
+                return result
+        raise AssertionError(f"push session ended: {self.proc.stderr.read()[-3000:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.stdin.close()
+        self.output.append(self.proc.stderr.read())
+        self.proc.wait(timeout=60)
 
 
 def _make_saes(folder: Path, d_in: int) -> dict[str, list]:
@@ -635,6 +853,18 @@ def test_push_and_load_back_without_leaking_the_token(hub, tmp_path, tiny_vit_kw
     assert out["sae_card"]["library_name"] == "saelens"
     assert "model.safetensors" in out["files"] and "README.md" in out["files"]
     assert out["whoami"] == "test-user"
+    # The safetensors went through git-LFS, as on the Hub: preupload said "lfs", the batch API
+    # gave signed storage URLs, the commit named them by sha256; the download was redirected to
+    # the storage origin. The token never went to the storage origin.
+    sha = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+    assert hub.lfs_files("test-user/tiny-robust") == {"model.safetensors": sha}
+    assert {f"{i}/sae_weights.safetensors" for i in references} == set(
+        hub.lfs_files("test-user/tiny-robust-saes")
+    )
+    storage = [r for r in hub.requests if r["host"].startswith("localhost:")]
+    assert {r["method"] for r in storage} == {"PUT", "GET"}
+    assert all(r["authorization"] is None for r in storage)
+    assert any(r["path"].endswith(".git/info/lfs/objects/batch") for r in hub.requests)
 
     # The token reached the server, and nothing else: not files, cache, logs or output.
     assert any(r["authorization"] == f"Bearer {TOKEN}" for r in hub.requests)
@@ -651,39 +881,62 @@ def test_push_and_load_back_without_leaking_the_token(hub, tmp_path, tiny_vit_kw
 
 @pytest.mark.slow
 def test_failed_push_leaves_folder_intact_and_retry_succeeds(hub, tmp_path, tiny_vit_kwargs):
-    ckpt = _save_checkpoint(tmp_path / "run-retry", tiny_vit_kwargs)
-    write_robust_model_card(ckpt, _results())
+    """A push that fails (storage, commit, network) leaves the folder byte for byte as it was
+    (no card or figure written before the commit succeeds) and says so; a rerun succeeds,
+    skipping the LFS upload the failed commit had already done, then writes the pushed card."""
+    ckpt = _save_checkpoint(tmp_path / "run-retry", tiny_vit_kwargs)  # no README.md yet
+    (tmp_path / "results.json").write_text(json.dumps(_results()))
+    figure = tmp_path / "transfer_matrix.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 16)
     before = _tree_hash(ckpt)
+    weights = (ckpt / "model.safetensors").read_bytes()
     # A bare repo name goes to the token owner's namespace (test-user).
-    command = ["recipes/push.py", "--checkpoint", str(ckpt), "--repo_id", "retry"]
+    argv = ["--checkpoint", str(ckpt), "--repo_id", "retry", "--results"]
+    argv += [str(tmp_path / "results.json"), "--figures", str(figure)]
 
-    # 1. The server answers the commit with a 500.
-    hub.fail(r"^POST /api/models/test-user/retry/commit/", status=500, times=1)
-    failed = _run(command, _env(hub.endpoint, tmp_path / "hf_home"))
-    assert failed.returncode == 1
-    assert "push failed: Pushing checkpoint" in failed.stderr
-    assert hub.endpoint in failed.stderr and "rerun the same command" in failed.stderr
-    assert "500" in failed.stderr
-    assert _tree_hash(ckpt) == before
-    assert set(hub.files("test-user/retry")) == {".gitattributes"}  # nothing committed
+    def assert_failed(result: dict, *reason: str) -> None:
+        assert result["code"] == 1
+        stderr = result["stderr"]
+        assert "push failed: Pushing checkpoint" in stderr and "rerun the same" in stderr
+        assert "the local folder is unchanged" in stderr
+        assert all(text in stderr for text in reason), stderr[-2000:]
+        assert _tree_hash(ckpt) == before and not (ckpt / "README.md").exists()
 
-    # 2. The server is unreachable (nothing listens on that port).
-    with HubServer() as gone:
-        dead_endpoint = gone.endpoint
-    unreachable = _run(command, _env(dead_endpoint, tmp_path / "hf_home"))
-    assert unreachable.returncode == 1
-    assert dead_endpoint in unreachable.stderr and "ConnectError" in unreachable.stderr
-    assert _tree_hash(ckpt) == before
+    with PushSession(_env(hub.endpoint, tmp_path / "hf_home")) as session:
+        # 1. The storage refuses the LFS upload (an expired signed URL): nothing stored.
+        hub.fail(r"^PUT /__lfs/test-user/retry/", status=403, times=1)
+        assert_failed(session.push(argv), hub.endpoint, "403", "Error while uploading")
+        assert set(hub.files("test-user/retry")) == {".gitattributes"}
+        repo = hub.repos[("model", "test-user/retry")]
+        assert not repo.lfs_objects
 
-    # 3. Retried later, the same command succeeds.
-    retried = _run(command, _env(hub.endpoint, tmp_path / "hf_home"))
-    assert retried.returncode == 0, retried.stderr[-3000:]
+        # 2. The weights reach LFS storage, then the commit fails: nothing committed.
+        hub.fail(r"^POST /api/models/test-user/retry/commit/", status=500, times=1)
+        assert_failed(session.push(argv), "500")
+        assert set(hub.files("test-user/retry")) == {".gitattributes"}
+        assert list(repo.lfs_objects.values()) == [weights]
+
+        # 3. The server is unreachable (nothing listens on that port).
+        with HubServer() as gone:
+            dead_endpoint = gone.endpoint
+        assert_failed(session.push(argv, endpoint=dead_endpoint), dead_endpoint, "ConnectError")
+
+        # 4. Retried later, the same command succeeds without uploading the weights again.
+        puts = sum(r["method"] == "PUT" for r in hub.requests)
+        retried = session.push(argv)
+    assert retried["code"] == 0, retried["stderr"][-3000:]
+    assert sum(r["method"] == "PUT" for r in hub.requests) == puts
     files = hub.files("test-user/retry")
-    assert files["model.safetensors"] == (ckpt / "model.safetensors").read_bytes()
+    assert files["model.safetensors"] == weights
+    sha = hashlib.sha256(weights).hexdigest()
+    assert hub.lfs_files("test-user/retry") == {"model.safetensors": sha}
+    assert files["figures/transfer_matrix.png"] == figure.read_bytes()
+    # Only now are the card (with the real repo id) and its figure written locally: the same
+    # bytes as pushed.
+    assert (ckpt / "README.md").read_bytes() == files["README.md"]
     assert files["README.md"].decode().count("test-user/retry") >= 2
-    assert _tree_hash(ckpt) == before
-    for proc in (failed, unreachable, retried):
-        assert TOKEN not in proc.stdout + proc.stderr
+    assert (ckpt / "figures" / "transfer_matrix.png").read_bytes() == figure.read_bytes()
+    assert TOKEN not in "".join(session.output)
 
 
 def test_sae_card(tmp_path):

@@ -13,14 +13,13 @@ Definitions (docs/definitions.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hf_vitrobust.stats import paired_bootstrap
 from hf_vitrobust.vit import check_vit_classifier
 
 __all__ = [
@@ -30,7 +29,7 @@ __all__ = [
     "RolloutAccumulator",
     "grad_cam",
     "EntropyRecorder",
-    "compare_entropy",
+    "summarize_entropy",
 ]
 
 
@@ -122,57 +121,38 @@ def grad_cam(
 
 
 class EntropyRecorder:
-    """Per-image attention entropies [N, L, H] of one model on one condition."""
+    """Per-image attention entropies of one model on one condition, accumulated over batches.
+
+    `arrays()`: `all_queries` and `cls_query`, each [N, L, H] float32 nats (one row per image;
+    gathered across processes by the caller).
+    """
+
+    KINDS = ("all_queries", "cls_query")
 
     def __init__(self) -> None:
-        self._all: list[np.ndarray] = []
-        self._cls: list[np.ndarray] = []
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in self.KINDS}
 
     def update(self, entropy: torch.Tensor, cls_entropy: torch.Tensor) -> None:
         """Add a batch of [B, L, H] entropies (all queries, CLS-query row)."""
-        self._all.append(entropy.float().cpu().numpy())
-        self._cls.append(cls_entropy.float().cpu().numpy())
+        self._parts["all_queries"].append(entropy.float().cpu().numpy())
+        self._parts["cls_query"].append(cls_entropy.float().cpu().numpy())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-image records so far (see the class docstring)."""
+        if not self._parts["all_queries"]:
+            raise ValueError("EntropyRecorder has seen no batch.")
+        return {kind: np.concatenate(parts) for kind, parts in self._parts.items()}
 
     def values(self, kind: str) -> np.ndarray:
         """`kind` "all_queries" or "cls_query": [N, L, H] float32."""
-        parts = {"all_queries": self._all, "cls_query": self._cls}[kind]
-        return np.concatenate(parts)
-
-    def summary(self) -> dict[str, Any]:
-        """Mean entropy per layer x head (nats) for both kinds."""
-        return {
-            kind: self.values(kind).mean(axis=0).tolist() for kind in ("all_queries", "cls_query")
-        }
+        return self.arrays()[kind]
 
 
-def compare_entropy(
-    base: EntropyRecorder,
-    other: EntropyRecorder,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict[str, Any]:
-    """Paired other − base entropy per layer x head (same images): mean difference with a
-    paired-bootstrap CI and p-value, as nested lists [layer][head] of dicts, plus the
-    plain [layer][head] difference matrix for plotting."""
-    out: dict[str, Any] = {}
-    for kind in ("all_queries", "cls_query"):
-        a = base.values(kind).astype(np.float64)
-        b = other.values(kind).astype(np.float64)
-        if a.shape != b.shape:
-            raise ValueError(f"Entropy records differ in shape: {a.shape} vs {b.shape}.")
-        cells = [
-            [
-                paired_bootstrap(
-                    a[:, layer, head],
-                    b[:, layer, head],
-                    n_resamples=n_resamples,
-                    confidence=confidence,
-                    seed=seed,
-                ).to_dict()
-                for head in range(a.shape[2])
-            ]
-            for layer in range(a.shape[1])
-        ]
-        out[kind] = {"difference": (b - a).mean(axis=0).tolist(), "tests": cells}
-    return out
+def summarize_entropy(records: Mapping[str, np.ndarray] | EntropyRecorder) -> dict[str, Any]:
+    """Mean entropy per layer x head (nats; rows = blocks 1..L) for both kinds."""
+    if isinstance(records, EntropyRecorder):
+        records = records.arrays()
+    return {
+        kind: records[kind].astype(np.float64).mean(axis=0).tolist()
+        for kind in EntropyRecorder.KINDS
+    }

@@ -10,12 +10,16 @@ that sees them and never outlive their layer; the rollout product lives only
 until the end of its batch.
 
 Attention weights only exist under eager attention (sdpa returns none in
-transformers 5), so the capture switches the model to eager for the pass and
-restores its previous implementation afterwards (`hf_vitrobust.vit.eager_attention`).
+transformers 5), so the capture switches the model to eager for its own forward
+pass only, when it reduces attention (entropy or rollout), and restores the
+previous implementation right after (`hf_vitrobust.vit.eager_attention`): every
+other pass (activation patching, Grad-CAM, a capture without attention) keeps
+sdpa.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +74,6 @@ class ActivationCapture:
         self.keep_hidden = keep_hidden
         self._handles: list[Any] = []
         self._active = False  # hooks act only inside __call__ (not during patching runs)
-        self._eager = None
         self._was_training = False
         self._reset()
 
@@ -100,8 +103,8 @@ class ActivationCapture:
         if weights is None:
             raise RuntimeError(
                 "Attention weights are unavailable: the model is not running eager attention "
-                "(call model.set_attn_implementation('eager'), or use ActivationCapture as a "
-                "context manager, which does it)."
+                "(ActivationCapture switches to eager for its own passes; was the hooked "
+                "attention module called from somewhere else?)."
             )
         weights = weights.detach()
         if self.entropy:
@@ -117,8 +120,6 @@ class ActivationCapture:
         vit = self.model.vit
         self._was_training = self.model.training
         self.model.eval()
-        self._eager = eager_attention(self.model)
-        self._eager.__enter__()
         self._handles.append(vit.embeddings.register_forward_hook(self._on_hidden))
         for layer in vit.layers:
             self._handles.append(layer.register_forward_hook(self._on_hidden))
@@ -130,9 +131,6 @@ class ActivationCapture:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        if self._eager is not None:
-            self._eager.__exit__(*exc)
-            self._eager = None
         self.model.train(self._was_training)
         self._reset()
 
@@ -142,9 +140,11 @@ class ActivationCapture:
         if not self._handles:
             raise RuntimeError("ActivationCapture must be used inside a `with` block.")
         self._reset()
+        needs_weights = self.entropy or self.rollout
         self._active = True
         try:
-            logits = self.model(pixel_values=pixel_values).logits
+            with eager_attention(self.model) if needs_weights else nullcontext():
+                logits = self.model(pixel_values=pixel_values).logits
             self._active = False
             expected = self.layout.num_layers + 1
             if len(self._cls) != expected:

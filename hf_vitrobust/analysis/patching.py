@@ -7,27 +7,31 @@ layernorm and classifier applied to B's h_l, which is how `patched_logits` compu
 (exactly the hooked forward, at about half the cost of L+1 full forwards).
 
 The reported number is the fraction of B's accuracy gain recovered:
-(acc(A patched at l) - acc(A)) / (acc(B) - acc(A)).
+(acc(A patched at l) - acc(A)) / (acc(B) - acc(A)), with a percentile bootstrap CI over images
+of the same ratio of means in each resample; resamples where B gains nothing are left out and
+counted (`recovery_bootstrap`), so the CI is finite.
 Site L recovers everything when A and B share the final layernorm and classifier; any
 remainder there is what B's head changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from hf_vitrobust.stats import bootstrap_ci, mcnemar_test
+from hf_vitrobust.stats import MIN_RESAMPLES, mcnemar_test
 from hf_vitrobust.vit import check_vit_classifier
 
 __all__ = [
     "patched_logits",
     "patched_logits_by_hook",
+    "recovery_bootstrap",
     "recovery_fraction",
+    "summarize_patching",
     "PatchingRecorder",
 ]
 
@@ -100,13 +104,67 @@ def recovery_fraction(
     return (float(np.mean(correct_patched)) - float(np.mean(correct_a))) / gain
 
 
+#: Resample-count matrix elements held at once by `recovery_bootstrap` (8 bytes each).
+_MAX_COUNT_ELEMENTS = 4_000_000
+
+
+def recovery_bootstrap(
+    correct_a: np.ndarray,
+    correct_b: np.ndarray,
+    correct_patched: np.ndarray,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Percentile bootstrap CI of the recovered fraction at every site, over images.
+
+    Each resample draws N images with replacement (seeded) and takes the ratio of means over
+    that resample, (mean p* - mean a*) / (mean b* - mean a*), with the same images in all three.
+    A resample in which B gains nothing (mean b* = mean a*) has no ratio: it is left out and
+    counted (`zero_gain_resamples`), so the interval is finite whenever one resample has a
+    gain. Sums of 0/1 values are exact integers, so "no gain" is an exact test.
+    Returns `ci_low`, `ci_high` ([S] arrays, NaN where no resample has a gain) and
+    `zero_gain_resamples`.
+    """
+    if int(n_resamples) < MIN_RESAMPLES:
+        raise ValueError(f"n_resamples={n_resamples} is below the minimum of {MIN_RESAMPLES}.")
+    x = np.column_stack([correct_a, correct_b, correct_patched]).astype(np.float64)  # [N, 2+S]
+    n = len(x)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _MAX_COUNT_ELEMENTS // n)
+    sums = []
+    for start in range(0, int(n_resamples), chunk):
+        k = min(chunk, int(n_resamples) - start)
+        index = rng.integers(0, n, (k, n)) + n * np.arange(k)[:, None]
+        counts = np.bincount(index.ravel(), minlength=k * n).reshape(k, n)
+        sums.append(counts @ x)  # [k, 2+S]: how often each resample drew each image, summed
+    sums = np.concatenate(sums)
+    gain = sums[:, 1] - sums[:, 0]
+    kept = gain != 0
+    ratio = (sums[kept, 2:] - sums[kept, :1]) / gain[kept, None]
+    if kept.any():
+        tail = (1 - float(confidence)) / 2
+        low, high = np.quantile(ratio, [tail, 1 - tail], axis=0)
+    else:
+        low = high = np.full(x.shape[1] - 2, np.nan)
+    return {"ci_low": low, "ci_high": high, "zero_gain_resamples": int((~kept).sum())}
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
 class PatchingRecorder:
-    """Per-image correctness of A, B and A patched at every site, on one condition."""
+    """Per-image correctness of A, B and A patched at every site, on one condition.
+
+    `arrays()`: `correct_a` [N], `correct_b` [N], `correct_patched` [N, S] (bool; one row per
+    image, gathered across processes by the caller).
+    """
+
+    FIELDS = ("correct_a", "correct_b", "correct_patched")
 
     def __init__(self) -> None:
-        self._a: list[np.ndarray] = []
-        self._b: list[np.ndarray] = []
-        self._patched: list[np.ndarray] = []
+        self._parts: dict[str, list[np.ndarray]] = {f: [] for f in self.FIELDS}
 
     def update(
         self,
@@ -117,62 +175,52 @@ class PatchingRecorder:
     ) -> None:
         """Add a batch: logits [B, C] of A and B, [S, B, C] of A patched at S sites."""
         labels = labels.cpu()
-        self._a.append((logits_a.argmax(-1).cpu() == labels).numpy())
-        self._b.append((logits_b.argmax(-1).cpu() == labels).numpy())
-        self._patched.append((logits_patched.argmax(-1).cpu() == labels).T.numpy())
+        self._parts["correct_a"].append((logits_a.argmax(-1).cpu() == labels).numpy())
+        self._parts["correct_b"].append((logits_b.argmax(-1).cpu() == labels).numpy())
+        self._parts["correct_patched"].append((logits_patched.argmax(-1).cpu() == labels).T.numpy())
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(correct_a [N], correct_b [N], correct_patched [N, S])."""
-        return np.concatenate(self._a), np.concatenate(self._b), np.concatenate(self._patched)
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-image records so far (see the class docstring)."""
+        if not self._parts["correct_a"]:
+            raise ValueError("PatchingRecorder has seen no batch.")
+        return {f: np.concatenate(parts) for f, parts in self._parts.items()}
 
     def summary(
         self, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
     ) -> dict[str, Any]:
-        """B's gain over A (McNemar) and, per site, the fraction recovered with a bootstrap CI
-        over images (the same resampled images in numerator and denominator)."""
-        a, b, patched = self.arrays()
-        per_site = []
-        for site in range(patched.shape[1]):
-            p = patched[:, site]
+        """`summarize_patching` of this recorder's images."""
+        return summarize_patching(self.arrays(), n_resamples, seed, confidence)
 
-            def ratio(index: np.ndarray, axis: int = -1, p: np.ndarray = p) -> np.ndarray:
-                # `index` holds resampled image indices, one resample per row (scipy batches).
-                index = np.asarray(index).astype(np.int64)
-                base = a[index].mean(axis=axis)
-                gain = b[index].mean(axis=axis) - base
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    return np.where(gain != 0, (p[index].mean(axis=axis) - base) / gain, np.nan)
 
-            value = recovery_fraction(a, b, p)
-            low = high = float("nan")
-            if np.array_equal(p, b) or np.array_equal(p, a):
-                # Every resample gives exactly 1 (or 0): a degenerate, exact interval.
-                low = high = value
-            elif np.isfinite(value):
-                # Resampling image indices lets one statistic see the same resample of A,
-                # B and the patched run; resamples where B gains nothing are dropped (NaN).
-                low, high = bootstrap_ci(
-                    np.arange(len(a)),
-                    statistic=ratio,
-                    n_resamples=n_resamples,
-                    confidence=confidence,
-                    seed=seed,
-                )
-            per_site.append(
-                {
-                    "layer": site,
-                    "accuracy_patched": float(p.mean()),
-                    "recovered": value,
-                    "ci_low": float(low),
-                    "ci_high": float(high),
-                }
-            )
-        return {
-            "n_images": len(a),
-            "accuracy_a": float(a.mean()),
-            "accuracy_b": float(b.mean()),
-            "gain": mcnemar_test(
-                a, b, n_resamples=n_resamples, confidence=confidence, seed=seed
-            ).to_dict(),
-            "per_layer": per_site,
+def summarize_patching(
+    records: Mapping[str, np.ndarray],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """B's gain over A (McNemar) and, per site, the fraction recovered with its percentile
+    bootstrap CI (`recovery_bootstrap`; `recovered` and the CI are null when undefined)."""
+    a, b, patched = (np.asarray(records[f]) for f in PatchingRecorder.FIELDS)
+    boot = recovery_bootstrap(a, b, patched, n_resamples, confidence, seed)
+    gain_defined = a.mean() != b.mean()
+    per_site = [
+        {
+            "layer": site,
+            "accuracy_patched": float(patched[:, site].mean()),
+            "recovered": _finite(recovery_fraction(a, b, patched[:, site])),
+            "ci_low": _finite(boot["ci_low"][site]) if gain_defined else None,
+            "ci_high": _finite(boot["ci_high"][site]) if gain_defined else None,
         }
+        for site in range(patched.shape[1])
+    ]
+    return {
+        "n_images": len(a),
+        "accuracy_a": float(a.mean()),
+        "accuracy_b": float(b.mean()),
+        "gain": mcnemar_test(
+            a, b, n_resamples=n_resamples, confidence=confidence, seed=seed
+        ).to_dict(),
+        "ci_method": "percentile",
+        "zero_gain_resamples": boot["zero_gain_resamples"],
+        "per_layer": per_site,
+    }

@@ -1,44 +1,48 @@
 """The analysis stage: every analysis of fine-tuned models against their base, over a dataset.
 
-``analyze_models`` streams batches of each condition through one capture per model and keeps
-per-image records (lens, attention entropy, patching) and exact CKA sums; it then summarises
-them with their statistics. ``run_analysis`` is what ``recipes/analyze.py`` runs: load the
-models and the data, analyse, draw the figures and write ``analysis.json`` (read it back with
-``analysis.schema.read_analysis``).
+``analyze_models`` streams each condition's batches through one capture per model
+(`analysis.records`), gathers the per-image records on the main process and summarises them
+with their statistics and the paired comparisons against the base and the matched controls
+(`analysis.summary`, `analysis.comparisons`). ``run_analysis`` is what ``recipes/analyze.py``
+runs, on one process or under ``accelerate launch`` (each process analyses its share of the
+images; the main process writes): load the models and the data, analyse, draw the figures and
+write ``analysis.json`` (read it back with ``analysis.schema.read_analysis``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch import nn
-from tqdm.auto import tqdm
 
-from hf_vitrobust.analysis.attention import EntropyRecorder, compare_entropy, grad_cam
-from hf_vitrobust.analysis.capture import ActivationCapture, capture_batch
-from hf_vitrobust.analysis.conditions import Batch, DatasetBatches
-from hf_vitrobust.analysis.lens import LensRecorder, compare_lens, summarize_lens
-from hf_vitrobust.analysis.patching import PatchingRecorder, patched_logits
-from hf_vitrobust.analysis.schema import header
-from hf_vitrobust.analysis.similarity import StreamingLinearCKA
+from hf_vitrobust.analysis.attention import grad_cam
+from hf_vitrobust.analysis.capture import capture_batch
+from hf_vitrobust.analysis.comparisons import WILCOXON, comparison_pairs
+from hf_vitrobust.analysis.conditions import DatasetBatches
+from hf_vitrobust.analysis.definitions import CORRUPTION_NOTE, DEFINITIONS
+from hf_vitrobust.analysis.records import Sections, stream_condition
+from hf_vitrobust.analysis.schema import SECTIONS, header
+from hf_vitrobust.analysis.summary import summarize_condition
 from hf_vitrobust.configs import ComparisonArguments, ModelArguments
 from hf_vitrobust.constants import ANALYSIS_FILE
 from hf_vitrobust.corruptions import check_severity
 from hf_vitrobust.data import ProcessorSpec, check_labels, label_names, load_dataset_split
+from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
 from hf_vitrobust.plots.analysis import plot_all
+from hf_vitrobust.roles import BASE, model_keys, read_robustness, role_of
 from hf_vitrobust.vit import ViTLayout, check_vit_classifier
 
 __all__ = [
     "DEFINITIONS",
-    "SECTIONS",
+    "UNKNOWN_ROLE",
     "AnalysisArguments",
     "analyze_models",
     "attention_panel",
@@ -46,40 +50,9 @@ __all__ = [
     "run_analysis",
 ]
 
-DEFINITIONS = {
-    "logit_lens": "logits_l = classifier(final_layernorm(h_l[:, 0])) for hidden states "
-    "l = 0..L (0 = embeddings, L = last block before the final layernorm); at l = L it is "
-    "the model's logits (last_layer_max_abs_diff).",
-    "first_correct_layer": "Over images correct at the last layer (count given): 'first' = "
-    "first l whose top-1 is correct; 'stable' = earliest l from which every later layer is "
-    "correct.",
-    "attention_entropy": "Per layer and head, mean over queries of -sum_j A_ij ln A_ij "
-    "(nats, fp32); 'cls_query' = the CLS query row alone. Differences are fine-tuned minus "
-    "base on the same images, paired bootstrap CI.",
-    "rollout": "Heads averaged, A~ = 0.5 A + 0.5 I, rows normalised, R <- A~ R over layers; "
-    "map = R[CLS, patches].",
-    "grad_cam": "At the input of the last block's layernorm_before, CLS dropped, channels "
-    "weighted by the token-mean gradient of the true-class logit, ReLU.",
-    "cka": "Linear CKA ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), base (X) vs "
-    "fine-tuned (Y), exact over all images from streamed float64 sums; on the CLS token and "
-    "on the mean of the patch tokens of every hidden state 0..L.",
-    "patching": "Base model run with hidden state l (0 = embeddings, L = last block) replaced "
-    "by the fine-tuned model's on the same input; recovered = (acc(patched) - acc(base)) / "
-    "(acc(fine-tuned) - acc(base)), bootstrap CI over images.",
-    "statistics": "95% bootstrap CIs over images (seeded); McNemar for accuracy, paired "
-    "bootstrap / Wilcoxon for continuous values.",
-}
-
-#: The per-condition sections of analysis.json (each present; empty when switched off).
-SECTIONS = ("logit_lens", "attention_entropy", "cka", "patching")
-
-CORRUPTION_NOTE = (
-    "Corruptions are generated on the fly (hf_vitrobust.corruptions), not the published "
-    "ImageNet-C JPEGs. In a group's condition each image gets one corruption of the group, drawn "
-    "from (seed, example id, group) (analysis.conditions.group_corruption), corrupted by "
-    "corruptions.corrupt_examples with seeding.image_seed(seed, example id, corruption, "
-    "severity): the same pixels as the evaluation's cell for that image."
-)
+#: The role of a fine-tuned model whose config has no ``robustness`` record (compared with the
+#: base only).
+UNKNOWN_ROLE = "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,8 +79,10 @@ def _check_models(
     """Layouts of every model ("base" first), after checking they can be compared."""
     if not finetuned:
         raise ValueError("analyze_models needs at least one fine-tuned model to compare.")
-    layouts = {"base": check_vit_classifier(base, "base model")}
-    layout = layouts["base"]
+    if BASE in finetuned:
+        raise ValueError(f"{BASE!r} is the base model's key; rename that fine-tuned model.")
+    layouts = {BASE: check_vit_classifier(base, "base model")}
+    layout = layouts[BASE]
     for name, model in finetuned.items():
         other = layouts[name] = check_vit_classifier(model, name)
         check_same_task(base, model, name)
@@ -124,132 +99,33 @@ def _check_models(
 
 
 # ---------------------------------------------------------------------------------------------
-# One condition: stream its batches, then summarise
+# Every condition: stream this process's images, gather, summarise on the main process
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Sections:
-    lens: bool = True
-    attention: bool = True
-    cka: bool = True
-    patching: bool = True
-
-
-class _ConditionRecords:
-    """Per-image records (lens, entropy, patching) and CKA sums of every model on one condition."""
-
-    def __init__(self, names: Iterable[str], on: _Sections) -> None:
-        names = list(names)
-        self.finetuned = [n for n in names if n != "base"]
-        self.on = on
-        self.n_images = 0
-        self.lens = {name: LensRecorder() for name in names}
-        self.entropy = {name: EntropyRecorder() for name in names}
-        self.cka = {
-            name: {"cls": StreamingLinearCKA(), "patch_mean": StreamingLinearCKA()}
-            for name in self.finetuned
-        }
-        self.patching = {name: PatchingRecorder() for name in self.finetuned}
-
-    def update(self, base: nn.Module, captures: dict[str, ActivationCapture], batch: Batch) -> None:
-        """Capture one batch through every model and record it."""
-        pixel_values, labels = batch
-        self.n_images += len(labels)
-        base_out = captures["base"](pixel_values)
-        outs = {"base": base_out}
-        for name in self.finetuned:
-            out = outs[name] = captures[name](pixel_values)
-            if self.on.cka:
-                self.cka[name]["cls"].update(base_out.cls, out.cls)
-                self.cka[name]["patch_mean"].update(base_out.patch_mean, out.patch_mean)
-            if self.on.patching:
-                patched = patched_logits(base, out.hidden)
-                self.patching[name].update(base_out.logits, out.logits, patched, labels)
-                out.hidden = None  # free the batch's hidden states now
-        for name, out in outs.items():
-            if self.on.lens:
-                self.lens[name].update(out.lens_logits, labels, out.logits)
-            if self.on.attention:
-                self.entropy[name].update(out.entropy, out.cls_entropy)
-
-    def recorders(self) -> dict[str, Any]:
-        return {
-            "lens": self.lens,
-            "entropy": self.entropy,
-            "cka": self.cka,
-            "patching": self.patching,
-        }
-
-    def summary(self, boot: dict[str, Any]) -> dict[str, Any]:
-        """Section -> this condition's entry, for the sections that are on."""
-        out: dict[str, Any] = {}
-        if self.on.lens:
-            out["logit_lens"] = {
-                "models": {name: summarize_lens(rec, **boot) for name, rec in self.lens.items()},
-                "comparisons": {
-                    name: compare_lens(self.lens["base"], self.lens[name], **boot)
-                    for name in self.finetuned
-                },
-            }
-        if self.on.attention:
-            out["attention_entropy"] = {
-                "models": {name: rec.summary() for name, rec in self.entropy.items()},
-                "differences": {
-                    name: compare_entropy(self.entropy["base"], self.entropy[name], **boot)
-                    for name in self.finetuned
-                },
-            }
-        if self.on.cka:
-            out["cka"] = {
-                name: {kind: acc.compute().tolist() for kind, acc in recs.items()}
-                for name, recs in self.cka.items()
-            }
-        if self.on.patching:
-            out["patching"] = {name: rec.summary(**boot) for name, rec in self.patching.items()}
-        return out
-
-
-def _stream_condition(
+def _model_entries(
     models: dict[str, nn.Module],
-    batches: Callable[[str], Iterable[Batch]],
-    condition: str,
-    on: _Sections,
-    device: torch.device,
-    progress: bool,
-) -> _ConditionRecords:
-    records = _ConditionRecords(models, on)
-    with ExitStack() as stack:
-        captures = {
-            name: stack.enter_context(
-                ActivationCapture(
-                    model,
-                    entropy=on.attention,
-                    keep_hidden=on.patching and name != "base",
-                    name=name,
-                )
-            )
-            for name, model in models.items()
+    layouts: dict[str, ViTLayout],
+    robustness: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    entries = {}
+    for name, model in models.items():
+        role = BASE if name == BASE else role_of(robustness[name])
+        if name != BASE and not robustness[name]:
+            role = UNKNOWN_ROLE
+        entries[name] = {
+            "name_or_path": getattr(model.config, "_name_or_path", "") or name,
+            "role": role,
+            "num_layers": layouts[name].num_layers,
+            "num_heads": layouts[name].num_heads,
         }
-        for pixel_values, labels in tqdm(
-            batches(condition),
-            desc=f"analysis [{condition}]",
-            unit="batch",
-            disable=not progress,
-        ):
-            records.update(models["base"], captures, (pixel_values.to(device), labels.to(device)))
-    if records.n_images < 2:
-        raise ValueError(
-            f"Condition {condition!r} produced {records.n_images} image(s); the analysis needs at "
-            "least 2 (check the dataset split and max_eval_examples)."
-        )
-    return records
+    return entries
 
 
 def analyze_models(
     base: nn.Module,
     finetuned: dict[str, nn.Module],
-    batches: Callable[[str], Iterable[Batch]],
+    batches: Callable[[str], Iterable[tuple]],
     conditions: list[str],
     *,
     lens: bool = True,
@@ -262,48 +138,59 @@ def analyze_models(
     device: str | torch.device = "cpu",
     progress: bool = True,
     summarize: bool = True,
-) -> dict[str, Any]:
-    """Run every analysis of `finetuned` models against `base`, streaming over batches.
+    state: PartialState | None = None,
+) -> dict[str, Any] | None:
+    """Run every analysis of `finetuned` models ({model key: model}) against `base`.
 
-    `batches(condition)` yields `(pixel_values, labels)` for each condition (e.g. "clean",
-    "noise", ...), the same images in the same order for every call. Each model does one
-    capture forward per batch; patching adds base-model block calls on the fine-tuned
-    hidden states. Returns a JSON-ready dict (the analysis.json layout of
-    `analysis.schema`; sections switched off are empty). With `summarize=False` the
-    statistics are skipped and `result["recorders"][condition]` holds the per-image
-    recorders (lens, entropy, patching) and the CKA accumulators instead.
+    `batches(condition)` yields this process's `(pixel_values, labels, example_ids)` (or
+    `(pixel_values, labels)`, numbered in order) for each condition ("clean", "noise", ...),
+    the same images for every call. Each model does one capture forward per batch; patching
+    adds base-model block calls on the fine-tuned hidden states. Each model's role and matched
+    controls come from its ``config.robustness`` (`roles`).
+
+    Every process must call it; the main process returns a JSON-ready dict (the analysis.json
+    layout of `analysis.schema`; sections switched off are empty), the others ``None``. With
+    `summarize=False` the statistics are skipped and `result["records"][condition]` holds the
+    gathered per-image records and CKA sums instead.
     """
+    state = state or process_state()
     layouts = _check_models(base, finetuned, patching)
-    on = _Sections(lens=lens, attention=attention, cka=cka, patching=patching)
+    on = Sections(lens=lens, attention=attention, cka=cka, patching=patching)
     torch.manual_seed(seed)
     device = torch.device(device)
-    models = {"base": base, **finetuned}
+    models = {BASE: base, **finetuned}
     for model in models.values():
         model.to(device)
+    robustness = {name: read_robustness(model.config) for name, model in finetuned.items()}
+    pairs = comparison_pairs(robustness)
     boot = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
     result: dict[str, Any] = {
         **header(),
         "definitions": DEFINITIONS,
-        "models": {
-            name: {
-                "name_or_path": getattr(m.config, "_name_or_path", "") or name,
-                "num_layers": layouts[name].num_layers,
-                "num_heads": layouts[name].num_heads,
-            }
-            for name, m in models.items()
-        },
+        "models": _model_entries(models, layouts, robustness),
         "conditions": list(conditions),
-        "statistics": boot,
+        "statistics": {**boot, "comparison_test": WILCOXON},
         **{section: {} for section in SECTIONS},
+        "comparisons": [],
     }
     for condition in conditions:
-        records = _stream_condition(models, batches, condition, on, device, progress)
-        if not summarize:
-            result.setdefault("recorders", {})[condition] = records.recorders()
+        records = stream_condition(models, batches, condition, on, device, progress)
+        gathered = records.gather(state)
+        if gathered is None:
             continue
-        for section, entry in records.summary(boot).items():
+        if gathered["n_images"] < 2:
+            raise ValueError(
+                f"Condition {condition!r} produced {gathered['n_images']} image(s); the analysis "
+                "needs at least 2 (check the dataset split and max_eval_examples)."
+            )
+        if not summarize:
+            result.setdefault("records", {})[condition] = gathered
+            continue
+        sections, comparisons = summarize_condition(gathered, condition, pairs, boot)
+        for section, entry in sections.items():
             result[section][condition] = entry
-    return result
+        result["comparisons"] += comparisons
+    return result if state.is_main_process else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,33 +291,24 @@ class AnalysisArguments(ComparisonArguments):
         return int(self.severities[0])
 
 
-def _short_name(path: str) -> str:
-    return Path(path.rstrip("/")).name or path
-
-
-def _finetuned_names(args: AnalysisArguments) -> list[str]:
+def _finetuned_keys(args: AnalysisArguments) -> list[str]:
     if not args.base_model:
         raise ValueError("Set base_model (a Hub id or a local checkpoint folder).")
     if not args.finetuned_models:
         raise ValueError("Set finetuned_models (one or more fine-tuned checkpoints to compare).")
-    names = list(args.finetuned_names) or [_short_name(p) for p in args.finetuned_models]
-    if len(names) != len(args.finetuned_models) or len(set(names)) != len(names) or "base" in names:
-        raise ValueError(
-            f"finetuned_names {names} must be unique, not 'base', one per fine-tuned model."
-        )
-    return names
+    return model_keys(args.finetuned_models, args.finetuned_names or None)
 
 
-def _device(device: str) -> torch.device:
+def _device(device: str, state: PartialState) -> torch.device:
+    """'auto': this process's accelerator (each process its own GPU), else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(state.device)
     return torch.device(device)
 
 
 def _load(path: str) -> tuple[nn.Module, Any]:
-    model, processor = load_model_and_processor(
-        ModelArguments(model_name_or_path=path, attn_implementation="eager")
-    )
+    # sdpa: the capture switches to eager only for the passes that read attention weights.
+    model, processor = load_model_and_processor(ModelArguments(model_name_or_path=path))
     return model.eval(), processor
 
 
@@ -446,15 +324,21 @@ def _data_section(data_args: Any, batches: DatasetBatches, classes: list[str]) -
     }
 
 
-def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any]:
+def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any] | None:
     """Load the models and data, run every analysis, write `analysis.json`, the attention
-    panel (`attention_panel.npz`) and the figures into `args.output_dir`."""
-    names = _finetuned_names(args)
+    panel (`attention_panel.npz`) and the figures into `args.output_dir`.
+
+    Under ``accelerate launch`` every process analyses its share of the images and the main
+    process writes the same files as a single process would; it returns the result there and
+    ``None`` on the other processes.
+    """
+    keys = _finetuned_keys(args)
+    state = process_state()
     torch.manual_seed(args.seed)
-    device = _device(args.device)
+    device = _device(args.device, state)
     base, processor = _load(args.base_model)
-    finetuned = {name: _load(path)[0] for name, path in zip(names, args.finetuned_models)}
-    models = {"base": base, **finetuned}
+    finetuned = {key: _load(path)[0] for key, path in zip(keys, args.finetuned_models)}
+    models = {BASE: base, **finetuned}
 
     dataset = load_dataset_split(data_args, "eval")
     classes = label_names(dataset)
@@ -473,6 +357,7 @@ def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any]:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         max_bad_fraction=data_args.max_bad_fraction,
+        state=state,
     )
     result = analyze_models(
         base,
@@ -487,13 +372,17 @@ def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any]:
         confidence=args.confidence,
         seed=args.seed,
         device=device,
-        progress=args.progress,
+        progress=args.progress and state.is_main_process,
+        state=state,
     )
-    result["bad_images"] = batches.bad_images.finish()
+    bad_images = batches.finish_bad_images(state)
+    if result is None:
+        return None
+    result["bad_images"] = bad_images
     result["data"] = _data_section(data_args, batches, classes)
-    result["models"]["base"]["name_or_path"] = args.base_model
-    for name, path in zip(names, args.finetuned_models):
-        result["models"][name]["name_or_path"] = path
+    result["models"][BASE]["name_or_path"] = args.base_model
+    for key, path in zip(keys, args.finetuned_models):
+        result["models"][key]["name_or_path"] = path
     result["seed"] = args.seed
 
     out = Path(args.output_dir)

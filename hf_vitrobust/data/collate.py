@@ -1,28 +1,37 @@
 """``CorruptionCollator``: the DataLoader ``collate_fn`` of training (and of worst-of-k).
 
-Per example, in the DataLoader workers: decode to RGB uint8 (``decode_image``; undecodable
-images are skipped and counted by a ``BadImageTracker``), check the label, resize with the
-model's processor settings, draw and apply ``k`` corruption views on uint8
+Per example, in the DataLoader workers: decode to RGB uint8 and check the label
+(``decode_examples``; undecodable images are skipped and *reported* in the batch), resize with
+the model's processor settings, draw and apply ``k`` corruption views on uint8
 (``CorruptionViews``), then normalise everything into tensors. Worst-of-k training picks the
-worst of the ``k`` views per image (``training.adversary``).
+worst of the ``k`` views per image (``training.adversary``). The main process counts what it
+consumes: ``BadImageTracker.record_batch(batch)``.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from hf_vitrobust.data.bad_images import BadImageTracker
-from hf_vitrobust.data.decode import BadImageError, decode_image
+from hf_vitrobust.data.decode import decode_examples
 from hf_vitrobust.data.preprocess import ProcessorSpec
 from hf_vitrobust.data.views import CorruptionViews
 
-logger = logging.getLogger(__name__)
+#: Batch keys a ``CorruptionCollator`` adds besides ``pixel_values`` and ``labels`` (the model
+#: must not see them).
+COLLATOR_EXTRA_KEYS: tuple[str, ...] = (
+    "views",
+    "view_corruptions",
+    "view_severities",
+    "view_corruption_ids",
+    "example_ids",
+    "num_skipped",
+    "skipped_example_ids",
+    "skipped_images",
+)
 
 
 class CorruptionCollator:
@@ -35,11 +44,13 @@ class CorruptionCollator:
     - with ``k > 0``: ``views`` float [B,k,3,H,W], ``view_corruptions`` (B×k names),
       ``view_corruption_ids`` long [B,k] (indices into ``views.names``), ``view_severities``
       long [B,k];
-    - ``num_skipped``: undecodable images dropped from this batch.
+    - ``num_skipped``: undecodable images dropped from this batch; ``skipped_example_ids``
+      (their ids) and ``skipped_images`` (``{example_id: BadImage(path, reason)}``), which the
+      main process gives to ``BadImageTracker.record_batch``.
 
-    ``tensors_only=True`` leaves out the lists and makes ``num_skipped`` a long tensor [B]
-    (the batch's count on its first row), because accelerate's ``dispatch_batches`` mode
-    broadcasts and slices tensors only. The epoch reaches workers when the DataLoader iterator
+    ``tensors_only=True`` leaves out the lists and dicts and makes ``num_skipped`` a long tensor
+    [B] (the batch's count on its first row), because accelerate's ``dispatch_batches`` mode
+    broadcasts and slices tensors only (bad images then cannot be named or counted by id). The epoch reaches workers when the DataLoader iterator
     is created (PyTorch's default non-persistent workers): call ``set_epoch`` before each epoch.
     """
 
@@ -48,7 +59,6 @@ class CorruptionCollator:
         processor: Any,
         views: CorruptionViews | None = None,
         k: int = 0,
-        bad_images: BadImageTracker | None = None,
         *,
         num_labels: int | None = None,
         tensors_only: bool = False,
@@ -60,7 +70,6 @@ class CorruptionCollator:
         self.spec = ProcessorSpec.from_processor(processor)
         self.views = views
         self.k = int(k)
-        self.bad_images = bad_images
         self.num_labels = num_labels
         self.tensors_only = tensors_only
         self.epoch = 0
@@ -70,10 +79,7 @@ class CorruptionCollator:
         self.epoch = int(epoch)
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        clean, labels, ids, bad_ids = self._decode(examples)
-        if self.bad_images is not None:
-            self.bad_images.record(len(clean), bad_ids)
-            self.bad_images.check()
+        clean, labels, ids, bad = decode_examples(examples, self.spec, num_labels=self.num_labels)
         batch: dict[str, Any] = {
             "pixel_values": self.spec.to_tensor(clean),
             "labels": torch.tensor(labels, dtype=torch.long),
@@ -84,39 +90,13 @@ class CorruptionCollator:
         if self.tensors_only:
             skipped = torch.zeros(len(clean), dtype=torch.long)
             if len(clean):
-                skipped[0] = len(bad_ids)
+                skipped[0] = len(bad)
             batch["num_skipped"] = skipped
         else:
-            batch["num_skipped"] = len(bad_ids)
-            batch["skipped_example_ids"] = bad_ids
+            batch["num_skipped"] = len(bad)
+            batch["skipped_example_ids"] = list(bad)
+            batch["skipped_images"] = bad
         return batch
-
-    def _decode(
-        self, examples: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[np.ndarray], list[int], list[int], list[int]]:
-        """(resized clean images, labels, example ids, ids of the undecodable examples)."""
-        clean: list[np.ndarray] = []
-        labels: list[int] = []
-        ids: list[int] = []
-        bad_ids: list[int] = []
-        for position, example in enumerate(examples):
-            example_id = int(example.get("example_id", position))
-            try:
-                image = decode_image(example["image"])
-            except BadImageError as error:
-                logger.warning("Skipping undecodable image (example id %d): %s", example_id, error)
-                bad_ids.append(example_id)
-                continue
-            label = example["label"]
-            if label is None or not 0 <= int(label) < (self.num_labels or sys.maxsize):
-                raise ValueError(
-                    f"Example {example_id} has label {label!r}, outside [0, {self.num_labels}) "
-                    "(the model's num_labels); check the label column and the model's classes."
-                )
-            clean.append(self.spec.resize_uint8(image))
-            labels.append(int(label))
-            ids.append(example_id)
-        return clean, labels, ids, bad_ids
 
     def _add_views(self, batch: dict[str, Any], clean: list[np.ndarray], ids: list[int]) -> None:
         """Draw, apply and stack ``k`` corrupted views of every clean image into ``batch``."""
@@ -141,4 +121,4 @@ class CorruptionCollator:
             batch["view_corruptions"] = names
 
 
-__all__ = ["CorruptionCollator"]
+__all__ = ["COLLATOR_EXTRA_KEYS", "CorruptionCollator"]

@@ -4,8 +4,12 @@
 *undecoded*, ``Image(decode=False)``, so that one broken file cannot crash an epoch: the
 collator decodes it and skips it when it is broken), ``label`` (a ``ClassLabel``) and
 ``example_id`` (the row for map-style data, ``shard * 2**32 + row`` for streams; the key of
-every seed in ``hf_vitrobust.seeding``). ``load_dataset_split`` does the same for a recipe's
-``DataArguments``.
+every seed in ``hf_vitrobust.seeding``). ``max_examples`` selects a seeded, class-stratified
+random subset (``data.subsets``), never the first rows. ``load_dataset_split`` does the same for
+a recipe's ``DataArguments`` and shuffles streamed training data through a buffer.
+
+A path that does not exist is reported as such ("no such folder or file"), never as a Hub
+error; a Hub id that cannot be fetched says whether offline mode is set.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
+
+from hf_vitrobust.data.subsets import select_rows, select_stream, stratified_indices
+from hf_vitrobust.distributed import stream_from_generator
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +58,14 @@ _SPLIT_ALIASES = {"validation": "test", "valid": "test", "val": "test", "t10k": 
 STREAM_ID_STRIDE = 2**32
 # Above this many data sources (e.g. one per file of an imagefolder) shards are grouped.
 MAX_STREAM_SHARDS = 1024
-# Map-style local datasets are converted to this many shards when streamed, so that accelerate
-# can give every process whole shards (datasets' `n_shards >= num_processes` rule).
-LOCAL_STREAM_SHARDS = 64
+# Map-style local datasets (and imagefolders, which `datasets` streams as one shard) are
+# converted to this many shards when streamed: whole shards for every process and DataLoader
+# worker, and a shuffled shard order that mixes a class-sorted folder.
+LOCAL_STREAM_SHARDS = 256
 STANDARD_COLUMNS = ("image", "label", "example_id")
 _HUB_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
+# Suffixes that make a name a local file, never a Hub id.
+_FILE_SUFFIXES = (".parquet", ".arrow", ".csv", ".json", ".jsonl", ".jpg", ".jpeg", ".png", ".zip")
 
 
 # ---------------------------------------------------------------------------- Fashion-MNIST
@@ -121,24 +131,29 @@ def _fashion_mnist_split(split: str) -> str:
 
 
 def _load_fashion_mnist_files(
-    folder: Path, split: str, max_examples: int | None
+    folder: Path, split: str, max_examples: int | None, seed: int = 0
 ) -> datasets.Dataset:
+    """The split as a map-style dataset; ``max_examples``: a seeded class-stratified sample
+    (only the chosen images are encoded), with ``example_id`` the row in the IDX files."""
     images_file, labels_file = FASHION_MNIST_FILES[_fashion_mnist_split(split)]
-    images = _read_idx(folder / images_file, max_examples)
-    labels = _read_idx(folder / labels_file, max_examples)
+    images = _read_idx(folder / images_file)
+    labels = _read_idx(folder / labels_file)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(
             f"Fashion-MNIST files in {folder} disagree: images {images.shape}, labels {labels.shape}."
         )
-    encoded = pa.array([pgm_bytes(img) for img in images], type=pa.binary())
+    rows = np.arange(len(labels))
+    if max_examples is not None:
+        rows = stratified_indices(labels, max_examples, seed)
+    encoded = pa.array([pgm_bytes(images[r]) for r in rows], type=pa.binary())
     image_column = pa.StructArray.from_arrays(
-        [encoded, pa.nulls(len(images), pa.string())], names=["bytes", "path"]
+        [encoded, pa.nulls(len(rows), pa.string())], names=["bytes", "path"]
     )
     table = pa.table(
         {
             "image": image_column,
-            "label": pa.array(labels.astype(np.int64)),
-            "example_id": pa.array(np.arange(len(images), dtype=np.int64)),
+            "label": pa.array(labels[rows].astype(np.int64)),
+            "example_id": pa.array(rows.astype(np.int64)),
         }
     )
     features = datasets.Features(
@@ -166,6 +181,39 @@ def _local_alternatives() -> str:
     )
 
 
+def _offline() -> bool:
+    return any(
+        os.environ.get(name, "") not in ("", "0", "false", "False")
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def _looks_local(text: str) -> bool:
+    """A name that can only be a path: ./x, ../x, /x, ~/x, a\\b, a/b/c, x.parquet, or one whose
+    first component exists here (``data/photos`` next to an existing ``data/``)."""
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") >= 2:
+        return True
+    if text.lower().endswith(_FILE_SUFFIXES):
+        return True
+    first = text.split("/", 1)[0]
+    return "/" in text and Path(first).expanduser().is_dir()
+
+
+def _missing_local(text: str) -> FileNotFoundError:
+    path = Path(text).expanduser()
+    parent = next((p for p in path.absolute().parents if p.is_dir()), None)
+    hint = ""
+    if parent is not None and parent != path.absolute().parent:
+        hint = f" (the deepest existing folder is {str(parent)!r})"
+    elif parent is not None:
+        names = sorted(p.name for p in parent.iterdir())[:10]
+        hint = f" ({str(parent)!r} holds {names})"
+    return FileNotFoundError(
+        f"Local dataset {text!r}: no such folder or file (looked for {str(path.absolute())!r}, "
+        f"relative to the current folder {os.getcwd()!r}){hint}. {_local_alternatives()}"
+    )
+
+
 def _load_raw(
     source: str | os.PathLike | Sequence[str],
     split: str,
@@ -175,6 +223,9 @@ def _load_raw(
     """Load without standardising: returns (dataset, description, is_hub)."""
     if isinstance(source, (list, tuple)):
         files = [str(Path(f).expanduser()) for f in source]
+        missing = [f for f in files if not any(ch in f for ch in "*?[") and not Path(f).exists()]
+        if missing:
+            raise _missing_local(missing[0])
         builder = _builder_for_files(files)
         ds = datasets.load_dataset(
             builder, data_files={split: files}, split=split, streaming=bool(streaming)
@@ -183,48 +234,69 @@ def _load_raw(
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
-        if _is_save_to_disk_dir(path):
-            loaded = datasets.load_from_disk(str(path))
-            if isinstance(loaded, datasets.DatasetDict):
-                if split not in loaded:
-                    raise ValueError(
-                        f"{text!r} has splits {sorted(loaded)}, not {split!r}; pass one of them."
-                    )
-                loaded = loaded[split]
-            return loaded, f"saved dataset {text!r}", False
-        try:
-            ds = datasets.load_dataset(
-                str(path), config_name, split=split, streaming=bool(streaming)
-            )
-        except ValueError as error:
-            if "split" in str(error).lower():
-                raise ValueError(
-                    f"Local dataset {text!r} has no split {split!r} ({error}). An imagefolder "
-                    "without train/validation/test subfolders has only the split 'train'."
-                ) from error
-            raise
-        return ds, f"local folder {text!r}", False
+        return (
+            _load_folder(path, text, split, streaming, config_name),
+            f"local folder {text!r}",
+            False,
+        )
     if path.is_file() or any(ch in text for ch in "*?["):
         builder = _builder_for_files([text])
         ds = datasets.load_dataset(
             builder, data_files={split: text}, split=split, streaming=bool(streaming)
         )
         return ds, f"{builder} file(s) {text!r}", False
-    if text.startswith((".", "/", "~")) or text.endswith((".parquet", ".arrow")):
-        raise FileNotFoundError(f"Local dataset {text!r} does not exist. {_local_alternatives()}")
+    if _looks_local(text):
+        raise _missing_local(text)
     streaming = True if streaming is None else streaming
     try:
         ds = datasets.load_dataset(text, config_name, split=split, streaming=streaming)
     except _HUB_ERRORS as error:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
-            "HF_DATASETS_OFFLINE", ""
-        ) not in ("", "0")
+        if _offline():
+            cause = (
+                "offline mode is set (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and it is not in the "
+                "local cache"
+            )
+        else:
+            cause = "the Hub could not be reached or has no such dataset"
+        local = "" if "/" not in text else f" There is no local folder {text!r} either."
         raise ConnectionError(
-            f"Could not load dataset {text!r} from the Hugging Face Hub"
-            f"{' (offline mode is set)' if offline else ''}: {type(error).__name__}: {error}. "
-            f"{_local_alternatives()} Gated datasets (ImageNet) also need `hf auth login`."
+            f"Could not load dataset {text!r} from the Hugging Face Hub: {cause} "
+            f"({type(error).__name__}: {error}).{local} {_local_alternatives()} Gated datasets "
+            "(ImageNet) also need `hf auth login`."
         ) from error
     return ds, f"Hub dataset {text!r}", True
+
+
+def _load_folder(
+    path: Path, text: str, split: str, streaming: bool | None, config_name: str | None
+) -> Any:
+    """A local folder: ``save_to_disk`` output, an imagefolder, or anything ``datasets`` reads.
+
+    An imagefolder is always loaded map-style (it holds only file paths): ``datasets`` would
+    stream it as one class-sorted shard that no shuffle buffer or worker split can mix;
+    ``load_image_dataset`` turns it into a many-shard stream when streaming is asked for.
+    """
+    if _is_save_to_disk_dir(path):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(
+                    f"{text!r} has splits {sorted(loaded)}, not {split!r}; pass one of them."
+                )
+            loaded = loaded[split]
+        return loaded
+    try:
+        ds = datasets.load_dataset(str(path), config_name, split=split, streaming=bool(streaming))
+        if isinstance(ds, datasets.IterableDataset) and ds.info.builder_name == "imagefolder":
+            ds = datasets.load_dataset(str(path), config_name, split=split)
+    except ValueError as error:
+        if "split" in str(error).lower():
+            raise ValueError(
+                f"Local dataset {text!r} has no split {split!r} ({error}). An imagefolder "
+                "without train/validation/test subfolders has only the split 'train'."
+            ) from error
+        raise
+    return ds
 
 
 def _builder_for_files(files: Sequence[str]) -> str:
@@ -328,9 +400,7 @@ def _stream_with_ids(stream: datasets.IterableDataset) -> datasets.IterableDatas
     shards = [(g, stream.shard(num_shards=groups, index=g, contiguous=True)) for g in range(groups)]
     features = stream.features.copy()
     features["example_id"] = datasets.Value("int64")
-    return datasets.IterableDataset.from_generator(
-        _iter_shards, gen_kwargs={"shards": shards}, features=features
-    )
+    return stream_from_generator(_iter_shards, {"shards": shards}, features)
 
 
 def _iter_shards(shards: Sequence[tuple[int, Any]]) -> Iterator[dict[str, Any]]:
@@ -360,6 +430,9 @@ def load_image_dataset(
     config_name: str | None = None,
     max_examples: int | None = None,
     class_names: Sequence[str] | None = None,
+    subset_seed: int = 0,
+    shuffle_buffer_size: int = 10_000,
+    shuffle: bool = False,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Load an image-classification dataset with the columns ``image``, ``label``, ``example_id``.
 
@@ -370,16 +443,30 @@ def load_image_dataset(
     ``image`` is an ``Image(decode=False)`` feature: values are ``{"bytes", "path"}`` dicts that
     ``decode_image`` turns into RGB uint8, so a broken file is skipped rather than crashing
     iteration. ``label`` is a ``ClassLabel`` (from ``class_names`` when given). ``example_id`` is
-    the row index for map-style data; for streams it is ``shard * 2**32 + row``, stable across
-    runs, workers and processes. ``streaming=True`` works on local sources too.
+    the row index for map-style data (kept by subsets: the same image has the same id in every
+    subset), for streams ``shard * 2**32 + row``, stable across runs, workers and processes.
+    ``streaming=True`` works on local sources too.
+
+    ``max_examples`` (``data.subsets``): map-style, a class-stratified random sample seeded by
+    ``subset_seed``; streams, the first ``max_examples`` out of a shuffle buffer of
+    ``shuffle_buffer_size`` (0: stream order). ``shuffle=True`` shuffles a whole stream through
+    the buffer (training; ``set_epoch`` reshuffles).
     """
     if max_examples is not None and max_examples < 0:
         raise ValueError(f"max_examples must be >= 0, not {max_examples}.")
+    if shuffle_buffer_size < 0:
+        raise ValueError(f"shuffle_buffer_size must be >= 0, not {shuffle_buffer_size}.")
+
+    def finish_stream(stream: datasets.IterableDataset) -> datasets.IterableDataset:
+        return select_stream(stream, max_examples, subset_seed, shuffle_buffer_size, shuffle)
+
     if isinstance(source, str) and source.lower() in _FASHION_MNIST_NAMES:
         folder = find_fashion_mnist_dir()
         if folder is not None:
-            ds = _load_fashion_mnist_files(folder, split, max_examples)
-            return ds.to_iterable_dataset(num_shards=_local_shards(len(ds))) if streaming else ds
+            if streaming:
+                ds = _load_fashion_mnist_files(folder, split, None)
+                return finish_stream(ds.to_iterable_dataset(num_shards=_local_shards(len(ds))))
+            return _load_fashion_mnist_files(folder, split, max_examples, subset_seed)
         logger.warning(
             "Fashion-MNIST files not found (set %s or install Debian's dataset-fashion-mnist); "
             "falling back to the Hub dataset %r.",
@@ -393,16 +480,12 @@ def load_image_dataset(
     if isinstance(ds, datasets.IterableDataset):
         if "example_id" not in ds.column_names:
             ds = _stream_with_ids(ds)
-        if max_examples is not None:
-            ds = ds.take(max_examples)
-        return ds
-    if max_examples is not None:
-        ds = ds.select(range(min(max_examples, len(ds))))
+        return finish_stream(ds)
     if "example_id" not in ds.column_names:
         ds = ds.add_column("example_id", np.arange(len(ds), dtype=np.int64))
     if streaming:
-        return ds.to_iterable_dataset(num_shards=_local_shards(len(ds)))
-    return ds
+        return finish_stream(ds.to_iterable_dataset(num_shards=_local_shards(len(ds))))
+    return select_rows(ds, max_examples, subset_seed)
 
 
 def load_dataset_split(
@@ -411,7 +494,10 @@ def load_dataset_split(
     """``load_image_dataset`` for a recipe's ``DataArguments``: its train or eval split.
 
     ``which`` is ``"train"`` or ``"eval"``; ``max_examples`` defaults to the recipe's
-    ``max_train_examples`` / ``max_eval_examples``.
+    ``max_train_examples`` / ``max_eval_examples``. Subsets are seeded by
+    ``data_args.subset_seed``; a streamed training split is shuffled through a buffer of
+    ``data_args.shuffle_buffer_size`` examples (reshuffled every epoch by ``set_epoch``).
+    Record the selection in the stage's outputs with ``data.selection_record``.
     """
     if which not in ("train", "eval"):
         raise ValueError(f"which must be 'train' or 'eval', got {which!r}.")
@@ -426,6 +512,9 @@ def load_dataset_split(
         label_column=data_args.label_column,
         config_name=data_args.dataset_config_name,
         max_examples=max_examples,
+        subset_seed=data_args.subset_seed,
+        shuffle_buffer_size=data_args.shuffle_buffer_size,
+        shuffle=which == "train",
     )
 
 

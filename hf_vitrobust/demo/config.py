@@ -21,7 +21,8 @@ TINY_RECIPES = RECIPES / "fashion-mnist-tiny"
 SIZES_FILE = TINY_RECIPES / "demo.yaml"
 
 #: Sections of the sizes file: one per stage of recipe overrides (`finetune` applies to every
-#: fine-tune), plus `finetunes`, the fine-tune recipes to run.
+#: fine-tune and control, so they share data, steps, optimizer and seed), plus `finetunes` (the
+#: adversarial fine-tune recipes) and `controls` (the control recipes).
 STAGE_SECTIONS = ("base", "finetune", "evaluate", "analyze", "sae")
 #: Flags the demo sets itself (where each stage reads and writes, and the seed).
 WIRED_KEYS = {
@@ -56,6 +57,13 @@ class DemoArguments:
         metadata={
             "help": "CPU threads per stage (OMP_NUM_THREADS); 0 = the cores not already busy "
             "(load average), at least 1: oversubscribed threads spin and run many times slower."
+        },
+    )
+    parallel: int = field(
+        default=0,
+        metadata={
+            "help": "Stages run at once when they do not depend on each other (fine-tunes; "
+            "evaluation, analysis and SAEs); 0 = one per CPU core."
         },
     )
     memory_budget_gb: float = field(default=6.0, metadata={"help": "Peak memory budget (GB)."})
@@ -104,7 +112,8 @@ def _check_section(name: str, section: Any, where: str) -> dict[str, Any]:
 
 
 def read_sizes(path: str | os.PathLike = SIZES_FILE) -> dict[str, Any]:
-    """The sizes file: `{"finetunes": [recipe names], <stage>: {flag: value}, ...}`, validated."""
+    """The sizes file: `{"finetunes": [recipe names], "controls": [recipe names], <stage>:
+    {flag: value}, ...}`, validated."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Demo sizes file {str(path)!r} does not exist.")
@@ -112,7 +121,7 @@ def read_sizes(path: str | os.PathLike = SIZES_FILE) -> dict[str, Any]:
     where = f"Demo sizes {str(path)!r}"
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be a YAML mapping of stage names to flags.")
-    known = ["finetunes", *STAGE_SECTIONS]
+    known = ["finetunes", "controls", *STAGE_SECTIONS]
     unknown = [k for k in data if k not in known]
     if unknown:
         parts = [f"{k!r}{_did_you_mean(str(k), known)}" for k in unknown]
@@ -120,10 +129,19 @@ def read_sizes(path: str | os.PathLike = SIZES_FILE) -> dict[str, Any]:
     finetunes = data.get("finetunes")
     if not isinstance(finetunes, list) or not finetunes:
         raise ValueError(f"{where}: 'finetunes' needs at least one fine-tune recipe name.")
-    for name in finetunes:
+    controls = data.get("controls") or []
+    if not isinstance(controls, list):
+        raise ValueError(f"{where}: 'controls' must be a list of control recipe names.")
+    for name in [*finetunes, *controls]:
         if not (TINY_RECIPES / f"{name}.yaml").is_file():
             raise ValueError(f"{where}: no fine-tune recipe {str(TINY_RECIPES / name)!r}.yaml.")
-    sizes: dict[str, Any] = {"finetunes": [str(n) for n in finetunes]}
+    repeated = sorted({n for n in [*finetunes, *controls] if [*finetunes, *controls].count(n) > 1})
+    if repeated:
+        raise ValueError(f"{where}: {repeated} listed twice (each recipe trains one model).")
+    sizes: dict[str, Any] = {
+        "finetunes": [str(n) for n in finetunes],
+        "controls": [str(n) for n in controls],
+    }
     for name in STAGE_SECTIONS:
         sizes[name] = _check_section(name, data.get(name) or {}, where)
     return sizes

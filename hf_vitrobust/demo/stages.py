@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_vitrobust.demo.config import RECIPES, DemoArguments, recipe_flags
+import yaml
+
+from hf_vitrobust.demo.config import RECIPES, TINY_RECIPES, DemoArguments, recipe_flags
 from hf_vitrobust.hub import write_robust_model_card, write_sae_card
 from hf_vitrobust.report import build_report
 
@@ -70,12 +72,29 @@ def _comparison_stage(
     return Stage(name, description, [output], [command], requires=requires)
 
 
+def training_description(recipe: str, sizes: dict[str, Any]) -> str:
+    """What a fine-tune recipe trains, for the demo's log (the comparison stages read each
+    model's role from its `config.robustness`, never from this)."""
+    spec = yaml.safe_load((TINY_RECIPES / f"{recipe}.yaml").read_text()) or {}
+    adversary = str(sizes["finetune"].get("adversary", spec.get("adversary", "none")))
+    corruptions = ", ".join(map(str, spec.get("corruptions") or [])) or "clean images"
+    if adversary == "none" and not spec.get("corruptions"):
+        return "clean control: the base fine-tuned on clean images (same data, steps, seed)"
+    if adversary == "random_view":
+        return f"random-view control on {corruptions}: one random view per image, no selection"
+    if adversary == "worst_of_k":
+        k = sizes["finetune"].get("num_views", spec.get("num_views", "k"))
+        return f"worst-of-{k} fine-tune of the base on {corruptions}"
+    return f"{adversary} fine-tune of the base on {corruptions}"
+
+
 def _finetune_stage(name: str, folder: Path, base: Path, seed: int, sizes: dict) -> Stage:
-    """A worst-of-k fine-tune of the base with the recipe `<name>.yaml`."""
+    """A fine-tune (adversarial or control) of the base with the recipe `<name>.yaml`; every
+    one gets the same `finetune` flags, so a control shares steps, batch and seed."""
     wiring = ["--model_name_or_path", base, "--output_dir", folder, "--seed", seed]
     return Stage(
         f"finetune_{name}",
-        f"worst-of-{sizes['finetune'].get('num_views', 'k')} fine-tune of the base on {name}",
+        training_description(name, sizes),
         _model_done(folder),
         [_py("finetune.py", name, *wiring, *recipe_flags(sizes["finetune"]))],
         requires=("base",),
@@ -84,10 +103,15 @@ def _finetune_stage(name: str, folder: Path, base: Path, seed: int, sizes: dict)
 
 
 def build_stages(args: DemoArguments, sizes: dict[str, Any]) -> list[Stage]:
-    """The stages of the offline study, each with the command a user would type."""
+    """The stages of the offline study, each with the command a user would type.
+
+    Listed longest first where they may run at once (the scheduler starts them in this order):
+    adversarial fine-tunes before controls, then the comparison stages.
+    """
     out = Path(args.output_dir)
     base = out / "base"
-    finetuned = {name: out / name for name in sizes["finetunes"]}
+    recipes = [*sizes["finetunes"], *sizes.get("controls", [])]
+    finetuned = {name: out / name for name in recipes}
     ft_stages = tuple(f"finetune_{name}" for name in finetuned)
     models = ("base", *ft_stages)
     compared = ["--base_model", base, "--finetuned_models", *finetuned.values()]
@@ -106,6 +130,17 @@ def build_stages(args: DemoArguments, sizes: dict[str, Any]) -> list[Stage]:
             for name, folder in finetuned.items()
         ],
         _comparison_stage(
+            "sae",
+            "train_sae.py",
+            "vanilla and BatchTopK SAEs on the base model, compared across models",
+            out / "sae" / "sae.json",
+            # Activations are computed once per model and layer and reused by both SAE types
+            # (and by a rerun).
+            [*compared, "--cache_dir", out / "sae" / "activation_cache"],
+            sizes,
+            models,
+        ),
+        _comparison_stage(
             "evaluate",
             "evaluate.py",
             "all models on every corruption group (held-out test images, fresh corruption seeds)",
@@ -120,17 +155,6 @@ def build_stages(args: DemoArguments, sizes: dict[str, Any]) -> list[Stage]:
             "logit lens, attention entropy, CKA and activation patching",
             out / "analysis" / "analysis.json",
             compared,
-            sizes,
-            models,
-        ),
-        _comparison_stage(
-            "sae",
-            "train_sae.py",
-            "vanilla and BatchTopK SAEs on the base model, compared across models",
-            out / "sae" / "sae.json",
-            # Activations are computed once per model and layer and reused by both SAE types
-            # (and by a rerun).
-            [*compared, "--cache_dir", out / "sae" / "activation_cache"],
             sizes,
             models,
         ),
@@ -172,4 +196,4 @@ def write_cards(out: Path, finetuned: list[Path]) -> list[Path]:
     return written
 
 
-__all__ = ["Stage", "build_stages", "write_cards"]
+__all__ = ["Stage", "build_stages", "training_description", "write_cards"]

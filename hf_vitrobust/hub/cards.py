@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from hf_vitrobust.hub.common import (
     MISSING,
     CardInputError,
     cell,
-    dataset_hub_id,
     inline,
     is_hub_id,
     one_line,
@@ -37,8 +37,15 @@ from hf_vitrobust.hub.common import (
     require_folder,
 )
 from hf_vitrobust.hub.model_index import eval_result_objects, load_results
+from hf_vitrobust.hub.provenance import (
+    dataset_ref,
+    model_text,
+    recipe_rows,
+    training_role,
+    training_summary,
+)
 from hf_vitrobust.io import StageOutputError, read_json, write_bytes_atomic
-from hf_vitrobust.roles import read_robustness
+from hf_vitrobust.roles import ADVERSARIAL, CLEAN_CONTROL, RANDOM_VIEW_CONTROL, read_robustness
 
 # Written into "how to load" snippets when the card is rendered before the repo id is known;
 # pushing replaces it (in the uploaded copy only) with the real repo id.
@@ -165,63 +172,20 @@ def _trainer_state(folder: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-# config.robustness keys shown in their own rows of the recipe table.
-_RECIPE_KEYS = {
-    "base_model",
-    "dataset",
-    "adversary",
-    "corruptions",
-    "train_corruptions",
-    "severities",
-    "k",
-    "num_views",
-    "pgd",
-    "max_steps",
-    "steps",
-    "seed",
-    "registry_version",
-    "run_name",
-}
+@dataclass(frozen=True)
+class Figure:
+    """A figure of a card: its caption, where it lives in the checkpoint, and its source file."""
+
+    caption: str
+    path_in_folder: str  # "figures/<name>"
+    source: Path
 
 
-def _recipe_rows(
-    robustness: Mapping[str, Any],
-    base_model: str | None,
-    dataset: str | None,
-    trainer_state: Mapping[str, Any],
-) -> list[tuple[str, str]]:
-    # PGD settings: a `pgd` dict, or the trainer's flat `pgd_*` keys.
-    pgd = dict(robustness.get("pgd") or {})
-    pgd.update({k[len("pgd_") :]: v for k, v in robustness.items() if k.startswith("pgd_")})
-    steps = (
-        robustness.get("max_steps") or robustness.get("steps") or trainer_state.get("global_step")
-    )
-    rows = [
-        ("Base model", base_model),
-        ("Training data", dataset),
-        ("Adversary", robustness.get("adversary")),
-        ("Training family", robustness.get("corruptions")),
-        ("Training corruptions", robustness.get("train_corruptions")),
-        ("Severities", robustness.get("severities")),
-        ("Views per image", robustness.get("num_views") or robustness.get("k")),
-        ("PGD settings", pgd or None),
-        ("Steps", steps),
-        ("Seed", robustness.get("seed")),
-        ("Corruption registry version", robustness.get("registry_version")),
-    ]
-    # Whatever else the trainer recorded is shown too, so the card never hides a setting.
-    rows += [
-        (str(key).replace("_", " ").capitalize(), value)
-        for key, value in robustness.items()
-        if key not in _RECIPE_KEYS and not key.startswith("pgd_")
-    ]
-    return [
-        (inline(name), "not recorded" if value is None else cell(value)) for name, value in rows
-    ]
+def card_figures(folder: Path, figures: Any) -> list[Figure]:
+    """The figures a card shows, checked (PNG/JPEG/SVG files that exist); nothing is copied.
 
-
-def _copy_figures(folder: Path, figures: Any) -> list[tuple[str, str]]:
-    """Copy figures into `folder/figures/`; return (caption, relative path) pairs."""
+    `figures`: paths or `{caption: path}`; a relative path is also looked up in `folder`.
+    """
     if not figures:
         return []
     items = figures.items() if isinstance(figures, Mapping) else [(None, f) for f in figures]
@@ -234,14 +198,17 @@ def _copy_figures(folder: Path, figures: Any) -> list[tuple[str, str]]:
             raise CardInputError(f"Figure {str(path)!r} does not exist.")
         if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".svg"):
             raise CardInputError(f"Figure {str(path)!r} must be a PNG, JPEG or SVG image.")
-        target_dir = folder / "figures"
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / path.name
-        if path.resolve() != target.resolve():
-            shutil.copyfile(path, target)
         caption = caption or path.stem.replace("_", " ").replace("-", " ")
-        out.append((inline(caption), f"figures/{quote(path.name)}"))
+        out.append(Figure(inline(caption), f"figures/{path.name}", path))
     return out
+
+
+def _copy_figures(folder: Path, figures: list[Figure]) -> None:
+    for figure in figures:
+        target = folder / figure.path_in_folder
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if figure.source.resolve() != target.resolve():
+            shutil.copyfile(figure.source, target)
 
 
 _BASE_DEFINITIONS = {
@@ -254,18 +221,17 @@ _BASE_DEFINITIONS = {
     "Confidence intervals": "95% bootstrap intervals over images (seeded, at least 1000 "
     "resamples); base-vs-fine-tuned differences are paired per image, tested with McNemar's "
     "exact test for accuracy.",
-    "Transfer matrix": "fine-tuned minus base accuracy per corruption group; a gain outside the "
-    "training family would be transfer.",
+    "Changes by corruption group": "this model's accuracy minus a reference model's (the base, "
+    "or a control matched on base, data, steps and seed), paired on the same images; a gain "
+    "outside the training family would be transfer.",
 }
-_ROBUST_TAGS = [
-    "vision",
-    "image-classification",
-    "vit",
-    "robustness",
-    "adversarial-training",
-    "image-corruptions",
-    "hf_vitrobust",
-]
+_ROBUST_TAGS = ["vision", "image-classification", "vit", "robustness", "hf_vitrobust"]
+# Tags that say how the model was trained (`provenance.training_role`).
+_ROLE_TAGS = {
+    ADVERSARIAL: ["adversarial-training", "image-corruptions"],
+    RANDOM_VIEW_CONTROL: ["control", "image-corruptions"],
+    CLEAN_CONTROL: ["control", "clean-fine-tuning"],
+}
 
 
 def render_robust_model_card(
@@ -284,7 +250,8 @@ def render_robust_model_card(
 ) -> ModelCard:
     """The robust-model card for a checkpoint folder, as a `huggingface_hub.ModelCard`.
 
-    Figures are copied into `folder/figures/` (the only write). See `write_robust_model_card`.
+    Nothing is written (figures are linked as `figures/<name>`; `write_robust_model_card` copies
+    them there, a push uploads them there).
     """
     folder = require_folder(folder, "Checkpoint folder")
     robustness = read_config(folder).get("robustness") or {}
@@ -292,21 +259,22 @@ def render_robust_model_card(
         raise CardInputError(f"config.json's 'robustness' in {str(folder)!r} must be a dict.")
     robustness = read_robustness(robustness)  # older checkpoints' key names -> today's
     data = load_results(results, folder=folder, model=results_model)
-    figure_links = _copy_figures(folder, figures)
+    figure_links = [(f.caption, quote(f.path_in_folder)) for f in card_figures(folder, figures)]
 
     base_model = base_model or robustness.get("base_model") or data["base_model"]
-    dataset = dataset or robustness.get("dataset") or data["dataset"]
+    base_text = model_text(base_model)
+    dataset = dataset_ref(dataset or robustness.get("dataset") or data["dataset"])
     model_name = one_line(model_name or robustness.get("run_name") or folder.resolve().name)
-    dataset_id = dataset_hub_id(dataset)
+    role = training_role(robustness)
     eval_results = eval_result_objects(data["eval_results"])
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
         pipeline_tag="image-classification",
         license=one_line(license),
-        tags=_ROBUST_TAGS + [one_line(t) for t in tags or []],
+        tags=_ROBUST_TAGS + _ROLE_TAGS.get(role, []) + [one_line(t) for t in tags or []],
         base_model=base_model if is_hub_id(base_model) else None,
-        datasets=[dataset_id] if dataset_id else None,
+        datasets=[dataset.hub_id] if dataset and dataset.hub_id else None,
         metrics=["accuracy"] if eval_results else None,
         eval_results=eval_results or None,
     )
@@ -318,9 +286,10 @@ def render_robust_model_card(
         "robust_model.md",
         title=inline(model_name),
         description=inline(description) if description else "",
-        base_model_text=inline(base_model) if base_model else "a ViT classifier (not recorded)",
-        dataset_text=inline(dataset) if dataset else "not recorded",
-        recipe_rows=_recipe_rows(robustness, base_model, dataset, _trainer_state(folder)),
+        training_text=inline(training_summary(robustness, base_text)),
+        dataset_text=inline(dataset.text) if dataset else "not recorded",
+        recipe_rows=recipe_rows(robustness, base_text, dataset, _trainer_state(folder)),
+        adversarial=role == ADVERSARIAL,
         results_table=_results_table(data["eval_results"]),
         transfer_table=_transfer_table(transfer),
         transfer_metric=inline(transfer.get("metric", "top-1 accuracy")) if transfer else "",
@@ -347,6 +316,7 @@ def write_robust_model_card(
     `render_robust_model_card`.
     """
     card = render_robust_model_card(folder, results, figures, **options)
+    _copy_figures(Path(folder), card_figures(Path(folder), figures))
     return _save_card(card, Path(folder))
 
 
@@ -501,6 +471,8 @@ def write_sae_card(folder: str | os.PathLike, **options: Any) -> Path:
 
 __all__ = [
     "CARD_MARKER",
+    "Figure",
+    "card_figures",
     "REPO_ID_PLACEHOLDER",
     "SAE_LENS_LIBRARY_NAME",
     "find_saes",

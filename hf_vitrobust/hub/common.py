@@ -19,7 +19,8 @@ DATASET_HUB_IDS = {
     "imagenet": "ILSVRC/imagenet-1k",
 }
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+#: `owner/name` on the Hub.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 MISSING = "–"
 
 
@@ -56,15 +57,7 @@ def cell(value: Any, digits: int = 4) -> str:
 
 def is_hub_id(name: Any) -> bool:
     """`owner/name` that is not also a local path."""
-    return isinstance(name, str) and bool(_HUB_ID.match(name)) and not Path(name).exists()
-
-
-def dataset_hub_id(name: str | None) -> str | None:
-    """The Hub id of a recipe's dataset name, or None when it has none (a local folder)."""
-    if not name:
-        return None
-    name = DATASET_HUB_IDS.get(name, name)
-    return name if is_hub_id(name) else None
+    return isinstance(name, str) and bool(HUB_ID.match(name)) and not Path(name).exists()
 
 
 def read_input_json(path: str | os.PathLike, what: str) -> Any:

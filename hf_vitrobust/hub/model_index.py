@@ -20,11 +20,17 @@ from huggingface_hub import EvalResult
 from hf_vitrobust.constants import CLEAN
 from hf_vitrobust.evaluation import schema as results_schema
 from hf_vitrobust.hub.common import (
-    DATASET_HUB_IDS,
     CardInputError,
     one_line,
     read_config,
     read_input_json,
+)
+from hf_vitrobust.hub.provenance import (
+    LOCAL_DATASET_TYPE,
+    dataset_ref,
+    local_name,
+    looks_like_path,
+    public,
 )
 from hf_vitrobust.io import check_schema, to_jsonable
 
@@ -268,8 +274,8 @@ def _pick_model(results: Mapping[str, Any], folder: Path | None, model: str | No
             if not found:
                 robustness = read_config(folder).get("robustness")
                 found = [m for m in models if robustness and m.get("robustness") == robustness]
-        if not found:
-            found = [m for m in models if m.get("role") == "fine_tuned"]
+        if not found:  # the one fine-tuned model, whatever its role (v3: adversarial, ...)
+            found = [m for m in models if m.get("role") != "base"]
     if len(found) != 1:
         names = [m.get("name") for m in models]
         raise CardInputError(
@@ -286,27 +292,13 @@ def _from_evaluation(results: Mapping[str, Any], folder: Any, model: str | None)
     eval_results = eval_results_for_model(
         results, entry["key"], metrics=("top_1_accuracy", "top_5_accuracy")
     )
-    for item in eval_results:  # the model-index wants Hub dataset ids
-        item["dataset_type"] = DATASET_HUB_IDS.get(item["dataset_type"], item["dataset_type"])
-    names = {m["key"]: Path(str(m["name"])).name or m["name"] for m in results["models"]}
-    transfer = results.get("transfer_matrix")
-    if transfer and transfer.get("rows"):
-        cells = transfer["cells"]
-
-        def grid(field: str) -> list[list[Any]]:
-            return [[cell.get(field) for cell in row] for row in cells]
-
-        transfer = {
-            "metric": str(transfer.get("metric", "top_1_accuracy")).replace("_", "-"),
-            "rows": [names.get(k, k) for k in transfer["rows"]],
-            "columns": list(transfer["columns"]),
-            "values": grid("estimate"),
-            "ci_low": grid("ci_low"),
-            "ci_high": grid("ci_high"),
-            "p_value": grid("p_value"),
-        }
-    else:
-        transfer = None
+    ref = dataset_ref((results.get("dataset") or {}).get("name"))
+    for item in eval_results:  # the model-index wants Hub dataset ids, and no local paths
+        if ref is not None:
+            item["dataset_type"] = ref.index_type
+            if item["dataset_name"] == (results.get("dataset") or {}).get("name"):
+                item["dataset_name"] = ref.index_name
+    transfer = _changes_table(results, entry) or _transfer_row(results, entry)
     definitions = dict(results.get("definitions") or {})
     if results.get("corruption_note"):
         definitions["on_the_fly_corruptions"] = results["corruption_note"]
@@ -318,6 +310,86 @@ def _from_evaluation(results: Mapping[str, Any], folder: Any, model: str | None)
         "definitions": definitions,
         "dataset": dataset,
         "base_model": base,
+    }
+
+
+# Changes-table key -> comparison record field.
+_CELL_FIELDS = {
+    "values": "estimate",
+    "ci_low": "ci_low",
+    "ci_high": "ci_high",
+    "p_value": "p_value",
+}
+
+
+# A comparison's reference role -> the row label of the card's changes table.
+_REFERENCE_LABELS = {
+    "base": "vs base model",
+    "clean_control": "vs clean control",
+    "random_view_control": "vs random-view control",
+}
+
+
+def _changes_table(results: Mapping[str, Any], entry: Mapping[str, Any]) -> dict | None:
+    """The card's changes table from `results.json`'s comparison records (schema v3): one row
+    per reference (the base, then the model's matched controls), one column per scope (clean,
+    then each corruption group, "(seen)" when the model trained on it); top-1 accuracy, model
+    minus reference, paired on the same images."""
+    mine = [
+        c
+        for c in results.get("comparisons") or []
+        if c.get("model") == entry["key"]
+        and c.get("metric") == "top_1_accuracy"
+        and (c.get("scope") == CLEAN or str(c.get("scope", "")).startswith("group:"))
+    ]
+    if not mine:
+        return None
+    names = {m["key"]: Path(str(m["name"])).name or m["key"] for m in results["models"]}
+    rows: list[tuple[str, str]] = []
+    columns: list[str] = []
+    for c in mine:
+        label = _REFERENCE_LABELS.get(c["reference_role"], f"vs {c['reference_role']}")
+        if c["reference_role"] != "base":
+            label += f" ({names.get(c['reference'], c['reference'])})"
+        if (c["reference"], label) not in rows:
+            rows.append((c["reference"], label))
+        column = c["scope"].removeprefix("group:") + (" (seen)" if c.get("seen") else "")
+        if column not in columns:
+            columns.append(column)
+    grid = {field: [[None] * len(columns) for _ in rows] for field in _CELL_FIELDS}
+    for c in mine:
+        i = [r for r, _ in rows].index(c["reference"])
+        column = c["scope"].removeprefix("group:") + (" (seen)" if c.get("seen") else "")
+        for field, values in grid.items():
+            values[i][columns.index(column)] = c.get(field)
+    return {
+        "metric": "top-1 accuracy",
+        "rows": [label for _, label in rows],
+        "columns": columns,
+        **{key: grid[field] for key, field in _CELL_FIELDS.items()},
+    }
+
+
+# Changes-table key -> comparison record field.
+_CELL_FIELDS = {
+    "values": "estimate",
+    "ci_low": "ci_low",
+    "ci_high": "ci_high",
+    "p_value": "p_value",
+}
+
+
+def _transfer_row(results: Mapping[str, Any], entry: Mapping[str, Any]) -> dict | None:
+    """The model's row of `results.json`'s transfer matrix (versions without comparisons)."""
+    transfer = results.get("transfer_matrix")
+    if not transfer or entry["key"] not in (transfer.get("rows") or []):
+        return None
+    row = transfer["cells"][transfer["rows"].index(entry["key"])]
+    return {
+        "metric": str(transfer.get("metric", "top_1_accuracy")).replace("_", "-"),
+        "rows": [_REFERENCE_LABELS["base"]],
+        "columns": list(transfer["columns"]),
+        **{key: [[cell.get(field) for cell in row]] for key, field in _CELL_FIELDS.items()},
     }
 
 
@@ -368,7 +440,22 @@ def _check_result(entry: Any, index: int) -> dict[str, Any]:
         if key in clean:
             clean[key] = one_line(clean[key])
     clean["metric_value"] = value
+    _hide_local_paths(clean)
     return clean
+
+
+def _hide_local_paths(entry: dict[str, Any]) -> None:
+    """A row's local dataset paths as `dataset.type: local` and the folder name (in place)."""
+    dataset_type = str(entry["dataset_type"])
+    if dataset_type != LOCAL_DATASET_TYPE and looks_like_path(dataset_type):
+        entry["dataset_type"] = LOCAL_DATASET_TYPE
+        if str(entry["dataset_name"]) == dataset_type:
+            entry["dataset_name"] = f"{local_name(dataset_type)} (local)"
+    if looks_like_path(str(entry["dataset_name"])):
+        entry["dataset_name"] = f"{local_name(str(entry['dataset_name']))} (local)"
+    for key in ("dataset_args", "dataset_config", "dataset_revision"):
+        if key in entry:
+            entry[key] = public(entry[key])
 
 
 def _check_transfer(transfer: Any) -> None:
@@ -403,7 +490,10 @@ def eval_results_from_rows(
     optional `ci_low`, `ci_high`, `n`, `seen`, `corruptions`, `severities`, `config` (the dataset's
     own config). Each group gets its own `dataset_config` so the Hub keeps them apart.
     """
-    dataset_type = DATASET_HUB_IDS.get(dataset_type, dataset_type)
+    ref = dataset_ref(dataset_type)
+    if ref is not None:
+        dataset_name = dataset_name or ref.index_name
+        dataset_type = ref.index_type
     out = []
     for row in rows:
         group = str(row["group"])

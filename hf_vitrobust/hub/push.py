@@ -1,7 +1,8 @@
 """Pushing checkpoints and SAEs to the Hub, one commit per artifact set.
 
-A push never modifies the local folder (a card rendered for the push lives in memory), and the
-token comes from `huggingface_hub`'s usual sources (`hf auth login`, `HF_TOKEN`) and is never
+A push never modifies the local folder before its commit has succeeded (a card rendered for the
+push lives in memory; figures are uploaded from where they are), so a failed push leaves the
+folder exactly as it was. The token comes from `huggingface_hub`'s usual sources (`hf auth login`, `HF_TOKEN`) and is never
 written, logged or shown in an error.
 """
 
@@ -18,6 +19,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from hf_vitrobust.hub.cards import (
     CARD_MARKER,
     REPO_ID_PLACEHOLDER,
+    card_figures,
     find_saes,
     render_robust_model_card,
     render_sae_card,
@@ -73,6 +75,20 @@ def _scrub(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 
 
+def _causes(error: BaseException) -> str:
+    """`Type: message` of an error and of the errors that caused it (the client wraps an
+    upload's HTTP error in "Error while uploading ..."), first line of each."""
+    parts, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        first = (str(error).strip().splitlines() or [""])[0]
+        part = f"{type(error).__name__}: {first}"
+        if not parts or parts[-1] != part:
+            parts.append(part)
+        error = error.__cause__
+    return " <- ".join(parts)
+
+
 def _readme(card_text: str) -> Callable[[str], bytes]:
     """The README of a commit, with the real repo id in the "how to load" snippets.
 
@@ -97,8 +113,9 @@ def _commit(
     token: str | None,
     what: str,
     folder: Path,
-) -> str:
-    """Create the repo (if needed) and commit `files` in one commit; return the commit URL.
+) -> tuple[str, str]:
+    """Create the repo (if needed) and commit `files` in one commit; return the commit URL and
+    the full repo id.
 
     A callable file content is called with the full repo id (a bare name gets the token owner's
     namespace from `create_repo`), for cards that name the repo.
@@ -134,13 +151,13 @@ def _commit(
             repo_type="model",
         )
     except Exception as error:  # network, HTTP and validation errors all end the same way
-        detail = _scrub(f"{type(error).__name__}: {error}", token)
+        detail = _scrub(_causes(error), token)
         raise PushError(
             f"Pushing {what} {str(folder)!r} to {repo_id!r} at {endpoint} failed: {detail}\n"
             "Nothing was committed and the local folder is unchanged; rerun the same command "
             "to retry (files already on the Hub are skipped)."
         ) from None
-    return str(info.commit_url if hasattr(info, "commit_url") else info)
+    return str(info.commit_url if hasattr(info, "commit_url") else info), repo_id
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:
@@ -175,13 +192,17 @@ def push_robust_model(
     results: Any = None,
     figures: Any = None,
     results_model: str | None = None,
+    write_card: bool = False,
 ) -> str:
     """Push a robust checkpoint folder and its card to `repo_id` in one commit; return its URL.
 
     Uploads config, image processor config, safetensors weights, the card (`README.md`, or one
-    rendered in memory when absent or when `results`/`figures` are given — figures are then
-    copied into the folder first), results JSON and figures. Private by default. Raises
-    `PushError` with the endpoint and a retry hint when the Hub errors or is unreachable.
+    rendered in memory when absent or when `results`/`figures` are given), results JSON and
+    figures (`figures` are uploaded as `figures/<name>` from where they are). Private by
+    default. The folder is not touched until the commit has succeeded; then, with
+    `write_card`, the pushed card (with the real repo id) and its figures are written into it.
+    Raises `PushError` with the endpoint and a retry hint when the Hub errors or is
+    unreachable.
     """
     folder = require_folder(folder, "Checkpoint folder")
     robustness = read_robustness(read_config(folder).get("robustness"))
@@ -193,27 +214,35 @@ def push_robust_model(
         )
     if results is None and "README.md" not in names and (folder / "results.json").is_file():
         results = folder / "results.json"
-    if results is not None or figures is not None or "README.md" not in names:
+    figure_files = card_figures(folder, figures)
+    render = results is not None or bool(figure_files) or "README.md" not in names
+    if render:
         # Rendered before any network call (bad results fail early); the repo id goes in once
         # the Hub has confirmed it (a bare name gets the token owner's namespace).
         text = str(render_robust_model_card(folder, results, figures, results_model=results_model))
     else:
         text = (folder / "README.md").read_text(encoding="utf-8")
-    payload = _payload(folder)  # after rendering: figures may have been copied in
-    payload.append(("README.md", _readme(text)))
+    payload = dict(_payload(folder))
+    payload.update({f.path_in_folder: f.source for f in figure_files})
+    payload["README.md"] = _readme(text)
     run_name = one_line(robustness.get("run_name") or folder.resolve().name)
     adversary, spec = robustness.get("adversary"), robustness.get("corruptions")
     detail = f" ({adversary} on {cell(spec)})" if adversary and spec else ""
     message = commit_message or f"Upload robust ViT checkpoint '{run_name}'{detail} with model card"
-    return _commit(
+    url, full_repo_id = _commit(
         repo_id,
-        payload,
+        list(payload.items()),
         private=private,
         commit_message=message,
         token=token,
         what="checkpoint",
         folder=folder,
     )
+    if write_card and render:
+        write_robust_model_card(
+            folder, results, figures, results_model=results_model, repo_id=full_repo_id
+        )
+    return url
 
 
 def push_saes(
@@ -224,12 +253,14 @@ def push_saes(
     token: str | None = None,
     *,
     run_name: str | None = None,
+    write_card: bool = False,
 ) -> str:
     """Push a folder of SAEs (one sub-folder per SAE id) and their card in one commit.
 
     The repo layout is `sae_lens.upload_saes_to_huggingface`'s (`{sae_id}/cfg.json`,
     `{sae_id}/sae_weights.safetensors`, ...), so `SAE.from_pretrained(repo_id, sae_id)` loads them.
-    Returns the commit URL; raises `PushError` on failure (local folder unchanged).
+    Returns the commit URL; raises `PushError` on failure (local folder unchanged). With
+    `write_card`, a card rendered for the push is written into the folder after it succeeded.
     """
     root = require_folder(folder, "SAE folder")
     saes = find_saes(root)
@@ -239,14 +270,15 @@ def push_saes(
         for name in SAE_FILES
         if (path / name).is_file()
     ]
-    if (root / "README.md").is_file() and root not in saes.values():
-        text = (root / "README.md").read_text(encoding="utf-8")
-    else:
+    render = not (root / "README.md").is_file() or root in saes.values()
+    if render:
         text = str(render_sae_card(root))  # before any network call: bad metadata fails early
+    else:
+        text = (root / "README.md").read_text(encoding="utf-8")
     payload.append(("README.md", _readme(text)))
     run_name = one_line(run_name or root.resolve().name)
     message = commit_message or f"Upload {len(saes)} SAE(s) from '{run_name}' with SAE card"
-    return _commit(
+    url, full_repo_id = _commit(
         repo_id,
         payload,
         private=private,
@@ -255,6 +287,9 @@ def push_saes(
         what="SAE folder",
         folder=root,
     )
+    if write_card and render and root not in saes.values():
+        write_sae_card(root, repo_id=full_repo_id)
+    return url
 
 
 def push_artifacts(
@@ -270,12 +305,14 @@ def push_artifacts(
     card_only: bool = False,
     results_model: str | None = None,
 ) -> dict[str, str]:
-    """What `recipes/push.py` does: write the cards, then push a checkpoint and/or SAEs.
+    """What `recipes/push.py` does: push a checkpoint and/or SAEs with their cards.
 
     The checkpoint goes to `repo_id`; the SAEs to `sae_repo_id` (default: `repo_id` when no
-    checkpoint is pushed, else `f"{repo_id}-saes"`), each in its own commit. With `results` or
-    `figures`, the checkpoint's card is (re)written locally first. With `card_only`, only the
-    cards are written. Returns `{"checkpoint": url, "saes": url}` for what was pushed.
+    checkpoint is pushed, else `f"{repo_id}-saes"`), each in its own commit. A card made for
+    the push (from `results`/`figures`, or because the folder has none) is written into the
+    folder only after its push succeeded, so a failed push leaves the folder as it was. With
+    `card_only`, only the cards are written, locally. Returns `{"checkpoint": url, "saes": url}`
+    for what was pushed.
     """
     if checkpoint is None and saes is None:
         raise CardInputError("Nothing to push: give a checkpoint folder and/or a folder of SAEs.")
@@ -285,22 +322,32 @@ def push_artifacts(
         sae_repo_id = f"{repo_id}-saes" if checkpoint is not None else repo_id
     if checkpoint is not None and not card_only and not repo_id:
         raise CardInputError("Give --repo_id for the checkpoint (--sae_repo_id is for the SAEs).")
-    if checkpoint is not None and (
-        results is not None or figures or not (Path(checkpoint) / "README.md").is_file()
-    ):
-        write_robust_model_card(checkpoint, results, figures or None, results_model=results_model)
-    if saes is not None and not (Path(saes) / "README.md").is_file():
-        if Path(saes).resolve() not in {p.resolve() for p in find_saes(saes).values()}:
-            write_sae_card(saes)
     if card_only:
+        if checkpoint is not None:
+            write_robust_model_card(
+                checkpoint, results, figures or None, results_model=results_model
+            )
+        if saes is not None and Path(saes).resolve() not in {
+            p.resolve() for p in find_saes(saes).values()
+        }:
+            write_sae_card(saes)
         return {}
     urls: dict[str, str] = {}
     if checkpoint is not None:
         urls["checkpoint"] = push_robust_model(
-            checkpoint, repo_id, private=private, commit_message=commit_message
+            checkpoint,
+            repo_id,
+            private=private,
+            commit_message=commit_message,
+            results=results,
+            figures=figures or None,
+            results_model=results_model,
+            write_card=True,
         )
     if saes is not None:
-        urls["saes"] = push_saes(saes, sae_repo_id, private=private, commit_message=commit_message)
+        urls["saes"] = push_saes(
+            saes, sae_repo_id, private=private, commit_message=commit_message, write_card=True
+        )
     return urls
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import false_discovery_control
 
 from hf_vitrobust.plots import plt, save_figure
 
@@ -65,8 +66,9 @@ def plot_lens_accuracy(result: dict, path: str | os.PathLike) -> Path:
 
 
 def plot_first_correct_layer(result: dict, path: str | os.PathLike) -> Path:
-    """Mean first-correct layer per condition and model (paper Fig. 5), both definitions,
-    with 95% CIs and the number of images correct at the last layer."""
+    """Mean first-correct layer per condition and model (paper Fig. 5), both definitions, with
+    95% CIs, side by side over the same images: those every model classifies correctly at the
+    last layer (n per condition). Layers count from 1 (the first block's output)."""
     lens = result["logit_lens"]
     conditions = list(lens)
     models = list(lens[conditions[0]]["models"])
@@ -79,59 +81,69 @@ def plot_first_correct_layer(result: dict, path: str | os.PathLike) -> Path:
     }
     for ax, key in zip(axes, ("first", "stable")):
         for i, name in enumerate(models):
-            entries = [lens[c]["models"][name]["first_correct_layer"] for c in conditions]
-            means = np.array([_nan(e[key]["value"]) for e in entries])
-            low = np.array([_nan(e[key]["ci_low"]) for e in entries])
-            high = np.array([_nan(e[key]["ci_high"]) for e in entries])
+            entries = [lens[c]["common"]["models"][name][key] for c in conditions]
+            means = np.array([_nan(e["value"]) for e in entries])
+            low = np.array([_nan(e["ci_low"]) for e in entries])
+            high = np.array([_nan(e["ci_high"]) for e in entries])
             err = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0)
-            pos = x - 0.4 + width * (i + 0.5)
-            ax.bar(pos, means, width, yerr=err, capsize=2, label=name)
-            for p, m, e in zip(pos, means, entries):
-                if np.isfinite(m):
-                    ax.text(p, m, f"n={e['count']}", ha="center", va="bottom", fontsize=6)
-        ax.set_xticks(x, conditions, rotation=30, ha="right")
-        ax.set_ylabel("layer")
+            ax.bar(x - 0.4 + width * (i + 0.5), means, width, yerr=err, capsize=2, label=name)
+        labels = [f"{c}\nn={lens[c]['common']['n_images']}" for c in conditions]
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("layer (1 = first block)")
         ax.set_title(titles[key])
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("First correct layer (images correct at the last layer)")
+    fig.suptitle("First correct layer, same images for every model (all correct at the last layer)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _entropy_panels(result: dict, metric: str) -> dict[tuple[str, str, str], np.ndarray]:
+    """{(model, reference, condition): [2, L, H] (difference, raw p-value)} from the
+    per-layer x head comparison records of `metric`."""
+    panels: dict[tuple[str, str, str], np.ndarray] = {}
+    num_layers = {name: m["num_layers"] for name, m in result["models"].items()}
+    num_heads = {name: m["num_heads"] for name, m in result["models"].items()}
+    for r in result.get("comparisons", []):
+        if r["metric"] != metric or r["head"] is None:
+            continue
+        key = (r["model"], r["reference"], r["scope"])
+        if key not in panels:
+            shape = (2, num_layers[r["model"]], num_heads[r["model"]])
+            panels[key] = np.full(shape, np.nan)
+        panels[key][:, r["layer"] - 1, r["head"]] = (_nan(r["estimate"]), _nan(r["p_value"]))
+    return panels
 
 
 def plot_entropy_difference(
     result: dict, path: str | os.PathLike, kind: str = "all_queries"
 ) -> Path:
-    """Fine-tuned − base attention entropy per layer × head (paper Fig. 8): one row per
-    fine-tuned model, one column per condition; '•' marks cells whose 95% CI excludes 0."""
-    ent = result["attention_entropy"]
-    conditions = list(ent)
-    models = list(ent[conditions[0]]["differences"])
-    cells = {
-        (m, c): np.array(ent[c]["differences"][m][kind]["difference"], dtype=float)
-        for m in models
-        for c in conditions
-    }
-    vmax = max(float(np.nanmax(np.abs(v))) for v in cells.values()) or 1.0
+    """Model − reference attention entropy per layer × head (paper Fig. 8), from the paired
+    comparison records: one row per (model, reference) pair (the base and each matched control),
+    one column per condition; '•' marks cells whose Wilcoxon p-value, Benjamini–Hochberg
+    adjusted over the panel's cells, is below 0.05."""
+    metric = "attention_entropy" if kind == "all_queries" else "attention_entropy_cls"
+    panels = _entropy_panels(result, metric)
+    conditions = [c for c in result["conditions"] if any(k[2] == c for k in panels)]
+    pairs = list(dict.fromkeys(k[:2] for k in panels))
+    vmax = max(float(np.nanmax(np.abs(v[0]))) for v in panels.values()) or 1.0
     fig, axes = plt.subplots(
-        len(models),
+        len(pairs),
         len(conditions),
-        figsize=(2.2 * len(conditions) + 1, 2.4 * len(models) + 0.8),
+        figsize=(2.2 * len(conditions) + 1, 2.4 * len(pairs) + 0.8),
         squeeze=False,
         layout="constrained",
     )
     image = None
-    for r, m in enumerate(models):
-        for c_i, c in enumerate(conditions):
+    for r, (model, reference) in enumerate(pairs):
+        for c_i, condition in enumerate(conditions):
             ax = axes[r, c_i]
-            diff = cells[(m, c)]
+            diff, p_value = panels[(model, reference, condition)]
             image = ax.imshow(diff, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-            tests = ent[c]["differences"][m][kind]["tests"]
-            for layer, row in enumerate(tests):
-                for head, t in enumerate(row):
-                    if t.get("excludes_zero"):
-                        ax.text(head, layer, "•", ha="center", va="center", fontsize=8)
-            ax.set_title(f"{m} − base\n{c}", fontsize=8)
+            adjusted = false_discovery_control(np.nan_to_num(p_value, nan=1.0), method="bh")
+            for layer, head in zip(*np.nonzero(adjusted < 0.05)):
+                ax.text(head, layer, "•", ha="center", va="center", fontsize=8)
+            ax.set_title(f"{model} − {reference}\n{condition}", fontsize=8)
             ax.set_xlabel("head", fontsize=7)
             ax.set_ylabel("layer", fontsize=7)
             ax.set_xticks(range(diff.shape[1]))
@@ -139,7 +151,7 @@ def plot_entropy_difference(
             ax.tick_params(labelsize=6)
     fig.colorbar(image, ax=axes, shrink=0.8, label="Δ entropy (nats)")
     label = "all queries" if kind == "all_queries" else "CLS query"
-    fig.suptitle(f"Attention entropy difference ({label})")
+    fig.suptitle(f"Attention entropy difference ({label}); • BH-adjusted p < 0.05 within the panel")
     return save_figure(fig, path)
 
 
@@ -255,7 +267,7 @@ def plot_all(
     if result.get("logit_lens"):
         written.append(plot_lens_accuracy(result, out / "lens_accuracy.png"))
         written.append(plot_first_correct_layer(result, out / "first_correct_layer.png"))
-    if result.get("attention_entropy"):
+    if any(r["metric"] == "attention_entropy" for r in result.get("comparisons", [])):
         written.append(plot_entropy_difference(result, out / "entropy_difference.png"))
         written.append(
             plot_entropy_difference(result, out / "entropy_difference_cls.png", kind="cls_query")

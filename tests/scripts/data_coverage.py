@@ -4,7 +4,9 @@ Streams parquet files through `load_image_dataset(streaming=True)` and `Corrupti
 DataLoader prepared by accelerate, in both modes (dispatch_batches True: rank 0 reads and
 dispatches; False: each process reads its own shards), and writes the example ids each process
 received to `<out>/rank<r>.json`.
-Accelerate's dispatcher slices batches evenly, so the sharded run is the one given a corrupt image.
+Accelerate's dispatcher slices batches evenly, so the sharded run is the one given a corrupt image:
+each process records the batches it consumed in a BadImageTracker (main process, not the
+workers), and `gather` merges the processes' unique ids.
 """
 
 from __future__ import annotations
@@ -31,10 +33,8 @@ def run(files: list[str], dispatch: bool, batch_size: int, num_workers: int) -> 
     )
     stream = load_image_dataset(files, streaming=True)
     tracker = BadImageTracker(max_bad_fraction=0.5)
-    # dispatch_batches broadcasts tensors only.
-    collator = CorruptionCollator(
-        tiny_image_processor(8), bad_images=tracker, tensors_only=dispatch
-    )
+    # dispatch_batches broadcasts tensors only (no skipped ids: that run has no bad image).
+    collator = CorruptionCollator(tiny_image_processor(8), tensors_only=dispatch)
     loader = torch.utils.data.DataLoader(
         stream, batch_size=batch_size, collate_fn=collator, num_workers=num_workers
     )
@@ -42,12 +42,14 @@ def run(files: list[str], dispatch: bool, batch_size: int, num_workers: int) -> 
     ids, gathered, batches, skipped = [], [], 0, 0
     for batch in loader:
         ids += batch["example_ids"].tolist()
+        if not dispatch:
+            tracker.record_batch(batch)
         num_skipped = batch["num_skipped"]
         skipped += int(num_skipped.sum()) if torch.is_tensor(num_skipped) else int(num_skipped)
         if dispatch:  # equal slices on every process; gather_for_metrics drops the end padding
             gathered += accelerator.gather_for_metrics(batch["example_ids"]).tolist()
         batches += 1
-    counts = tracker.gather(accelerator, dispatch_batches=dispatch)
+    counts = tracker.gather(accelerator)
     accelerator.wait_for_everyone()
     return {
         "rank": accelerator.process_index,

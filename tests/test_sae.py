@@ -382,11 +382,12 @@ def test_heldout_pass_streams_per_batch_and_equals_any_batching(
         reference_images=6, batch_size=7,
     )  # fmt: skip
     compared = load_dataset_split(data, "eval", max_examples=20)
-    reference = S.ReferenceImages(data, set(compared["example_id"]), args, spec)
+    reference = S.ReferenceImages.from_eval_split(data, set(compared["example_id"]), args, spec)
     assert len(reference) == 6 and not set(reference.example_ids) & set(compared["example_id"])
     groups = condition_groups(args.corruptions)
+    pool = {int(e["example_id"]): e for e in load_dataset_split(data, "eval", max_examples=26)}
     expected = ConditionCollator(spec, "noise", groups, 3, 0)(
-        [load_dataset_split(data, "eval", max_examples=26)[int(i)] for i in reference.example_ids]
+        [pool[int(i)] for i in reference.example_ids]
     )["pixel_values"]
     torch.testing.assert_close(reference.pixels("noise"), expected)
     assert reference.partners([3, 4]).tolist() == reference.partners([3, 4]).tolist()

@@ -49,9 +49,10 @@ def heldout_conditions(corruptions: Sequence[str]) -> dict[str, list[str]]:
 
 
 def compared_batches(
-    dataset: Any, processor: Any, args: Any, max_bad_fraction: float
+    dataset: Any, processor: Any, args: Any, max_bad_fraction: float, state: Any = None
 ) -> DatasetBatches:
-    """The compared images (this process's shard) under every condition, batch by batch."""
+    """The compared images under every condition, batch by batch (this process's share when
+    ``state`` is given); undecodable ones are counted once, on the clean pass."""
     return DatasetBatches(
         dataset,
         processor,
@@ -61,16 +62,35 @@ def compared_batches(
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         max_bad_fraction=max_bad_fraction,
+        state=state,
     )
 
 
 class ReferenceImages:
-    """The reference images: ``reference_images`` eval images not among the compared ones,
-    decoded and resized once (undecodable ones skipped)."""
+    """The reference images, decoded and resized once (undecodable ones skipped)."""
 
-    def __init__(
-        self, data_args: Any, compared_ids: set[int], args: Any, spec: ProcessorSpec
-    ) -> None:
+    def __init__(self, examples: Sequence[dict[str, Any]], args: Any, spec: ProcessorSpec) -> None:
+        self.groups = condition_groups(list(args.corruptions)) if args.corruptions else {}
+        self.spec = spec
+        self.severity = int(args.severity)
+        self.seed = int(args.seed)
+        clean = ConditionCollator(
+            spec, CLEAN, self.groups, self.severity, self.seed, keep_images=True
+        )(list(examples))
+        self.images: np.ndarray = clean["images"]
+        self.example_ids: np.ndarray = clean["example_ids"].numpy()
+        if len(self.example_ids) < 2:
+            raise ValueError(
+                f"{len(self.example_ids)} decodable reference images; the reference set needs at "
+                "least 2 (the eval split must hold reference_images images beyond the "
+                "num_eval_images compared ones: lower either)."
+            )
+
+    @classmethod
+    def from_eval_split(
+        cls, data_args: Any, compared_ids: set[int], args: Any, spec: ProcessorSpec
+    ) -> ReferenceImages:
+        """``args.reference_images`` eval images not among the compared ones (by example id)."""
         wanted = int(args.reference_images)
         pool = load_dataset_split(
             data_args, "eval", max_examples=int(args.num_eval_images) + wanted
@@ -81,21 +101,7 @@ class ReferenceImages:
                 examples.append(example)
             if len(examples) == wanted:
                 break
-        self.groups = condition_groups(list(args.corruptions)) if args.corruptions else {}
-        self.spec = spec
-        self.severity = int(args.severity)
-        self.seed = int(args.seed)
-        clean = ConditionCollator(
-            spec, CLEAN, self.groups, self.severity, self.seed, keep_images=True
-        )(examples)
-        self.images: np.ndarray = clean["images"]
-        self.example_ids: np.ndarray = clean["example_ids"].numpy()
-        if len(self.example_ids) < 2:
-            raise ValueError(
-                f"the eval split {data_args.eval_split!r} holds {len(self.example_ids)} "
-                f"decodable images beyond the {args.num_eval_images} compared ones; the "
-                "reference set needs at least 2 (lower num_eval_images or reference_images)."
-            )
+        return cls(examples, args, spec)
 
     def __len__(self) -> int:
         return len(self.example_ids)

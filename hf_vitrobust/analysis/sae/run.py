@@ -60,7 +60,7 @@ from hf_vitrobust.analysis.sae.train import (
 )
 from hf_vitrobust.constants import SAE_FILE
 from hf_vitrobust.data import ProcessorSpec, load_dataset_split
-from hf_vitrobust.distributed import gather_counts, process_state, shard_for_process
+from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
 from hf_vitrobust.plots.sae import plot_cosine_histograms, plot_dictionary_matching
@@ -202,11 +202,11 @@ def train_study_saes(
     args: SAEStudyArguments,
     training_data: dict[str, Any],
     state: Any,
-) -> dict[SAEKey, TrainedSAE]:
+) -> tuple[dict[SAEKey, TrainedSAE], dict[str, Any]]:
     """Train every SAE of :func:`training_plan` on activations streamed from its model.
 
     Every process makes activations; the SAEs are trained on the main process (the others get
-    ``{}``).
+    ``{}``). Also returns the training images' bad-image summary (all processes).
     """
     images = training_images(
         load_dataset_split(data_args, "train"), models.processor, args, data_args, state
@@ -250,7 +250,7 @@ def train_study_saes(
         finally:
             stream.close()
         trained[key] = TrainedSAE.from_training(sae, trainer, stream.peak_buffer_bytes)
-    return trained
+    return trained, images.bad_images.gather(state)
 
 
 def calibrate_study_saes(
@@ -290,10 +290,10 @@ def heldout_pass(
     data_args: Any,
     args: SAEStudyArguments,
     state: Any,
-) -> tuple[dict[str, Any] | None, dict | None, dict[str, int]]:
+) -> tuple[dict[str, Any] | None, dict | None, dict[str, Any]]:
     """Stream this process's compared images under every condition through every model and SAE;
     returns (on the main process) the gathered records per condition and the SAE metrics, and
-    the bad-image counts."""
+    the compared images' bad-image summary (``data.BadImageTracker``)."""
     passes = HeldOutPass(
         models.base,
         models.finetuned,
@@ -305,7 +305,7 @@ def heldout_pass(
         state=state,
     )
     batches = compared_batches(
-        shard_for_process(compared_ds, state), models.processor, args, data_args.max_bad_fraction
+        compared_ds, models.processor, args, data_args.max_bad_fraction, state
     )
     records: dict[str, Any] = {}
     show = args.progress and state.is_main_process
@@ -313,9 +313,9 @@ def heldout_pass(
         gathered = gather_condition(passes.condition(condition, batches.images(condition, False)))
         if gathered is not None:
             records[condition] = gathered
-    counts = gather_counts({"seen": batches.bad_images.seen, "bad": batches.bad_images.bad}, state)
+    bad_images = batches.finish_bad_images(state)
     metrics = passes.gather_metrics()
-    return (records if state.is_main_process else None), metrics, counts
+    return (records if state.is_main_process else None), metrics, bad_images
 
 
 def save_study_saes(
@@ -440,9 +440,11 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
     out = Path(args.output_dir)
     models = load_study_models(model_args, args, state)
     training_data = training_data_summary(data_args, args)
-    trained = train_study_saes(models, data_args, args, training_data, state)
+    trained, training_bad_images = train_study_saes(models, data_args, args, training_data, state)
     compared_ds = load_dataset_split(data_args, "eval", max_examples=args.num_eval_images)
-    reference = ReferenceImages(data_args, compared_example_ids(compared_ds), args, models.spec)
+    reference = ReferenceImages.from_eval_split(
+        data_args, compared_example_ids(compared_ds), args, models.spec
+    )
     conditions = heldout_conditions(args.corruptions)
     calibration: dict[SAEKey, dict[str, Any]] = {}
     if state.is_main_process:
@@ -456,7 +458,7 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
         for t, layer in base_keys(args, models.layers)
         for sid in [sae_id(t, layer, args.tokens)]
     ]
-    records, metrics, counts = heldout_pass(
+    records, metrics, bad_images = heldout_pass(
         models, saes, reference, compared_ds, conditions, data_args, args, state
     )
     if not state.is_main_process:
@@ -502,13 +504,13 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
             "severity": args.severity,
             "seed": args.seed,
             "conditions": conditions,
-            "bad_images": counts.get("bad", 0),
+            "bad_images": bad_images,
             "processes": state.num_processes,
             "note": "corruptions applied on the fly (hf_vitrobust.corruptions), not published "
             "ImageNet-C files; per-image seeds keyed on example_id, shared with the evaluation "
             "and the analysis (one corruption of the group per image)",
         },
-        "training_data": training_data,
+        "training_data": {**training_data, "bad_images": training_bad_images},
         "config": asdict(args),
         "saes": entries,
         "flags": notes,

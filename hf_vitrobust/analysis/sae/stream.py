@@ -22,7 +22,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 from torch.utils.data import DataLoader
 
 from hf_vitrobust.analysis.sae.activations import batch_activations
-from hf_vitrobust.data import CorruptionCollator, CorruptionViews
+from hf_vitrobust.data import BadImageTracker, CorruptionCollator, CorruptionViews
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.seeding import stream_seed
 
@@ -36,7 +36,9 @@ class TrainingImages:
     ``train_ds`` is map-style (a seeded permutation per epoch) or a stream (shuffled with a
     ``shuffle_buffer_size`` buffer when it is above 0, reshuffled every epoch). Batches carry
     clean ``pixel_values`` plus ``views`` corrupted views per image drawn from ``corruptions``
-    at ``severities`` (``data.CorruptionViews``: new draws every epoch).
+    at ``severities`` (``data.CorruptionViews``: new draws every epoch). Undecodable images are
+    skipped and counted by ``bad_images`` (unique ids; this process's until ``gather``), which
+    stops the run above ``max_bad_fraction``.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class TrainingImages:
         seed: int,
         num_workers: int = 0,
         shuffle_buffer_size: int = 0,
+        max_bad_fraction: float = 1.0,
         state: Any = None,
     ) -> None:
         self.use_views = bool(corruptions) and views > 0
@@ -66,6 +69,7 @@ class TrainingImages:
         self.num_workers = int(num_workers)
         self.shuffle_buffer_size = int(shuffle_buffer_size)
         self.state = state or process_state()
+        self.bad_images = BadImageTracker(max_bad_fraction)
         self.iterable = not hasattr(train_ds, "__len__")
         if not self.iterable and len(train_ds) == 0:
             raise ValueError("the SAE training split holds no images; check the dataset and split.")
@@ -87,7 +91,8 @@ class TrainingImages:
                 collate_fn=self.collator,
                 num_workers=self.num_workers,
             )
-            yield from zip(range(rank, len(cuts), world), loader)
+            for j, batch in zip(range(rank, len(cuts), world), loader):
+                yield j, self._counted(batch)
             return
         ds = self.train_ds
         if self.shuffle_buffer_size > 0:
@@ -101,7 +106,13 @@ class TrainingImages:
         )
         for j, examples in enumerate(raw):
             if j % world == rank:
-                yield j, self.collator(examples)
+                yield j, self._counted(self.collator(examples))
+
+    def _counted(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Record the batch's decoded and undecodable images (unique ids, over all epochs)."""
+        self.bad_images.record_batch(batch)
+        self.bad_images.check()
+        return batch
 
 
 def _my_chunks(

@@ -167,6 +167,7 @@ def training_images(
         seed=args.seed,
         num_workers=args.num_workers,
         shuffle_buffer_size=int(getattr(data_args, "shuffle_buffer_size", 0) or 0),
+        max_bad_fraction=float(data_args.max_bad_fraction),
         state=state,
     )
 

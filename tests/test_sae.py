@@ -25,8 +25,10 @@ from hf_vitrobust.analysis.conditions import ConditionCollator, condition_groups
 from hf_vitrobust.analysis.sae import activations as A
 from hf_vitrobust.analysis.sae.comparison import DIFFERENT_IMAGE, HeldOutPass, calibrate_saes
 from hf_vitrobust.analysis.sae.heldout import compared_batches
+from hf_vitrobust.analysis.sae.run import weights_signature
 from hf_vitrobust.analysis.sae.schema import header, read_sae_results
 from hf_vitrobust.analysis.sae.stream import TrainingImages, activation_rounds
+from hf_vitrobust.analysis.sae.train import activation_source
 from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
 from hf_vitrobust.data import ProcessorSpec, load_dataset_split
 from hf_vitrobust.distributed import EXAMPLE_IDS
@@ -161,6 +163,46 @@ def test_training_images_are_dealt_round_robin_and_reshuffled(tiny_model, fashio
     chunks = [next(rounds)[1] for _ in range(8)]  # 7 batches, then epoch 1
     rounds.close()
     assert [len(c) for c in chunks[:7]] == [80] * 6 + [20]  # 8 images x 2 inputs x 5 tokens
+
+
+def test_activation_cache_is_filled_once_for_every_layer_and_remade_for_new_weights(
+    tiny_model, fashion_mnist_dir, tmp_path
+):
+    """One pass fills both layers' caches; a second SAE reuses them; a model retrained in place
+    (same path, other weights) gets its cache remade instead of the old activations."""
+    model, processor = tiny_model
+    alone = SimpleNamespace(process_index=0, num_processes=1, is_main_process=True)
+    data = DataArguments(dataset_name="fashion_mnist", max_train_examples=40)
+    images = TrainingImages(
+        load_dataset_split(data, "train"), processor, batch_size=8, corruptions=[], views=0,
+        severities=[3], seed=0, state=alone,
+    )  # fmt: skip
+    args = S.SAEStudyArguments(
+        base_model="b", training_tokens=256, sae_batch_size=64, n_init_batches=1,
+        cache_dir=str(tmp_path), tokens="cls",
+    )  # fmt: skip
+
+    def keys(m):
+        return {at: {"model": "m", "layer": at, "weights": weights_signature(m)} for at in (0, 1)}
+
+    def source(m, layer):
+        return activation_source(m, images, layer, args, 0, keys(m), "base")
+
+    first = next(source(model, 1))
+    manifests = [A.read_cache_manifest(tmp_path / f"base-layer{at}-cls") for at in (0, 1)]
+    assert all(m["n_activations"] == 256 + 2 * 64 for m in manifests)
+    stamp = (tmp_path / "base-layer0-cls" / "activations.json").stat().st_mtime_ns
+    next(source(model, 0))
+    assert (tmp_path / "base-layer0-cls" / "activations.json").stat().st_mtime_ns == stamp
+    retrained = copy.deepcopy(model)
+    with torch.no_grad():
+        retrained.vit.layers[0].mlp.fc2.bias.add_(1.0)
+    remade = next(source(retrained, 1))
+    assert (
+        A.read_cache_manifest(tmp_path / "base-layer1-cls")["weights"]
+        == keys(retrained)[1]["weights"]
+    )
+    assert not torch.equal(remade, first)
 
 
 def test_standard_sae_trains_saves_and_loads(tiny_model, image_batches, tmp_path):

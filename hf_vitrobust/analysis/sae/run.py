@@ -159,6 +159,15 @@ def load_study_models(model_args: Any, args: SAEStudyArguments, state: Any = Non
     )
 
 
+@torch.no_grad()
+def weights_signature(model: torch.nn.Module) -> list[float]:
+    """Sum and sum of squares of every weight (float64): a checkpoint retrained in place gets
+    another signature, so an activation cache made from its old weights is refused."""
+    total = sum(float(p.double().sum()) for p in model.parameters())
+    squares = sum(float(p.double().pow(2).sum()) for p in model.parameters())
+    return [total, squares]
+
+
 def base_keys(args: SAEStudyArguments, layers: list[int]) -> list[tuple[str, int]]:
     """(SAE type, layer) of every base SAE, in the order they are trained and reported."""
     return [(t, layer) for t in args.sae_types for layer in layers]
@@ -222,15 +231,22 @@ def train_study_saes(
         cache_keys = {
             cached: {
                 "model": model_name,
+                "weights": weights_signature(models.model(name)),
                 "layer": cached,
                 "tokens": args.tokens,
                 "max_tokens_per_image": args.max_tokens_per_image,
                 "training_data": training_data,
+                "seed": args.seed,
+                "batch_size": args.batch_size,
             }
             for cached in models.layers
         }
         tag = "base" if role != "finetuned" else f"finetuned-{name}".replace("/", "_")
-        chunks = activation_source(models.model(name), images, layer, args, seed, cache_keys, tag)
+        # A cache is one stream of the data (args.seed), shared by the seed baseline; a live
+        # stream subsamples tokens with the SAE's own seed.
+        data_seed = args.seed if args.cache_dir else seed
+        model = models.model(name)
+        chunks = activation_source(model, images, layer, args, data_seed, cache_keys, tag)
         if chunks is None:  # another process's SAE: its activations were served
             continue
         meta = sae_metadata(

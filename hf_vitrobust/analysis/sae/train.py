@@ -7,6 +7,8 @@ activations flow through :class:`~hf_vitrobust.analysis.sae.activations.Activati
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from hf_vitrobust.analysis.sae.stream import (
     layer_chunks,
     serve_rounds,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def sae_metadata(
@@ -172,6 +176,18 @@ def training_images(
     )
 
 
+def _cache_holds(path: Path, needed: int, key: dict[str, Any]) -> bool:
+    """Whether the cache at ``path`` is complete, large enough and made from ``key``'s model and
+    data; one made from other weights (a checkpoint retrained in place) or data is remade."""
+    manifest = read_cache_manifest(path)
+    if manifest is None or manifest.get("n_activations", 0) < needed:
+        return False
+    same = json.loads(json.dumps(key)) == {k: manifest.get(k) for k in key}
+    if not same:
+        logger.warning("activation cache %s was made from another model or data: remaking it", path)
+    return same
+
+
 def activation_source(
     model: Any,
     images: TrainingImages,
@@ -189,8 +205,8 @@ def activation_source(
 
     With a cache, the folder of each layer is ``<cache_dir>/<tag>-layer<L>-<tokens>``, and one
     pass over the images fills every layer of ``cache_keys`` (the study's layers) whose cache
-    holds fewer activations than one SAE needs; a cache whose manifest differs from its key is
-    refused.
+    holds fewer activations than one SAE needs or was made from other weights or data (its
+    manifest differs from its key).
     """
     state = images.state
     tokens, max_tokens = args.tokens, args.max_tokens_per_image
@@ -206,10 +222,7 @@ def activation_source(
     needed = args.training_tokens + (args.n_init_batches + 1) * args.sae_batch_size
     todo: list[list[int]] = [[]]
     if state.is_main_process:
-        complete = {
-            at: (read_cache_manifest(p) or {}).get("n_activations", 0) >= needed
-            for at, p in paths.items()
-        }
+        complete = {at: _cache_holds(paths[at], needed, cache_keys[at]) for at in paths}
         todo = [[at for at in paths if not complete[at]] if not complete[layer] else []]
     if state.num_processes > 1:
         todo = broadcast_object_list(todo)

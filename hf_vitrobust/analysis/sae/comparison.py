@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,8 @@ from hf_vitrobust.stats import paired_bootstrap
 DIFFERENT_IMAGE = "different_image"
 #: Memory for one code tensor of a chunk of images (there are a few per SAE and model).
 CODE_BUDGET_BYTES = 64 * 2**20
+#: Comparison record metric -> the per-image value it differences.
+RECORD_METRICS = {"code_cosine_to_base": "code_cosine", "l0_through_base": "l0"}
 #: Per-image values of a model against the base (and of the baseline), per token type.
 PAIR_VALUES = ("code_cosine", "both_zero", "raw_cosine", "topk_jaccard")
 
@@ -84,18 +87,19 @@ def reference_activations(
 
 
 def calibrate_saes(
-    base: torch.nn.Module,
+    model: torch.nn.Module,
     reference: ReferenceImages,
     conditions: Sequence[str],
-    calibrators: Mapping[str, tuple[int, ThresholdCalibrator]],
+    calibrators: Mapping[Any, tuple[int, ThresholdCalibrator]],
     tokens: str,
     batch_size: int,
-) -> dict[str, dict[str, Any]]:
-    """Run every ``(layer, calibrator)`` over the reference images' base activations under every
-    condition; returns each SAE id's calibration record."""
+) -> dict[Any, dict[str, Any]]:
+    """Run every ``(layer, calibrator)`` over the reference images' activations under every
+    condition (``model``: the one the SAEs were trained on); returns each key's calibration
+    record."""
     layers = sorted({layer for layer, _ in calibrators.values()})
     for condition in conditions:
-        acts = reference_activations(base, reference, condition, layers, tokens, batch_size)
+        acts = reference_activations(model, reference, condition, layers, tokens, batch_size)
         for layer, calibrator in calibrators.values():
             calibrator.update(acts[layer])
     return {sid: calibrator.finish() for sid, (_, calibrator) in calibrators.items()}
@@ -156,7 +160,7 @@ class HeldOutPass:
             for layer in self.layers
             for token, where in self.slices.items()
         }
-        parts: dict[Any, list[np.ndarray]] = {key: [] for key in self.record_keys()}
+        parts: dict[Any, list[Any]] = {key: [] for key in self.record_keys()}
         for batch in batches:
             ids = batch["example_ids"].numpy()
             partners = torch.from_numpy(self.reference.partners(ids))
@@ -177,9 +181,7 @@ class HeldOutPass:
                     partner = ref[compared.layer][partners[rows]]
                     self._compare(parts, compared, chunk, partner, centres)
         return {
-            key: np.concatenate(value)
-            if value
-            else np.zeros(0, np.int64 if key == EXAMPLE_IDS else np.float64)
+            key: np.asarray(value, dtype=np.int64 if key == EXAMPLE_IDS else np.float64)
             for key, value in parts.items()
         }
 
@@ -197,7 +199,7 @@ class HeldOutPass:
 
     def _compare(
         self,
-        parts: dict[Any, list[np.ndarray]],
+        parts: dict[Any, list[Any]],
         compared: ComparedSAE,
         chunk: Mapping[str, Mapping[int, torch.Tensor]],
         partner: torch.Tensor,
@@ -244,8 +246,11 @@ class HeldOutPass:
         return {key: acc.result() for key, acc in self.metrics.items()}
 
 
-def _append(parts: dict[Any, list[np.ndarray]], key: Any, values: np.ndarray) -> None:
-    parts.setdefault(key, []).append(np.asarray(values))
+def _append(parts: dict[Any, list[Any]], key: Any, values: np.ndarray) -> None:
+    # Python numbers, not small arrays: thousands of small long-lived arrays malloc'd between the
+    # batches' large transient tensors fragment the heap, and the process's memory then grows
+    # with the number of images although nothing large is kept (measured: bench/sae.py --heldout).
+    parts[key].extend(np.asarray(values).tolist())
 
 
 def gather_condition(records: dict[Any, np.ndarray]) -> dict[Any, np.ndarray] | None:
@@ -338,42 +343,39 @@ class StudySummaries:
         control, paired on the images where both are defined)."""
         out = []
         for model, matched in controls.items():
-            references = (
-                (matched.clean, CLEAN_CONTROL),
-                (matched.random_view, RANDOM_VIEW_CONTROL),
+            references = [
+                (reference, role)
+                for reference, role in (
+                    (matched.clean, CLEAN_CONTROL),
+                    (matched.random_view, RANDOM_VIEW_CONTROL),
+                )
+                if reference is not None
+            ]
+            cells = product(
+                references, self.saes, self.records, self.tokens, RECORD_METRICS.items()
             )
-            for reference, role in references:
-                if reference is None:
+            for (reference, role), s, cond, token, (metric, value) in cells:
+                a = _values(self.records[cond], (model, s.sae_id, token, value))
+                r = _values(self.records[cond], (reference, s.sae_id, token, value))
+                ok = np.isfinite(a) & np.isfinite(r)
+                if ok.sum() < 2:
                     continue
-                for s in self.saes:
-                    for cond, rec in self.records.items():
-                        for token in self.tokens:
-                            for metric, value in (
-                                ("code_cosine_to_base", "code_cosine"),
-                                ("l0_through_base", "l0"),
-                            ):
-                                a = _values(rec, (model, s.sae_id, token, value))
-                                r = _values(rec, (reference, s.sae_id, token, value))
-                                ok = np.isfinite(a) & np.isfinite(r)
-                                if ok.sum() < 2:
-                                    continue
-                                result = paired_bootstrap(r[ok], a[ok], **self.stats)
-                                out.append(
-                                    {
-                                        "model": model,
-                                        "reference": reference,
-                                        "reference_role": role,
-                                        "metric": metric,
-                                        "scope": cond,
-                                        "sae_id": s.sae_id,
-                                        "sae_type": s.sae_type,
-                                        "layer": s.layer,
-                                        "token": token,
-                                        "flagged": self.flagged[s.sae_id],
-                                        "n_excluded_images": int((~ok).sum()),
-                                        **result.to_dict(),
-                                    }
-                                )
+                out.append(
+                    {
+                        "model": model,
+                        "reference": reference,
+                        "reference_role": role,
+                        "metric": metric,
+                        "scope": cond,
+                        "sae_id": s.sae_id,
+                        "sae_type": s.sae_type,
+                        "layer": s.layer,
+                        "token": token,
+                        "flagged": self.flagged[s.sae_id],
+                        "n_excluded_images": int((~ok).sum()),
+                        **paired_bootstrap(r[ok], a[ok], **self.stats).to_dict(),
+                    }
+                )
         return out
 
     def figure_data(self, models: Sequence[str]) -> dict[str, dict[int, Any]]:
@@ -401,6 +403,7 @@ class StudySummaries:
 __all__ = [
     "DIFFERENT_IMAGE",
     "PAIR_VALUES",
+    "RECORD_METRICS",
     "ComparedSAE",
     "HeldOutPass",
     "StudySummaries",

@@ -279,21 +279,19 @@ def calibrate_study_saes(
     """Calibrate every BatchTopK SAE's inference threshold on its own model's activations of the
     reference images under every condition (inference L0 = k there)."""
     n_tokens = len(reference) * len(conditions) * tokens_per_image(models.base, args.tokens)
-    out: dict[SAEKey, dict[str, Any]] = {}
-    by_model: dict[str | None, dict[str, tuple[int, ThresholdCalibrator]]] = {}
+    by_model: dict[str | None, dict[SAEKey, tuple[int, ThresholdCalibrator]]] = {}
     for key, sae in trained.items():
-        role, name, sae_type, layer = key
-        if sae_type != "batchtopk":
-            continue
-        calibrator = ThresholdCalibrator(sae.training_sae, sae.inference, args.k, n_tokens)
-        by_model.setdefault(name, {})[repr(key)] = (layer, calibrator)
+        _, name, sae_type, layer = key
+        if sae_type == "batchtopk":
+            calibrator = ThresholdCalibrator(sae.training_sae, sae.inference, args.k, n_tokens)
+            by_model.setdefault(name, {})[key] = (layer, calibrator)
+    out: dict[SAEKey, dict[str, Any]] = {}
     for name, calibrators in by_model.items():
-        results = calibrate_saes(
-            models.model(name), reference, conditions, calibrators, args.tokens, args.batch_size
+        out.update(
+            calibrate_saes(
+                models.model(name), reference, conditions, calibrators, args.tokens, args.batch_size
+            )
         )
-        for key in trained:
-            if repr(key) in results:
-                out[key] = results[repr(key)]
     return out
 
 

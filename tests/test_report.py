@@ -268,9 +268,6 @@ def test_the_golden_study_fills_every_section_with_the_planted_verdicts(tmp_path
     assert accuracy.rows[1][7] == "n/a"  # runB/final has no random-view control
 
 
-@pytest.mark.xfail(
-    strict=True, reason="sae.json with a `comparisons` list needs the SAE stage's v2 reader"
-)
 def test_the_golden_study_judges_the_sae_claims(tmp_path):
     by_key = _sections(_golden(tmp_path))
     assert by_key["sae_vanilla"].verdict == rp.SUPPORTED
@@ -552,8 +549,15 @@ def test_the_report_reads_the_real_stage_outputs(tmp_path, tiny_vit_kwargs, fash
         "--corruptions", "gaussian_noise,defocus_blur", "--num_panel_images", "0",
         "--progress", "false", "--output_dir", str(study / "analysis"),
     ])  # fmt: skip
+    _recipe("train_sae").main([
+        str(REPO / "recipes" / "fashion-mnist-tiny" / "sae.yaml"), *models,
+        "--max_train_examples", "500", "--training_tokens", "4000", "--num_eval_images", "40",
+        "--reference_images", "16", "--corruptions", "gaussian_noise", "defocus_blur",
+        "--layers", "1", "--k", "4", "--train_finetuned_saes", "false",
+        "--seed_baseline", "false", "--output_dir", str(study / "sae"),
+    ])  # fmt: skip
     by_key = _sections(study)
-    for key in CLAIMS:
+    for key in (*CLAIMS, "sae_vanilla", "sae_batchtopk"):
         section = by_key[key]
         assert section.verdict in rp.VERDICTS, (key, section.readings)
         assert section.rules and "clean control" in section.rules[0]
@@ -564,3 +568,6 @@ def test_the_report_reads_the_real_stage_outputs(tmp_path, tiny_vit_kwargs, fash
     assert by_key["attention_entropy"].tables[0].columns[1:] == ["layer 1", "layer 2"]
     for key in ("cka", "patching", "corruption_error"):
         assert by_key[key].verdict == rp.INFO, (key, by_key[key].readings)
+    # The report's quality bar and the SAE stage's flag agree (same EV and L0-vs-k bounds).
+    for entry in json.loads((study / "sae" / "sae.json").read_text())["saes"]:
+        assert bool(rp.sae_quality_failures(entry, rp.VerdictRules())) == entry["flagged"], entry

@@ -381,7 +381,9 @@ def test_scaled_glass_blur_is_milder_at_small_sizes():
         scaled, unscaled = [], []
         for img in photos(56, 4):
             scaled.append(C.psnr(img, C.corrupt(img, "glass_blur", s, seed=2)))
-            unscaled.append(C.psnr(img, C.corrupt(img, "glass_blur", s, seed=2, reference_size=None)))
+            unscaled.append(
+                C.psnr(img, C.corrupt(img, "glass_blur", s, seed=2, reference_size=None))
+            )
         assert np.mean(scaled) > np.mean(unscaled) + 0.5, (s, scaled, unscaled)
 
 
@@ -454,7 +456,9 @@ def test_glass_blur_shuffle_has_the_references_semantics():
         ours = x.copy()
         kernels.swap_pixels(ours, shifts, d)
         np.testing.assert_array_equal(ours, reference_glass_loop(x.copy(), shifts, d))
-        assert len(np.unique(ours.reshape(-1, 3), axis=0)) < len(np.unique(x.reshape(-1, 3), axis=0))
+        assert len(np.unique(ours.reshape(-1, 3), axis=0)) < len(
+            np.unique(x.reshape(-1, 3), axis=0)
+        )
 
 
 @needs_reference
@@ -494,7 +498,11 @@ def test_spatter_colours_are_imagenet_c_rgb():
     darkest = mud[np.argmin(mud.astype(int).sum(axis=1))]
     assert np.all(np.abs(darkest.astype(int) - (63, 42, 20)) <= 1)  # mud brown (63, 42, 20)
     muddy = mud[mud.astype(int).sum(axis=1) < 700].astype(int)
-    assert len(muddy) > 100 and np.all(muddy[:, 0] >= muddy[:, 1]) and np.all(muddy[:, 1] >= muddy[:, 2])
+    assert (
+        len(muddy) > 100
+        and np.all(muddy[:, 0] >= muddy[:, 1])
+        and np.all(muddy[:, 1] >= muddy[:, 2])
+    )
 
 
 @needs_reference

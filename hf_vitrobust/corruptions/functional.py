@@ -162,7 +162,11 @@ def disk_kernel(radius: float, alias_blur: float) -> tuple[np.ndarray, int, np.n
     )  # fmt: skip
     delta = -full
     delta[g:-g, g:-g] += reference
-    ys, xs = np.nonzero(np.abs(delta) > 1e-9)
+    # Keep the largest corrections until what is left moves no output by 0.1 grey level.
+    order = np.argsort(-np.abs(delta), axis=None)
+    tail = np.cumsum(np.abs(delta).ravel()[order][::-1])[::-1]
+    keep = order[tail * 255.0 >= 0.1]
+    ys, xs = np.unravel_index(keep, delta.shape)
     centre = reach + g
     correction = (
         (ys - centre).astype(np.int64), (xs - centre).astype(np.int64),
@@ -255,29 +259,55 @@ def glass_blur(
     return to_uint8(gaussian_filter(x, sigma))
 
 
+def linear_zoom_samples(side: int, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's ``zoom(order=1)`` of the central ``ceil(side / z)`` crop along one axis: for the
+    first ``min(side, round(crop z))`` outputs, the source index and the next one's weight."""
+    crop = int(math.ceil(side / float(z)))
+    top = (side - crop) // 2
+    out = int(round(crop * z))
+    step = (crop - 1) / (out - 1) if out > 1 else 0.0
+    pos = top + np.arange(min(side, out)) * step
+    base = np.minimum(np.floor(pos), side - 1)
+    return base.astype(np.int64), (pos - base).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def zoom_plan(
+    height: int, width: int, channels: int, factors: tuple[float, ...]
+) -> tuple[np.ndarray, ...]:
+    """The arrays :func:`kernels.accumulate_zooms` takes for these zoom factors."""
+    z_n = len(factors)
+    row_index = np.zeros((z_n, height), np.int64)
+    row_weight = np.zeros((z_n, height), np.float32)
+    col_weight = np.zeros((z_n, width * channels), np.float32)
+    out_rows = np.zeros(z_n, np.int64)
+    runs = []
+    for i, z in enumerate(factors):
+        rows, rw = linear_zoom_samples(height, z)
+        row_index[i, : len(rows)], row_weight[i, : len(rows)], out_rows[i] = rows, rw, len(rows)
+        cols, cw = linear_zoom_samples(width, z)
+        col_weight[i, : len(cols) * channels] = np.repeat(cw, channels)
+        # Runs of output columns whose source column advances by one with them.
+        breaks = np.flatnonzero(np.diff(cols) != 1) + 1
+        starts = np.concatenate([[0], breaks])
+        ends = np.concatenate([breaks, [len(cols)]])
+        runs.append(np.stack([starts, ends, cols[starts]], axis=1))
+    segments = np.zeros((z_n, max(len(r) for r in runs), 3), np.int64)
+    for i, r in enumerate(runs):
+        segments[i, : len(r)] = r
+    return row_index, row_weight, segments, col_weight, out_rows
+
+
 def zoom_blur(img: np.ndarray, factors: np.ndarray) -> np.ndarray:
     """ImageNet-C zoom blur: the mean of the image and its central zooms by ``factors``.
 
     Each zoom is scipy's ``zoom(order=1)`` of the central ``ceil(side / z)`` crop (corner-aligned
-    linear interpolation), keeping its top-left ``H x W``: one affine warp here.
+    linear interpolation), keeping its top-left ``H x W``; computed separably (compiled).
     """
-    x = img.astype(np.float32)
-    acc = x.copy()
     h, w = img.shape[:2]
-    for z in factors:
-        ch0, ch1 = int(math.ceil(h / float(z))), int(math.ceil(w / float(z)))
-        top0, top1 = (h - ch0) // 2, (w - ch1) // 2
-        out0, out1 = int(round(ch0 * z)), int(round(ch1 * z))
-        if (ch0, ch1, out0, out1) == (h, w, h, w):
-            acc += x
-            continue
-        sy = (ch0 - 1) / (out0 - 1) if out0 > 1 else 0.0
-        sx = (ch1 - 1) / (out1 - 1) if out1 > 1 else 0.0
-        m = np.array([[sx, 0.0, top1], [0.0, sy, top0]], np.float64)
-        oh, ow = min(h, out0), min(w, out1)
-        layer = cv2.warpAffine(x, m, (ow, oh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        acc[:oh, :ow] += layer.reshape(oh, ow, -1)
-    return to_uint8(acc * (1.0 / (len(factors) + 1)))
+    plan = zoom_plan(h, w, img.shape[2], tuple(float(z) for z in factors))
+    acc = kernels.accumulate_zooms(img, *plan)
+    return to_uint8(acc * np.float32(1.0 / (len(factors) + 1)))
 
 
 # ---------------------------------------------------------------------------------- digital
@@ -426,5 +456,7 @@ __all__ = [
     "speckle_noise",
     "to_uint8",
     "unsharp_mask",
+    "linear_zoom_samples",
     "zoom_blur",
+    "zoom_plan",
 ]

@@ -105,10 +105,11 @@ def correlate_taps(
         dst = out[y]
         for t in range(weights.shape[0]):
             wt = np.float32(weights[t])
-            src = padded[y + offsets_y[t]].ravel()
             start = offsets_x[t] * ch
+            # A slice, not src[start + j]: the loop then vectorises (no negative-index checks).
+            src = padded[y + offsets_y[t]].ravel()[start : start + row_len]
             for j in range(row_len):
-                dst[j] += wt * np.float32(src[start + j])
+                dst[j] += wt * np.float32(src[j])
     return out.reshape(height, width, ch)
 
 
@@ -129,19 +130,84 @@ def disk_sums(padded: np.ndarray, half_widths: np.ndarray, height: int, width: i
             acc[j + ch] = acc[j] + np.int32(row[j])
     n_rows = half_widths.shape[0]
     centre = n_rows // 2
-    out = np.zeros((height, width * ch), np.float32)
-    for r in range(n_rows):
-        hw = half_widths[r]
-        if hw < 0:
-            continue
-        hi = (centre + hw + 1) * ch
-        lo = (centre - hw) * ch
-        for y in range(height):
+    row_len = width * ch
+    out = np.empty((height, row_len), np.float32)
+    acc = np.empty(row_len, np.int32)
+    for y in range(height):
+        acc[:] = 0
+        for r in range(n_rows):
+            hw = half_widths[r]
+            if hw < 0:
+                continue
             p = prefix[y + r]
-            dst = out[y]
-            for j in range(width * ch):
-                dst[j] += np.float32(p[hi + j] - p[lo + j])
+            hi = p[(centre + hw + 1) * ch : (centre + hw + 1) * ch + row_len]
+            lo = p[(centre - hw) * ch : (centre - hw) * ch + row_len]
+            for j in range(row_len):
+                acc[j] += hi[j] - lo[j]
+        dst = out[y]
+        for j in range(row_len):
+            dst[j] = np.float32(acc[j])
     return out.reshape(height, width, ch)
+
+
+@njit(cache=True)
+def accumulate_zooms(
+    img: np.ndarray,
+    row_index: np.ndarray,
+    row_weight: np.ndarray,
+    segments: np.ndarray,
+    col_weight: np.ndarray,
+    out_rows: np.ndarray,
+) -> np.ndarray:
+    """``img`` plus its bilinear zooms, separably (float32 sums, (H, W, C)).
+
+    Zoom ``z``'s output row ``y < out_rows[z]`` interpolates rows ``row_index[z, y]`` and the
+    next with weight ``row_weight[z, y]`` on the second. Columns come in runs where the source
+    column advances with the output column: ``segments[z, i] = (first x, end x, source column of
+    the first x)`` (unused runs have end <= first); ``col_weight[z]`` is the weight of the next
+    source column per output element (column x channels). Runs keep the loops contiguous.
+    """
+    h, w, ch = img.shape
+    acc = img.astype(np.float32).reshape(h, w * ch)
+    # One replicated column on the right, so the "next column" of the last one exists.
+    src = np.empty((h, (w + 1) * ch), np.float32)
+    flat = img.reshape(h, w * ch)
+    for r in range(h):
+        row = src[r]
+        for j in range(w * ch):
+            row[j] = np.float32(flat[r, j])
+        for c in range(ch):
+            row[w * ch + c] = row[(w - 1) * ch + c]
+    tmp = np.empty((h, w * ch), np.float32)
+    for z in range(row_index.shape[0]):
+        oh = out_rows[z]
+        r0, r1 = row_index[z, 0], min(row_index[z, oh - 1] + 1, h - 1)
+        wz = col_weight[z]
+        for r in range(r0, r1 + 1):
+            s = src[r]
+            t = tmp[r]
+            for i in range(segments.shape[1]):
+                x0, x1, c0 = segments[z, i, 0], segments[z, i, 1], segments[z, i, 2]
+                n = (x1 - x0) * ch
+                if n <= 0:
+                    continue
+                a0 = s[c0 * ch : c0 * ch + n]
+                a1 = s[c0 * ch + ch : c0 * ch + ch + n]
+                wt = wz[x0 * ch : x0 * ch + n]
+                out = t[x0 * ch : x0 * ch + n]
+                for j in range(n):
+                    out[j] = a0[j] + wt[j] * (a1[j] - a0[j])
+        ow_ch = segments[z, :, 1].max() * ch
+        for y in range(oh):
+            y0 = row_index[z, y]
+            y1 = min(y0 + 1, h - 1)
+            b = row_weight[z, y]
+            t0 = tmp[y0][:ow_ch]
+            t1 = tmp[y1][:ow_ch]
+            d = acc[y][:ow_ch]
+            for j in range(ow_ch):
+                d[j] += t0[j] + b * (t1[j] - t0[j])
+    return acc.reshape(h, w, ch)
 
 
 @njit(cache=True)
@@ -165,23 +231,30 @@ def resample_8bit(
     tmp = np.empty((h, nw, ch), np.uint8)
     for y in range(h):
         for j in range(nw):
-            x0 = bounds_x[j, 0]
+            n = bounds_x[j, 1]
+            window = img[y, bounds_x[j, 0] : bounds_x[j, 0] + n]
+            k = coeffs_x[j]
             for c in range(ch):
                 acc = half
-                for t in range(bounds_x[j, 1]):
-                    acc += np.int64(img[y, x0 + t, c]) * coeffs_x[j, t]
+                for t in range(n):
+                    acc += np.int64(window[t, c]) * k[t]
                 v = acc >> 22
                 tmp[y, j, c] = 0 if v < 0 else (255 if v > 255 else v)
     out = np.empty((nh, nw, ch), np.uint8)
+    acc_row = np.empty(nw * ch, np.int64)
     for i in range(nh):
-        y0 = bounds_y[i, 0]
-        for j in range(nw):
-            for c in range(ch):
-                acc = half
-                for t in range(bounds_y[i, 1]):
-                    acc += np.int64(tmp[y0 + t, j, c]) * coeffs_y[i, t]
-                v = acc >> 22
-                out[i, j, c] = 0 if v < 0 else (255 if v > 255 else v)
+        n = bounds_y[i, 1]
+        k = coeffs_y[i]
+        acc_row[:] = half
+        for t in range(n):
+            src = tmp[bounds_y[i, 0] + t].ravel()
+            kt = k[t]
+            for j in range(nw * ch):
+                acc_row[j] += np.int64(src[j]) * kt
+        dst = out[i].ravel()
+        for j in range(nw * ch):
+            v = acc_row[j] >> 22
+            dst[j] = 0 if v < 0 else (255 if v > 255 else v)
     return out
 
 
@@ -268,6 +341,7 @@ __all__ = [
     "disk_sums",
     "inverse_cdf_lookup",
     "TRUNCATION_TOLERANCE",
+    "accumulate_zooms",
     "add_noise",
     "resample_8bit",
     "salt_and_pepper",

@@ -4,8 +4,9 @@ Every corruption is a :class:`Corruption`: a name, an ImageNet-C group, a measur
 and ``transform(severity, seed)`` returning a deterministic ``albumentations.Compose``. This
 package is the only place that knows Albumentations' parameters:
 
-- ``registry``: the ``Corruption`` rows, ``CORRUPTIONS``, ``FAMILIES`` (the paper's and by
-  measured band, ``family_definition``), look-ups and validation;
+- ``registry``: the ``Corruption`` rows, ``CORRUPTIONS``, look-ups and validation;
+- ``families``: ``FAMILIES`` (the paper's, by measured band, by group), ``family_definition``,
+  ``resolve_corruptions``, ``registry_rows``;
 - ``transforms``: the Albumentations transforms (ports of ImageNet-C) and builders of stock ones;
 - ``functional``, ``weather``: the corruptions as functions of an image and its random draws;
   ``kernels``: their compiled (numba) inner loops;
@@ -24,13 +25,18 @@ Images are converted by the package's one RGB policy, :func:`hf_vitrobust.images
 
 from hf_vitrobust.constants import SEVERITIES
 from hf_vitrobust.corruptions.apply import check_seed, corrupt, corrupt_batch, corrupt_examples
+from hf_vitrobust.corruptions.families import (
+    FAMILIES,
+    FAMILY_DEFINITIONS,
+    family_definition,
+    registry_rows,
+    resolve_corruptions,
+)
 from hf_vitrobust.corruptions.functional import REFERENCE_SIZE
 from hf_vitrobust.corruptions.measure import LF_CUTOFF, lf_share, psnr, ssim
 from hf_vitrobust.corruptions.registry import (
     BANDS,
     CORRUPTIONS,
-    FAMILIES,
-    FAMILY_DEFINITIONS,
     GROUPS,
     MIN_SIDE,
     REGISTRY_VERSION,
@@ -39,10 +45,7 @@ from hf_vitrobust.corruptions.registry import (
     band_of,
     check_reference_size,
     check_severity,
-    family_definition,
     get_corruption,
-    registry_rows,
-    resolve_corruptions,
 )
 from hf_vitrobust.corruptions.rng import reseed
 from hf_vitrobust.images import as_rgb_uint8

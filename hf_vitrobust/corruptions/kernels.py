@@ -84,6 +84,36 @@ def value_lut(img: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
+def saturate(img: np.ndarray, factor: float, shift: float) -> np.ndarray:
+    """HSV ``S <- clip(S * factor + shift, 0, 1)`` with hue and value kept, in float64.
+
+    In HSV every channel is ``V (1 - S g(hue))``, so with the hue kept a channel becomes
+    ``V - (V - x) S' / S``; a grey pixel (S = 0) has hue 0 (red), as in scikit-image.
+    """
+    h, w, ch = img.shape
+    out = np.empty_like(img)
+    eps = TRUNCATION_TOLERANCE
+    for y in range(h):
+        for x in range(w):
+            v = 0.0
+            m = 255.0
+            for c in range(ch):
+                val = np.float64(img[y, x, c])
+                v = max(v, val)
+                m = min(m, val)
+            s = (v - m) / v if v > 0 else 0.0
+            s2 = min(max(s * factor + shift, 0.0), 1.0)
+            for c in range(ch):
+                if s > 0:
+                    new = v - (v - np.float64(img[y, x, c])) * s2 / s
+                else:
+                    new = v if c == 0 else v * (1.0 - s2)
+                new = min(max(new + eps, 0.0), 255.0)
+                out[y, x, c] = np.uint8(new)
+    return out
+
+
+@njit(cache=True)
 def correlate_taps(
     padded: np.ndarray,
     offsets_y: np.ndarray,
@@ -259,6 +289,30 @@ def resample_8bit(
 
 
 @njit(cache=True)
+def ssim_mean(
+    mx: np.ndarray, my: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray, pad: int
+) -> float:
+    """Mean SSIM over the interior from locally weighted moments (H, W, C): means, and the
+    local means of x^2, y^2, xy; constants for data range 255."""
+    c1 = (0.01 * 255.0) ** 2
+    c2 = (0.03 * 255.0) ** 2
+    h, w, ch = mx.shape
+    total = 0.0
+    for y in range(pad, h - pad):
+        for x in range(pad, w - pad):
+            for c in range(ch):
+                a = np.float64(mx[y, x, c])
+                b = np.float64(my[y, x, c])
+                vx = np.float64(sxx[y, x, c]) - a * a
+                vy = np.float64(syy[y, x, c]) - b * b
+                cv = np.float64(sxy[y, x, c]) - a * b
+                total += ((2 * a * b + c1) * (2 * cv + c2)) / (
+                    (a * a + b * b + c1) * (vx + vy + c2)
+                )
+    return total / ((h - 2 * pad) * (w - 2 * pad) * ch)
+
+
+@njit(cache=True)
 def swap_pixels(img: np.ndarray, shifts: np.ndarray, max_delta: int) -> None:
     """ImageNet-C's glass-blur "swaps", in place, sequentially in ImageNet-C's order.
 
@@ -345,6 +399,8 @@ __all__ = [
     "add_noise",
     "resample_8bit",
     "salt_and_pepper",
+    "saturate",
+    "ssim_mean",
     "swap_pixels",
     "value_lut",
 ]

@@ -18,13 +18,9 @@ from PIL import Image, UnidentifiedImageError
 
 from hf_vitrobust.constants import SEVERITIES
 from hf_vitrobust.corruptions.apply import corrupt
+from hf_vitrobust.corruptions.families import FAMILIES, resolve_corruptions
 from hf_vitrobust.corruptions.measure import resize_short_side_center_crop as resize_to_square
-from hf_vitrobust.corruptions.registry import (
-    CORRUPTIONS,
-    FAMILIES,
-    MIN_SIDE,
-    resolve_corruptions,
-)
+from hf_vitrobust.corruptions.registry import CORRUPTIONS, MIN_SIDE
 from hf_vitrobust.images import as_rgb_uint8
 from hf_vitrobust.plots import save_figure
 

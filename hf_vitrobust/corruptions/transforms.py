@@ -24,13 +24,20 @@ from hf_vitrobust.corruptions.functional import REFERENCE_SIZE, size_scale
 
 
 class ImageNetCTransform(A.ImageOnlyTransform):
-    """Base of the ports: ``reference_size`` and the image's :meth:`scale`."""
+    """Base of the ports: one severity's parameters (:attr:`param_names`, keyword arguments),
+    ``reference_size`` and the image's :meth:`scale`."""
 
-    #: Names of the constructor's severity parameters (for repr and serialisation).
+    #: Names of the severity parameters, stored as attributes (and shown in repr).
     param_names: tuple[str, ...] = ()
 
-    def __init__(self, reference_size: int | None = REFERENCE_SIZE, p: float = 1.0):
+    def __init__(self, reference_size: int | None = REFERENCE_SIZE, p: float = 1.0, **params: Any):
         super().__init__(p=p)
+        if set(params) != set(self.param_names):
+            raise ValueError(
+                f"{type(self).__name__} takes {', '.join(self.param_names)}; got {sorted(params)}"
+            )
+        for name in self.param_names:
+            setattr(self, name, params[name])
         if reference_size is not None and (
             isinstance(reference_size, bool) or not isinstance(reference_size, (int, np.integer))
             or reference_size < 1
@@ -51,71 +58,68 @@ class ImageNetCTransform(A.ImageOnlyTransform):
 # ------------------------------------------------------------------------------------- noise
 
 
-class GaussianNoise(ImageNetCTransform):
-    """ImageNet-C Gaussian noise: ``x + N(0, sigma)`` per element ([0, 1] scale)."""
+class ElementNoise(ImageNetCTransform):
+    """Base of the noises: one random draw per element of the image (float32 standard normals,
+    or uniforms in [0, 1) of ``uniform_dtype``), then ``noise(img, level, draws)``."""
 
-    param_names = ("sigma",)
+    normal = False
+    uniform_dtype: type = np.float32
 
-    def __init__(self, sigma: float, **kw: Any):
-        super().__init__(**kw)
-        self.sigma = float(sigma)
+    @property
+    def level(self) -> float:
+        return getattr(self, self.param_names[0])
+
+    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         shape = params["shape"][:2] + (3,)
-        return {"normals": self.random_generator.standard_normal(shape, dtype=np.float32)}
+        rng = self.random_generator
+        if self.normal:
+            return {"draws": rng.standard_normal(shape, dtype=np.float32)}
+        return {"draws": rng.random(shape, dtype=self.uniform_dtype)}
 
-    def apply(self, img: np.ndarray, normals: np.ndarray, **params: Any) -> np.ndarray:
-        return F.gaussian_noise(img, self.sigma, normals)
+    def apply(self, img: np.ndarray, draws: np.ndarray, **params: Any) -> np.ndarray:
+        return self.noise(img, self.level, draws)
 
 
-class ShotNoise(ImageNetCTransform):
+class GaussianNoise(ElementNoise):
+    """ImageNet-C Gaussian noise: ``x + N(0, sigma)`` per element ([0, 1] scale)."""
+
+    param_names = ("sigma",)
+    normal = True
+
+    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
+        return F.gaussian_noise(img, level, draws)
+
+
+class ShotNoise(ElementNoise):
     """ImageNet-C shot noise: ``poisson(x * photons) / photons`` (exact Poisson draws)."""
 
     param_names = ("photons",)
+    uniform_dtype = np.float64
 
-    def __init__(self, photons: float, **kw: Any):
-        super().__init__(**kw)
-        self.photons = float(photons)
-
-    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
-        return {"uniforms": self.random_generator.random(params["shape"][:2] + (3,))}
-
-    def apply(self, img: np.ndarray, uniforms: np.ndarray, **params: Any) -> np.ndarray:
-        return F.shot_noise(img, self.photons, uniforms)
+    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
+        return F.shot_noise(img, level, draws)
 
 
-class ImpulseNoise(ImageNetCTransform):
+class ImpulseNoise(ElementNoise):
     """ImageNet-C impulse noise: salt and pepper per element of each channel."""
 
     param_names = ("amount",)
 
-    def __init__(self, amount: float, **kw: Any):
-        super().__init__(**kw)
-        self.amount = float(amount)
-
-    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
-        shape = params["shape"][:2] + (3,)
-        return {"uniforms": self.random_generator.random(shape, dtype=np.float32)}
-
-    def apply(self, img: np.ndarray, uniforms: np.ndarray, **params: Any) -> np.ndarray:
-        return F.impulse_noise(img, self.amount, uniforms)
+    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
+        return F.impulse_noise(img, level, draws)
 
 
-class SpeckleNoise(ImageNetCTransform):
+class SpeckleNoise(ElementNoise):
     """ImageNet-C speckle noise: ``x + x * N(0, sigma)``."""
 
     param_names = ("sigma",)
+    normal = True
 
-    def __init__(self, sigma: float, **kw: Any):
-        super().__init__(**kw)
-        self.sigma = float(sigma)
-
-    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
-        shape = params["shape"][:2] + (3,)
-        return {"normals": self.random_generator.standard_normal(shape, dtype=np.float32)}
-
-    def apply(self, img: np.ndarray, normals: np.ndarray, **params: Any) -> np.ndarray:
-        return F.speckle_noise(img, self.sigma, normals)
+    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
+        return F.speckle_noise(img, level, draws)
 
 
 # ------------------------------------------------------------------------------------- blurs
@@ -125,10 +129,6 @@ class DefocusBlur(ImageNetCTransform):
     """ImageNet-C defocus blur: disk of ``radius``, anti-aliased by ``alias_blur`` (both px)."""
 
     param_names = ("radius", "alias_blur")
-
-    def __init__(self, radius: float, alias_blur: float, **kw: Any):
-        super().__init__(**kw)
-        self.radius, self.alias_blur = float(radius), float(alias_blur)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         f = self.scale(img.shape)
@@ -140,10 +140,6 @@ class GlassBlur(ImageNetCTransform):
     px, blur. Scaled, ``max_delta`` is rounded to whole pixels (half up)."""
 
     param_names = ("sigma", "max_delta", "iterations")
-
-    def __init__(self, sigma: float, max_delta: int, iterations: int, **kw: Any):
-        super().__init__(**kw)
-        self.sigma, self.max_delta, self.iterations = float(sigma), int(max_delta), int(iterations)
 
     def delta(self, shape: tuple[int, ...]) -> int:
         f = self.scale(shape)
@@ -168,10 +164,6 @@ class MotionBlur(ImageNetCTransform):
 
     param_names = ("radius", "sigma")
 
-    def __init__(self, radius: int, sigma: float, **kw: Any):
-        super().__init__(**kw)
-        self.radius, self.sigma = int(radius), float(sigma)
-
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         return {"angle": float(self.random_generator.uniform(-45.0, 45.0))}
 
@@ -185,23 +177,14 @@ class ZoomBlur(ImageNetCTransform):
 
     param_names = ("max_factor", "step")
 
-    def __init__(self, max_factor: float, step: float, **kw: Any):
-        super().__init__(**kw)
-        self.max_factor, self.step = float(max_factor), float(step)
-        self.factors = np.arange(1, self.max_factor, self.step)
-
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        return F.zoom_blur(img, self.factors)
+        return F.zoom_blur(img, np.arange(1, self.max_factor, self.step))
 
 
 class GaussianBlur(ImageNetCTransform):
     """ImageNet-C Gaussian blur of ``sigma`` px (scikit-image's: edges replicated, 4 sigma)."""
 
     param_names = ("sigma",)
-
-    def __init__(self, sigma: float, **kw: Any):
-        super().__init__(**kw)
-        self.sigma = float(sigma)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return F.gaussian_blur(img, self.sigma * self.scale(img.shape))
@@ -211,10 +194,6 @@ class UnsharpMask(ImageNetCTransform):
     """``x + alpha (x - G_sigma * x)``, ``sigma`` in px (no ImageNet-C counterpart)."""
 
     param_names = ("sigma", "alpha")
-
-    def __init__(self, sigma: float, alpha: float, **kw: Any):
-        super().__init__(**kw)
-        self.sigma, self.alpha = float(sigma), float(alpha)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return F.unsharp_mask(img, self.sigma * self.scale(img.shape), self.alpha)
@@ -229,36 +208,13 @@ class Snow(ImageNetCTransform):
 
     param_names = ("loc", "spread", "zoom", "threshold", "radius", "sigma", "image_weight")
 
-    def __init__(
-        self,
-        loc: float,
-        spread: float,
-        zoom: float,
-        threshold: float,
-        radius: int,
-        sigma: float,
-        image_weight: float,
-        **kw: Any,
-    ):
-        super().__init__(**kw)
-        self.loc, self.spread, self.zoom, self.threshold = loc, spread, zoom, threshold
-        self.radius, self.sigma, self.image_weight = int(radius), float(sigma), image_weight
-
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         h, w = params["shape"][:2]
         rh, rw = W.reference_shape(h, w, self.scale((h, w)))
         normals = self.random_generator.standard_normal((rh, rw), dtype=np.float32)
         angle = float(self.random_generator.uniform(-135.0, -45.0))
-        layer = W.snow_layer(
-            normals,
-            self.loc,
-            self.spread,
-            self.zoom,
-            self.threshold,
-            self.radius,
-            self.sigma,
-            angle,
-        )
+        layer_params = {k: getattr(self, k) for k in self.param_names if k != "image_weight"}
+        layer = W.snow_layer(normals, angle=angle, **layer_params)
         return {"layer": W.resize_layer(layer, h, w)}
 
     def apply(self, img: np.ndarray, layer: np.ndarray, **params: Any) -> np.ndarray:
@@ -270,9 +226,9 @@ class Frost(ImageNetCTransform):
     ImageNet-C's six frost photographs (resized by ``1.1 scale``), or from a procedural texture
     when they are not installed (``source="procedural"`` forces it)."""
 
-    param_names = ("image_weight", "frost_weight", "source")
+    param_names = ("image_weight", "frost_weight")
 
-    def __init__(self, image_weight: float, frost_weight: float, source: str = "auto", **kw: Any):
+    def __init__(self, source: str = "auto", **kw: Any):
         super().__init__(**kw)
         if source not in ("auto", "reference", "procedural"):
             raise ValueError(f"frost source must be auto, reference or procedural, not {source!r}")
@@ -281,7 +237,10 @@ class Frost(ImageNetCTransform):
                 "frost source 'reference' needs ImageNet-C's frost photographs: "
                 "pip install imagecorruptions-imaug"
             )
-        self.image_weight, self.frost_weight, self.source = image_weight, frost_weight, source
+        self.source = source
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return (*super().get_transform_init_args_names(), "source")
 
     @property
     def uses_reference_textures(self) -> bool:
@@ -308,10 +267,6 @@ class Fog(ImageNetCTransform):
 
     param_names = ("strength", "wibbledecay")
 
-    def __init__(self, strength: float, wibbledecay: float, **kw: Any):
-        super().__init__(**kw)
-        self.strength, self.wibbledecay = float(strength), float(wibbledecay)
-
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         h, w = params["shape"][:2]
         uniforms = self.random_generator.random(W.plasma_draws(h, w))
@@ -326,10 +281,6 @@ class Brightness(ImageNetCTransform):
 
     param_names = ("value",)
 
-    def __init__(self, value: float, **kw: Any):
-        super().__init__(**kw)
-        self.value = float(value)
-
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return F.brightness(img, self.value)
 
@@ -342,10 +293,6 @@ class Contrast(ImageNetCTransform):
 
     param_names = ("factor",)
 
-    def __init__(self, factor: float, **kw: Any):
-        super().__init__(**kw)
-        self.factor = float(factor)
-
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return F.contrast(img, self.factor)
 
@@ -355,10 +302,6 @@ class ElasticTransform(ImageNetCTransform):
     and smoothing (1% of each side) are relative to the image already."""
 
     param_names = ("alpha",)
-
-    def __init__(self, alpha: float, **kw: Any):
-        super().__init__(**kw)
-        self.alpha = float(alpha)
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         h, w = params["shape"][:2]
@@ -378,10 +321,6 @@ class Pixelate(ImageNetCTransform):
 
     param_names = ("factor",)
 
-    def __init__(self, factor: float, **kw: Any):
-        super().__init__(**kw)
-        self.factor = float(factor)
-
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return F.pixelate(img, self.factor, self.scale(img.shape))
 
@@ -390,10 +329,6 @@ class JpegCompression(ImageNetCTransform):
     """ImageNet-C JPEG compression of the RGB image at ``quality``."""
 
     param_names = ("quality",)
-
-    def __init__(self, quality: int, **kw: Any):
-        super().__init__(**kw)
-        self.quality = int(quality)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return F.jpeg(img, self.quality)
@@ -405,21 +340,10 @@ class Spatter(ImageNetCTransform):
 
     param_names = ("mean", "std", "blur", "threshold", "intensity", "mode")
 
-    def __init__(
-        self,
-        mean: float,
-        std: float,
-        blur: float,
-        threshold: float,
-        intensity: float,
-        mode: str,
-        **kw: Any,
-    ):
+    def __init__(self, **kw: Any):
         super().__init__(**kw)
-        if mode not in ("rain", "mud"):
-            raise ValueError(f"spatter mode must be 'rain' or 'mud', not {mode!r}")
-        self.mean, self.std, self.blur, self.threshold = mean, std, blur, threshold
-        self.intensity, self.mode = intensity, mode
+        if self.mode not in ("rain", "mud"):
+            raise ValueError(f"spatter mode must be 'rain' or 'mud', not {self.mode!r}")
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         h, w = params["shape"][:2]
@@ -440,10 +364,6 @@ class Saturate(ImageNetCTransform):
     """ImageNet-C saturate: in HSV, ``S <- clip(S * factor + shift, 0, 1)``."""
 
     param_names = ("factor", "shift")
-
-    def __init__(self, factor: float, shift: float, **kw: Any):
-        super().__init__(**kw)
-        self.factor, self.shift = float(factor), float(shift)
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         return F.saturate(img, self.factor, self.shift)
@@ -467,6 +387,7 @@ __all__ = [
     "Contrast",
     "DefocusBlur",
     "ElasticTransform",
+    "ElementNoise",
     "Fog",
     "Frost",
     "GaussianBlur",

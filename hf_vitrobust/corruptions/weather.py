@@ -161,41 +161,52 @@ def standardise(a: np.ndarray) -> np.ndarray:
     return (a - a.mean()) / std if std > 1e-8 else np.zeros_like(a)
 
 
-def line_kernel(length: int, angle_deg: float) -> np.ndarray:
-    """A (length, length) kernel with a one-pixel line through its centre at ``angle_deg``."""
+def line_taps(length: int, angle_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A one-pixel line of ``length`` through the origin at ``angle_deg``, as unit-weight taps."""
     kernel = np.zeros((length, length), np.float32)
     c = (length - 1) / 2
     dx, dy = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
     p0 = (round(c - dx * c), round(c - dy * c))
     p1 = (round(c + dx * c), round(c + dy * c))
     cv2.line(kernel, p0, p1, 1.0, 1)
-    return kernel
+    ys, xs = np.nonzero(kernel)
+    centre = length // 2
+    return (ys - centre).astype(np.int64), (xs - centre).astype(np.int64), kernel[ys, xs]
+
+
+def smooth_noise(height: int, width: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random field (height, width) with features about ``scale`` pixels across:
+    white noise on a grid of that spacing, bicubically interpolated (a cheap stand-in for
+    Gaussian-blurred noise of sigma ``scale``)."""
+    gh = max(2, int(math.ceil(height / scale)) + 1)
+    gw = max(2, int(math.ceil(width / scale)) + 1)
+    grid = rng.standard_normal((gh, gw)).astype(np.float32)
+    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 def procedural_frost_texture(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A (height, width, 3) uint8 ice texture: the fallback when ImageNet-C's photographs are
     not installed.
 
-    A low-frequency density field (blurred noise at two scales, relative to the image side) plus
-    thin ice needles at four random orientations, tinted like ImageNet-C's frost photographs
-    (mean RGB :data:`FROST_TINT`, contrasts :data:`FROST_LF_STD`, :data:`FROST_HF_STD`).
+    A low-frequency density field (smooth noise at two scales, relative to the image side) plus
+    thin ice needles at four random orientations, seeded more densely where the field is high,
+    tinted like ImageNet-C's frost photographs (mean RGB :data:`FROST_TINT`, contrasts
+    :data:`FROST_LF_STD`, :data:`FROST_HF_STD`).
     """
     side = max(height, width)
-    coarse = cv2.GaussianBlur(
-        rng.standard_normal((height, width)).astype(np.float32), (0, 0), max(side / 6, 1.0)
-    )
-    medium = cv2.GaussianBlur(
-        rng.standard_normal((height, width)).astype(np.float32), (0, 0), max(side / 24, 1.0)
-    )
+    coarse = smooth_noise(height, width, side / 4, rng)
+    medium = smooth_noise(height, width, side / 16, rng)
     density = standardise(standardise(coarse) + 0.5 * standardise(medium))
     seed_prob = 0.02 * (1.0 + np.tanh(density))
     needles = np.zeros((height, width), np.float32)
     length = int(np.clip(round(side / 16), 3, 15)) | 1
     angles = rng.uniform(0.0, 180.0, size=4)
     for angle in angles:
-        seeds = (rng.random((height, width)) < seed_prob / len(angles)).astype(np.float32)
-        seeds *= rng.uniform(0.5, 1.0, size=(height, width)).astype(np.float32)
-        needles += cv2.filter2D(seeds, -1, line_kernel(length, float(angle)))
+        seeds = (rng.random((height, width), dtype=np.float32) < seed_prob / len(angles)) * (
+            rng.uniform(0.5, 1.0, size=(height, width)).astype(np.float32)
+        )
+        taps = line_taps(length, float(angle))
+        needles += correlate_line(seeds[..., None], taps, cv2.BORDER_CONSTANT)[..., 0]
     needles = cv2.GaussianBlur(needles, (0, 0), 0.6)
     texture = FROST_LF_STD * density + FROST_HF_STD * standardise(needles)
     out = FROST_TINT[None, None, :] + texture[..., None] * np.array([1.0, 0.95, 0.9], np.float32)
@@ -328,5 +339,6 @@ __all__ = [
     "reference_shape",
     "resize_layer",
     "snow",
+    "smooth_noise",
     "snow_layer",
 ]

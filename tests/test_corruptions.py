@@ -631,6 +631,17 @@ def test_registry_rows():
     assert by_name["defocus_blur"]["scaling"] == "radius, alias_blur"
 
 
+def test_readme_corruption_table_is_generated():
+    """The README's block is the generator's output (regenerate: python recipes/report.py
+    --corruption_table true), so its gaps and speeds are the stored measurements."""
+    from hf_vitrobust.report import corruption_table_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    begin = readme.index("<!-- BEGIN corruption table")
+    block = readme[readme.index("\n", begin) + 1 : readme.index("<!-- END corruption table -->")]
+    assert block.strip() == corruption_table_markdown().strip()
+
+
 def test_package_import_leaves_preview_and_reference_out():
     """`import hf_vitrobust.corruptions` (data workers) loads no matplotlib, no reference."""
     code = (

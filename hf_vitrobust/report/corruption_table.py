@@ -57,8 +57,8 @@ def corruption_table(family_names: Sequence[str] = ("low_frequency", "high_frequ
         gap_note = f" (recorded: {c.known_gap.reason})" if c.known_gap else ""
         if c.fallback_gap:
             gap_note += (
-                f"; without imagecorruptions: {c.fallback_gap.psnr_db:.2f} dB / "
-                f"{c.fallback_gap.ssim:.2f}"
+                f"; fallback without imagecorruptions: ≤ {c.fallback_gap.psnr_db:.2f} dB / "
+                f"≤ {c.fallback_gap.ssim:.3f}"
             )
         rows.append(
             [

@@ -69,8 +69,8 @@ class ElementNoise(ImageNetCTransform):
     def level(self) -> float:
         return getattr(self, self.param_names[0])
 
-    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+    #: ``noise(img, level, draws)``: the functional form of the corruption.
+    noise: Any = None
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
         shape = params["shape"][:2] + (3,)
@@ -88,9 +88,7 @@ class GaussianNoise(ElementNoise):
 
     param_names = ("sigma",)
     normal = True
-
-    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
-        return F.gaussian_noise(img, level, draws)
+    noise = staticmethod(F.gaussian_noise)
 
 
 class ShotNoise(ElementNoise):
@@ -98,18 +96,14 @@ class ShotNoise(ElementNoise):
 
     param_names = ("photons",)
     uniform_dtype = np.float64
-
-    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
-        return F.shot_noise(img, level, draws)
+    noise = staticmethod(F.shot_noise)
 
 
 class ImpulseNoise(ElementNoise):
     """ImageNet-C impulse noise: salt and pepper per element of each channel."""
 
     param_names = ("amount",)
-
-    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
-        return F.impulse_noise(img, level, draws)
+    noise = staticmethod(F.impulse_noise)
 
 
 class SpeckleNoise(ElementNoise):
@@ -117,9 +111,7 @@ class SpeckleNoise(ElementNoise):
 
     param_names = ("sigma",)
     normal = True
-
-    def noise(self, img: np.ndarray, level: float, draws: np.ndarray) -> np.ndarray:
-        return F.speckle_noise(img, level, draws)
+    noise = staticmethod(F.speckle_noise)
 
 
 # ------------------------------------------------------------------------------------- blurs

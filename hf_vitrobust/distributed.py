@@ -11,6 +11,7 @@ Layer 1: imports accelerate and datasets, nothing above the leaf modules.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -37,7 +38,21 @@ def process_state() -> PartialState:
     Without a GPU, ``accelerate launch --multi_gpu`` starts the processes but only ``cpu=True``
     joins them into one gloo group; otherwise each would run alone.
     """
-    return PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes > 1 and not _CLOSE_AT_EXIT:
+        # A process that exits with its gloo group still open can die in C++ teardown
+        # ("terminate called without an active exception") after its work is done.
+        atexit.register(_close_process_group)
+        _CLOSE_AT_EXIT.append(True)
+    return state
+
+
+_CLOSE_AT_EXIT: list[bool] = []
+
+
+def _close_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def shard_for_process(dataset: Any, state: PartialState | None = None) -> Any:

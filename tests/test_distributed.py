@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from accelerate_cpu import accelerate_launch
 
 from hf_vitrobust.distributed import gather_records, shard_for_process
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_PROCESS = {"num_processes": 1, "process_index": 0, "is_main_process": True}
 SCRIPT = REPO / "tests" / "scripts" / "distributed_helpers.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _launch(out: Path, processes: int, port: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    if processes == 1:
-        cmd = [sys.executable, str(SCRIPT), str(out)]
-    else:
-        cmd = [
-            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-            "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(port), str(SCRIPT), str(out),
-        ]  # fmt: skip
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(out.read_text())
 
 
 @pytest.mark.slow
@@ -51,7 +28,8 @@ def test_two_processes_gather_exactly_what_one_process_sees(tmp_path):
 
     distributed_helpers.main(str(tmp_path / "one.json"), SimpleNamespace(**ONE_PROCESS))
     one = json.loads((tmp_path / "one.json").read_text())
-    two = _launch(tmp_path / "two.json", 2, _free_port())
+    accelerate_launch(SCRIPT, [tmp_path / "two.json"])
+    two = json.loads((tmp_path / "two.json").read_text())
     assert two["num_processes"] == 2 and one["num_processes"] == 1
     for name in ("map", "stream_4_shards", "stream_3_shards", "stream_1_shard"):
         assert two[name] == one[name]

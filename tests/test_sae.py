@@ -6,11 +6,6 @@ import copy
 import dataclasses
 import importlib.util
 import json
-import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from accelerate_cpu import accelerate_launch, assert_same_json
 from safetensors.torch import load_file
 
 from hf_vitrobust.analysis import sae as S
@@ -613,14 +609,7 @@ def _save(model, processor, folder: Path, robustness: dict | None = None) -> str
     return str(folder)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_recipe(recipe: Path, out: Path, processes: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     flags = [str(recipe), "--output_dir", str(out), "--progress", "false"]
     if processes == 1:  # in this process, on one thread like each launched process
         spec = importlib.util.spec_from_file_location("train_sae_recipe", RECIPE)
@@ -633,30 +622,8 @@ def _run_recipe(recipe: Path, out: Path, processes: int) -> dict:
         finally:
             torch.set_num_threads(threads)
     else:
-        cmd = [
-            sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-            "--num_processes", str(processes), "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(_free_port()), str(RECIPE), *flags,
-        ]  # fmt: skip
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert res.returncode == 0, res.stderr[-4000:]
+        accelerate_launch(RECIPE, flags, processes)
     return read_sae_results(out / "sae.json")
-
-
-def _same(a, b, where="sae.json"):
-    """Equal JSON, floats to 1e-9 (sums over processes add in another order)."""
-    if isinstance(a, dict):
-        assert set(a) == set(b), where
-        for key in a:
-            _same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), (where, a, b)
-    else:
-        assert a == b, (where, a, b)
 
 
 @pytest.mark.slow
@@ -709,7 +676,7 @@ def test_recipe_on_two_processes_equals_one(tiny_vit_kwargs, fashion_mnist_dir, 
     two = _run_recipe(tmp_path / "sae.yaml", tmp_path / "two", 2)
     assert one["eval"].pop("processes") == 1 and two["eval"].pop("processes") == 2
     as_one = json.loads(json.dumps(two).replace(str(tmp_path / "two"), str(tmp_path / "one")))
-    _same(one, as_one)
+    assert_same_json(one, as_one)
     for folder in sorted((tmp_path / "one").glob("saes*/**/sae_weights.safetensors")):
         other = tmp_path / "two" / folder.relative_to(tmp_path / "one")
         for key, value in load_file(str(folder)).items():

@@ -200,9 +200,9 @@ def test_stage_commands_are_the_recipes_a_user_runs():
         "base",
         "finetune_low_frequency",
         "finetune_high_frequency",
+        "sae",
         "evaluate",
         "analyze",
-        "sae",
         "cards",
         "report",
     ]

@@ -1,14 +1,22 @@
-"""Building and loading ViT classifiers: Hub ids, local checkpoints, and tiny local configs."""
+"""Building and loading ViT classifiers: Hub ids, local checkpoints, and fresh local configs."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import AutoImageProcessor, ViTConfig, ViTForImageClassification
 from transformers.models.vit import ViTImageProcessorPil
+
+logger = logging.getLogger(__name__)
 
 # Fashion-MNIST pixel statistics (train split, [0, 1] scale), used by tiny
 # local models so that their processor normalises like a real checkpoint's.
@@ -45,16 +53,27 @@ def tiny_vit_config(
     )
 
 
+def _three(values: float | Sequence[float], name: str) -> list[float]:
+    """A scalar or 1/3 values as three per-channel floats."""
+    items = [values] if isinstance(values, (int, float)) else list(values)
+    if len(items) not in (1, 3):
+        raise ValueError(f"{name} needs 1 or 3 values (RGB channels), got {items}.")
+    out = [float(v) for v in items] * (3 if len(items) == 1 else 1)
+    if name.endswith("std") and min(out) <= 0:
+        raise ValueError(f"{name} must be > 0 on every channel, got {out}.")
+    return out
+
+
 def tiny_image_processor(
     image_size: int = 28,
-    mean: float = FASHION_MNIST_MEAN,
-    std: float = FASHION_MNIST_STD,
+    mean: float | Sequence[float] = FASHION_MNIST_MEAN,
+    std: float | Sequence[float] = FASHION_MNIST_STD,
 ) -> ViTImageProcessorPil:
-    """The image processor saved beside a tiny local model (size, mean and std of its data)."""
+    """The image processor saved beside a fresh local model (size, mean and std of its data)."""
     return ViTImageProcessorPil(
         size={"height": image_size, "width": image_size},
-        image_mean=[mean] * 3,
-        image_std=[std] * 3,
+        image_mean=_three(mean, "image_mean"),
+        image_std=_three(std, "image_std"),
     )
 
 
@@ -66,6 +85,74 @@ def tiny_vit(
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)
     return model, tiny_image_processor(config.image_size)
+
+
+#: Keys of `model_config` that are not ViTConfig fields: the init seed and the processor's
+#: normalisation ([0, 1] pixel scale, one value or one per RGB channel).
+FRESH_MODEL_KEYS = ("seed", "image_mean", "image_std")
+
+
+def model_config_keys() -> set[str]:
+    """Every key `model_config` accepts: ViTConfig's fields, `tiny_vit_config`'s arguments and
+    `FRESH_MODEL_KEYS`."""
+    known = set(ViTConfig().to_dict()) | set(inspect.signature(tiny_vit_config).parameters)
+    return (known | set(FRESH_MODEL_KEYS)) - {"kwargs"}
+
+
+def check_model_config(config: Mapping[str, Any]) -> None:
+    """Refuse unknown `model_config` keys (e.g. `hiden_size`) with a "did you mean"."""
+    known = model_config_keys()
+    unknown = sorted(set(config) - known)
+    if not unknown:
+        return
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.6)
+        parts.append(
+            repr(key) + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else "")
+        )
+    raise ValueError(
+        f"model_config has unknown key(s) {', '.join(parts)}; it takes ViTConfig fields "
+        f"(hidden_size, num_hidden_layers, image_size, patch_size, ...) and {list(FRESH_MODEL_KEYS)}."
+    )
+
+
+def build_fresh_model(
+    model_config: Mapping[str, Any],
+    id2label: dict[int, str] | None = None,
+    image_mean: float | Sequence[float] | None = None,
+    image_std: float | Sequence[float] | None = None,
+) -> tuple[ViTForImageClassification, ViTImageProcessorPil]:
+    """A randomly initialised ViT from `model_config` and its processor.
+
+    The normalisation is `model_config`'s `image_mean`/`image_std` when given, else the
+    `image_mean`/`image_std` arguments (e.g. computed from the training data); one of the two
+    is required, since no statistics fit every dataset.
+    """
+    cfg = dict(model_config)
+    check_model_config(cfg)
+    mean, std = cfg.pop("image_mean", image_mean), cfg.pop("image_std", image_std)
+    if mean is None or std is None:
+        raise ValueError(
+            "A model built from model_config needs its normalisation: give image_mean and "
+            "image_std in model_config (e.g. [0.5, 0.5, 0.5]), or let the fine-tuning recipe "
+            "compute them from the training data."
+        )
+    if id2label is not None:
+        cfg["id2label"] = id2label
+    seed = int(cfg.pop("seed", 0))
+    config = tiny_vit_config(**cfg)
+    torch.manual_seed(seed)
+    model = ViTForImageClassification(config)
+    return model, tiny_image_processor(config.image_size, mean=mean, std=std)
+
+
+def _is_hub_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not name.startswith((".", "~"))
 
 
 def hub_unreachable_message(name: str, error: BaseException) -> str:
@@ -83,20 +170,35 @@ def hub_unreachable_message(name: str, error: BaseException) -> str:
 def load_model_and_processor(
     model_args: Any,
     id2label: dict[int, str] | None = None,
+    image_mean: float | Sequence[float] | None = None,
+    image_std: float | Sequence[float] | None = None,
 ) -> tuple[ViTForImageClassification, Any]:
     """Load (or build) a ViT classifier and its image processor from `ModelArguments`.
 
-    Weights load from safetensors only and never with remote code unless asked.
+    Weights load from safetensors only and never with remote code unless asked. A fresh model
+    (`model_config`) gets `image_mean`/`image_std` from `model_config`, else from these
+    arguments (`build_fresh_model`). A path that does not exist is "no such folder", not a Hub
+    error.
     """
     name = model_args.model_name_or_path
     if name is None:
-        cfg = dict(model_args.model_config or {})
-        if id2label is not None:
-            cfg["id2label"] = id2label
-        seed = int(cfg.pop("seed", 0))
-        model, processor = tiny_vit(seed=seed, **cfg)
+        model, processor = build_fresh_model(
+            model_args.model_config or {}, id2label, image_mean=image_mean, image_std=image_std
+        )
         model.set_attn_implementation(model_args.attn_implementation)
         return model, processor
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise NotADirectoryError(
+            f"model_name_or_path {name!r} is a file; give the checkpoint folder (with config.json "
+            "and model.safetensors) or a Hub id."
+        )
+    if not path.exists() and not _is_hub_id(name):
+        raise FileNotFoundError(
+            f"model_name_or_path {name!r}: no such folder (resolved to {path.resolve()}). Give "
+            "an existing checkpoint folder, e.g. the output_dir of a finished fine-tune, or a "
+            "Hub id such as google/vit-base-patch16-224."
+        )
     kwargs: dict[str, Any] = dict(
         use_safetensors=True,
         trust_remote_code=bool(getattr(model_args, "trust_remote_code", False)),
@@ -115,15 +217,19 @@ def load_model_and_processor(
             name, trust_remote_code=kwargs["trust_remote_code"]
         )
     except OSError as error:
-        if Path(name).exists():
+        if path.exists():
             raise
-        raise OSError(hub_unreachable_message(name, error)) from error
+        message = hub_unreachable_message(name, error)
+        raise OSError(f"No such local folder {name!r}, and: {message}") from error
     return model, processor
 
 
 __all__ = [
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
+    "FRESH_MODEL_KEYS",
+    "build_fresh_model",
+    "check_model_config",
     "hub_unreachable_message",
     "load_model_and_processor",
     "tiny_image_processor",

@@ -5,10 +5,11 @@
 
 Arguments: `ModelArguments`, `DataArguments` (hf_vitrobust.configs) and
 `AdversarialTrainingArguments` (hf_vitrobust.training), from the YAML recipe and/or CLI flags
-(CLI wins). A rerun with the same output_dir resumes from its last checkpoint.
+(CLI wins). A rerun with the same output_dir resumes from its newest complete checkpoint, and
+does nothing (and says so) when the run already reached max_steps.
 
-The workflow: datasets -> model + processor -> collators -> trainer -> train -> save -> model card
--> evaluate -> push (with --push_to_hub).
+The workflow: datasets -> model + processor -> collators -> trainer -> train (or resume) -> save
+-> bad-image verdict -> model card -> evaluate -> train_results.json -> push (with --push_to_hub).
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from hf_vitrobust.training import (  # noqa: E402
     AdversarialTrainer,
     AdversarialTrainingArguments,
     build_collators,
-    count_bad_images,
+    check_finished_run,
     load_datasets,
     load_model_for_dataset,
-    resume_checkpoint,
+    record_train_results,
+    run_provenance,
+    save_trained_model,
+    train_or_resume,
 )
 
 
@@ -45,14 +49,18 @@ def main(argv: list[str] | None = None) -> dict:
     # Datasets: the training split, and the eval split when the run evaluates.
     train_dataset, eval_dataset = load_datasets(data_args, training_args)
 
-    # Model and processor, checked against the dataset's classes and labels.
-    model, processor = load_model_for_dataset(model_args, train_dataset, eval_dataset)
+    # Model and processor, checked against the dataset's classes and labels (a fresh model's
+    # normalisation comes from model_config or from the training images).
+    model, processor = load_model_for_dataset(
+        model_args, train_dataset, eval_dataset, seed=data_args.subset_seed
+    )
 
     # Collators: k corrupted views per training image; clean / seen / unseen for evaluation.
-    bad_images = BadImageTracker(max_bad_fraction=data_args.max_bad_fraction)
     train_collator, eval_collators = build_collators(
-        processor, training_args, bad_images, num_labels=model.config.num_labels
+        processor, training_args, num_labels=model.config.num_labels
     )
+    # Undecodable training images: unique ids over the whole run, saved with each checkpoint.
+    bad_images = BadImageTracker(max_bad_fraction=data_args.max_bad_fraction)
 
     trainer = AdversarialTrainer(
         model=model,
@@ -63,18 +71,19 @@ def main(argv: list[str] | None = None) -> dict:
         eval_collators=eval_collators,
         processing_class=processor,
         max_bad_fraction=data_args.max_bad_fraction,
+        bad_images=bad_images,
+        provenance=run_provenance(model_args, data_args, train_dataset),
     )
 
-    # Train, resuming from the last checkpoint in output_dir.
-    result = trainer.train(resume_from_checkpoint=resume_checkpoint(training_args))
-    metrics = dict(result.metrics)
-    metrics["images_skipped"] = count_bad_images(bad_images, trainer)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
+    # Train up to max_steps, resuming from the newest complete checkpoint; a finished run is
+    # not trained again.
+    outcome = train_or_resume(trainer)
+    if outcome.finished is not None:
+        return check_finished_run(outcome.finished)
 
-    # Save: weights, processor, config.robustness, adversary_stats.json.
-    trainer.save_robust_model(output_dir)
+    # Save (weights, processor, config.robustness, adversary_stats.json), then the bad-image
+    # verdict (bad_images.json): a failed verdict stops the run here, with the model saved.
+    metrics = save_trained_model(trainer, outcome, bad_images)
 
     # Model card, written once by the main process.
     metrics["model_card"] = None
@@ -87,6 +96,12 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
+
+    # train_results.json last: from now on a rerun finds the run finished.
+    record_train_results(
+        trainer,
+        {k: v for k, v in metrics.items() if k != "model_card" and not k.startswith("eval_")},
+    )
 
     # Push the model and its card in one commit (--push_to_hub).
     if training_args.push_robust_model and trainer.is_world_process_zero():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from transformers import TrainerCallback, ViTForImageClassification
 
 import hf_vitrobust.training.config as config_mod
 from hf_vitrobust.models import tiny_vit
-from hf_vitrobust.roles import read_robustness
+from hf_vitrobust.roles import CLEAN_CONTROL, RANDOM_VIEW_CONTROL, read_robustness, role_of
 from hf_vitrobust.training.adversary import eval_mode, gather_views, per_example_loss, worst_of_k
 from hf_vitrobust.training.trainer import (
     AdversarialTrainer,
@@ -137,7 +138,7 @@ def make_args(tmp_path, **kw) -> AdversarialTrainingArguments:
     return AdversarialTrainingArguments(**defaults)
 
 
-def make_trainer(tmp_path, tiny_vit_kwargs, collator=None, dataset=None, **kw):
+def make_trainer(tmp_path, tiny_vit_kwargs, collator=None, dataset=None, bad_images=None, **kw):
     args = make_args(tmp_path, **kw)
     model, processor = tiny_vit(seed=0, **tiny_vit_kwargs)
     collator = collator or FakeCollator(k=args.views_needed)
@@ -147,7 +148,21 @@ def make_trainer(tmp_path, tiny_vit_kwargs, collator=None, dataset=None, **kw):
         train_dataset=dataset if dataset is not None else SyntheticImages(),
         data_collator=collator,
         processing_class=processor,
+        bad_images=bad_images,
     )
+
+
+class ForwardCounter:
+    """Counts the model's forward calls in eval mode (the attack's): (images, dtype of the
+    classifier's output, i.e. inside autocast) per call."""
+
+    def __init__(self, model):
+        self.calls: list[tuple[int, torch.dtype]] = []
+        model.classifier.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        if not module.training:
+            self.calls.append((output.shape[0], output.dtype))
 
 
 class Spy:
@@ -213,6 +228,123 @@ def test_worst_of_k_trains_on_the_highest_loss_view(tmp_path, tiny_vit_kwargs):
     assert trainer.model.training  # back in train mode after the attack
     history = [h for h in trainer.state.log_history if "loss" in h]
     assert any(k.startswith("win_frac/") for k in history[0])
+
+
+def test_worst_of_k_scores_every_view_in_one_batched_forward(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, adversary="worst_of_k", num_views=4,
+                           corruptions=["noise"], max_steps=2)  # fmt: skip
+    counter = ForwardCounter(trainer.model)
+    trainer.train()
+    # One no-grad forward of the B·k views per step (8 images x 4 views), nothing else.
+    assert [n for n, _ in counter.calls] == [32, 32]
+
+
+def test_random_view_trains_on_one_unscored_view(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, adversary="random_view",
+                           corruptions=["noise"], num_views=4, clean_loss_weight=0.25,
+                           max_steps=1, learning_rate=0.0, dataset=SyntheticImages(8))  # fmt: skip
+    assert trainer.args.views_needed == 1 and trainer.data_collator.k == 1
+    counter, spy = ForwardCounter(trainer.model), Spy(trainer)
+    batch = trainer.data_collator([SyntheticImages(8)[i] for i in range(8)])
+    trainer.train()
+    assert counter.calls == []  # no scoring forward pass
+    (seen,) = spy.calls
+    # Trained on each image's (only) corrupted view, with the clean images for the clean loss.
+    for img in seen["pixel_values"]:
+        assert ((batch["views"][:, 0] - img).abs().amax((1, 2, 3)) < 1e-6).any()
+    assert seen["_clean_pixel_values"].shape == seen["pixel_values"].shape
+    robustness = trainer.model.config.robustness
+    assert robustness["adversary"] == "random_view" and robustness["num_views"] == 1
+    assert role_of(robustness) == RANDOM_VIEW_CONTROL
+    assert trainer.adversary_stats()["winning_corruptions"] == {}  # nothing was selected
+
+
+def test_robustness_records_seed_steps_and_provenance(tmp_path, tiny_vit_kwargs):
+    provenance = {"base_model": "local:base", "dataset": {"name": "synthetic", "split": "train"}}
+    args = make_args(tmp_path, max_steps=-1, num_train_epochs=2, seed=3)
+    model, processor = tiny_vit(seed=0, **tiny_vit_kwargs)
+    trainer = AdversarialTrainer(model=model, args=args, train_dataset=SyntheticImages(20),
+                                 data_collator=FakeCollator(), processing_class=processor,
+                                 provenance=provenance)  # fmt: skip
+    # Epoch-based: 20 images / batch 8 = 3 steps per epoch, 2 epochs.
+    assert trainer.planned_max_steps() == 6
+    trainer.train()
+    robustness = trainer.model.config.robustness
+    assert robustness["max_steps"] == trainer.state.max_steps == trainer.state.global_step == 6
+    assert robustness["seed"] == 3 and robustness["num_views"] == 0
+    assert robustness["base_model"] == "local:base" and robustness["dataset"]["name"] == "synthetic"
+    assert robustness["optimization"]["learning_rate"] == args.learning_rate
+    assert role_of(robustness) == CLEAN_CONTROL
+
+
+def test_bf16_autocast_runs_the_attack_and_the_step_in_bf16(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, adversary="worst_of_k+pgd", num_views=2,
+                           corruptions=["noise"], pgd_steps=1, bf16=True, max_steps=2)  # fmt: skip
+    counter = ForwardCounter(trainer.model)
+    trainer.train()
+    assert {dtype for _, dtype in counter.calls} == {torch.bfloat16}  # the attack's forwards
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # fp32 master weights
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.slow
+def test_torch_compile_attacks_through_a_compiled_view(tmp_path, tiny_vit_kwargs):
+    trainer = make_trainer(tmp_path, tiny_vit_kwargs, adversary="worst_of_k", num_views=2,
+                           corruptions=["noise"], torch_compile=True,
+                           torch_compile_backend="eager", max_steps=1)  # fmt: skip
+    trainer.train()
+    compiled = trainer._compiled_attack
+    assert compiled is not None and compiled._orig_mod is trainer.model
+    assert sum(trainer.adversary_stats()["winning_corruptions"].values()) == 8
+
+
+def test_real_collator_counts_bad_images_once_and_stops_early(tmp_path, photo_folder):
+    """The photo folder (57 files, 2 undecodable) through the real collator and tracker: each
+    bad file counts once over 2 epochs; a limit below 2/57 stops training once min_examples
+    images were seen, naming the files."""
+    from hf_vitrobust.data import (
+        BadImageTracker,
+        CorruptionCollator,
+        TooManyBadImagesError,
+        load_image_dataset,
+    )
+
+    root, files = photo_folder
+    dataset = load_image_dataset(str(root))
+    n = len(dataset)
+    assert n == len(files["good"]) + len(files["odd"]) + len(files["bad"])
+
+    def run(limit: float, min_examples: int, name: str):
+        model, processor = tiny_vit(seed=0, num_labels=6, image_size=32, patch_size=8,
+                                    hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=64)  # fmt: skip
+        tracker = BadImageTracker(max_bad_fraction=limit, min_examples=min_examples)
+        trainer = AdversarialTrainer(
+            model=model,
+            args=make_args(
+                tmp_path / name, max_steps=2 * math.ceil(n / 16), per_device_train_batch_size=16
+            ),  # fmt: skip
+            train_dataset=dataset,
+            data_collator=CorruptionCollator(processor, num_labels=6),
+            processing_class=processor,
+            bad_images=tracker,
+        )
+        return trainer, tracker
+
+    trainer, tracker = run(0.05, 1000, "healthy")
+    trainer.train()
+    assert trainer.state.global_step == 2 * math.ceil(n / 16)  # two epochs
+    assert (tracker.seen, tracker.bad) == (n, 2)
+    assert sorted(Path(d["path"]).name for d in tracker.summary()["first_bad"]) == [
+        "bad_text.jpg",
+        "bad_truncated.jpg",
+    ]
+    assert tracker.summary()["passed"]
+    trainer, tracker = run(0.01, 20, "unhealthy")
+    with pytest.raises(TooManyBadImagesError, match=r"bad_t(ext|runcated)\.jpg"):
+        trainer.train()
+    assert trainer.state.global_step < 2 * math.ceil(n / 16)  # stopped during training
 
 
 def test_pgd_step_stays_within_budget(tmp_path, tiny_vit_kwargs):
@@ -315,8 +447,23 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, tiny_
         (dict(adversary="cw"), "Unknown adversary"),
         (dict(pgd_band="mid"), "pgd_band"),
         (dict(clean_loss_weight=1.5), "clean_loss_weight"),
-        (dict(corruptions=["noise"], severities=[0]), "severity"),
-        (dict(corruptions=["noise"], unseen_corruptions=["weather"]), "unseen_corruptions"),
+        (dict(adversary="random_view", corruptions=["noise"], severities=[0]), "severity"),
+        (
+            dict(adversary="random_view", corruptions=["noise"], unseen_corruptions=["weather"]),
+            "unseen_corruptions",
+        ),
+        (dict(adversary="random_view"), "needs corruptions"),
+        (dict(corruptions=["noise"]), "write adversary: random_view"),
+        (dict(adversary="pgd", pgd_band="low", pgd_band_iterations=0), "pgd_band_iterations"),
+        (
+            dict(
+                adversary="random_view",
+                corruptions=["noise"],
+                dataloader_num_workers=2,
+                dataloader_persistent_workers=True,
+            ),
+            "persistent_workers",
+        ),
     ],
 )
 def test_wrong_settings_fail_before_training(tmp_path, kw, match):
@@ -422,6 +569,19 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_vit_kwargs):
     a, b = full.model.state_dict(), resumed.model.state_dict()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+    # The statistics files agree too: the steps redone after checkpoint-3 count once.
+    stats = []
+    for trainer in (full, resumed):
+        trainer.save_robust_model()
+        stats.append(
+            json.loads((Path(trainer.args.output_dir) / "adversary_stats.json").read_text())
+        )
+    expected, got = stats
+    for key in ("winning_corruptions", "winning_severities", "images_used", "global_step"):
+        assert got[key] == expected[key], key
+    assert expected["images_used"] == 8 * 8 and sum(expected["winning_corruptions"].values()) == 64
+    assert got["loss_sum"] == pytest.approx(expected["loss_sum"], rel=1e-5)
+    assert [(s["from_step"], s["to_step"]) for s in got["segments"]] == [(0, 3), (3, 8)]
 
 
 @pytest.mark.slow
@@ -474,10 +634,12 @@ def test_corruption_lists_are_normalised_and_recorded(tmp_path):
     assert args.corruptions == ["noise_a", "blur"]
     assert args.train_corruptions == ("noise_a", "blur_a", "blur_b")
     assert args.unseen_spec() == []  # no group is disjoint from noise_a + blur
-    skip = make_args(tmp_path, corruptions=["noise"], unseen_corruptions=["none"])
+    skip = make_args(
+        tmp_path, adversary="random_view", corruptions=["noise"], unseen_corruptions=["none"]
+    )
     assert skip.unseen_corruptions == [] and skip.unseen_spec() == []
     robustness = make_args(
-        tmp_path, corruptions="blur", unseen_corruptions="noise_b"
+        tmp_path, adversary="random_view", corruptions="blur", unseen_corruptions="noise_b"
     ).robustness_config()
     assert robustness["corruptions"] == ["blur"]
     assert robustness["train_corruptions"] == ["blur_a", "blur_b"]

@@ -15,7 +15,6 @@ cell ``(corruption, severity)`` for the same ``(seed, example_id)``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any
@@ -33,17 +32,9 @@ from hf_vitrobust.corruptions import (
     corrupt_examples,
     resolve_corruptions,
 )
-from hf_vitrobust.data import (
-    BadImageError,
-    BadImageTracker,
-    ProcessorSpec,
-    TooManyBadImagesError,
-    decode_image,
-)
+from hf_vitrobust.data import BadImageTracker, ProcessorSpec, decode_examples
 from hf_vitrobust.distributed import shard_for_process
 from hf_vitrobust.seeding import hash_words
-
-logger = logging.getLogger(__name__)
 
 #: Hash stage of the per-image draw of a corruption within a group (see the module docstring).
 GROUP_DRAW_STAGE = f"{EVAL_STAGE}-group"
@@ -109,10 +100,10 @@ def corrupt_condition(
 class ConditionCollator:
     """DataLoader ``collate_fn`` for one condition: decode, resize, corrupt (uint8), normalise.
 
-    Runs in the DataLoader workers. Undecodable images are skipped (and counted by
-    ``bad_images`` when given). Returns ``pixel_values`` float [B, 3, H, W], ``labels`` and
-    ``example_ids`` long [B], ``corruptions`` (B names) and, with ``keep_images``, the uint8
-    pixels ``images`` [B, H, W, 3] the model's input was normalised from.
+    Runs in the DataLoader workers, so it only reports undecodable images (``skipped_images``:
+    example id -> ``BadImage``); the main process counts them. Returns ``pixel_values`` float
+    [B, 3, H, W], ``labels`` and ``example_ids`` long [B], ``corruptions`` (B names) and, with
+    ``keep_images``, the uint8 pixels ``images`` [B, H, W, 3] the input was normalised from.
     """
 
     def __init__(
@@ -123,7 +114,6 @@ class ConditionCollator:
         severity: int,
         seed: int,
         *,
-        bad_images: BadImageTracker | None = None,
         keep_images: bool = False,
     ) -> None:
         if condition != CLEAN and condition not in groups:
@@ -135,42 +125,16 @@ class ConditionCollator:
         self.groups = {g: tuple(m) for g, m in groups.items()}
         self.severity = check_severity(severity)
         self.seed = int(seed)
-        self.bad_images = bad_images
         self.keep_images = keep_images
 
-    def _decode(self, examples: Sequence[Mapping[str, Any]]) -> tuple[list, list[int], list[int]]:
-        images, labels, ids, bad_ids = [], [], [], []
-        for example in examples:
-            if "example_id" not in example:
-                raise ValueError(
-                    "An example has no 'example_id' (the key of its corrupted pixels and of its "
-                    "records across processes): load the data with "
-                    "hf_vitrobust.data.load_image_dataset, which adds it."
-                )
-            example_id = int(example["example_id"])
-            try:
-                image = decode_image(example["image"])
-            except BadImageError as error:
-                # Counted (and reported) on the counting pass only; every pass skips it.
-                log = logger.warning if self.bad_images is not None else logger.debug
-                log("Skipping undecodable image (example id %d): %s", example_id, error)
-                bad_ids.append(example_id)
-                continue
-            label = example["label"]
-            if label is None or int(label) < 0:
-                raise ValueError(
-                    f"Example {example_id} has label {label!r}; check the label column."
-                )
-            images.append(self.spec.resize_uint8(image))
-            labels.append(int(label))
-            ids.append(example_id)
-        if self.bad_images is not None:
-            self.bad_images.record(len(images), bad_ids)
-            self.bad_images.check()
-        return images, labels, ids
-
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        images, labels, ids = self._decode(examples)
+        if any("example_id" not in example for example in examples):
+            raise ValueError(
+                "An example has no 'example_id' (the key of its corrupted pixels and of its "
+                "records across processes): load the data with "
+                "hf_vitrobust.data.load_image_dataset, which adds it."
+            )
+        images, labels, ids, bad = decode_examples(examples, self.spec)
         height, width = self.spec.size
         stacked = np.stack(images) if images else np.zeros((0, height, width, 3), np.uint8)
         pixels, names = corrupt_condition(
@@ -181,6 +145,7 @@ class ConditionCollator:
             "labels": torch.tensor(labels, dtype=torch.long),
             "example_ids": torch.tensor(ids, dtype=torch.long),
             "corruptions": names,
+            "skipped_images": bad,
         }
         if self.keep_images:
             batch["images"] = pixels
@@ -229,7 +194,6 @@ class DatasetBatches:
             self.group_members,
             self.severity,
             self.seed,
-            bad_images=self.bad_images if condition == CLEAN else None,
             keep_images=keep_images,
         )
 
@@ -243,6 +207,9 @@ class DatasetBatches:
             shuffle=False,
         )
         for batch in loader:
+            if condition == CLEAN:  # the counting pass: every image is seen once here
+                self.bad_images.record(batch["example_ids"].tolist(), batch["skipped_images"])
+                self.bad_images.check()
             if len(batch["labels"]):
                 yield batch
 
@@ -251,18 +218,11 @@ class DatasetBatches:
             yield batch["pixel_values"], batch["labels"], batch["example_ids"]
 
     def finish_bad_images(self, state: PartialState | None = None) -> dict[str, Any]:
-        """The bad-image counts of the whole run (summed over processes: a collective), after
+        """The bad-image figures of the whole run (a collective over processes), after
         enforcing ``max_bad_fraction`` on them."""
-        if state is None or state.num_processes == 1:
-            return self.bad_images.finish()
-        counts = self.bad_images.gather(state)
-        if counts["seen"] and counts["fraction"] > self.bad_images.max_bad_fraction:
-            raise TooManyBadImagesError(
-                f"{counts['bad']} of {counts['seen']} images over all processes could not be "
-                f"decoded (first ids {counts['first_bad_ids']}), above max_bad_fraction="
-                f"{self.bad_images.max_bad_fraction:g}: fix or remove those files."
-            )
-        return counts
+        summary = self.bad_images.gather(state)
+        self.bad_images.check(final=True)
+        return summary
 
     def panel_batch(self, num_images: int) -> dict[str, Any]:
         """The first ``num_images`` decodable images: clean, and each corrupted with a group in

@@ -1,4 +1,4 @@
-"""Adversaries for corruption fine-tuning: worst-of-k view selection and PGD/FGSM.
+"""Adversaries for corruption fine-tuning: worst-of-k view selection, random views, PGD/FGSM.
 
 Pure functions of (model, batch): no Trainer, no optimizer, no parameter gradients.
 They do not change the model's train/eval mode; callers wrap them in `eval_mode(model)`
@@ -20,6 +20,7 @@ from torch import nn
 
 ADVERSARIES: tuple[str, ...] = (
     "none",
+    "random_view",
     "worst_of_k",
     "pgd",
     "fgsm",
@@ -31,22 +32,31 @@ BANDS: tuple[str, ...] = ("all", "low", "high")
 
 @dataclass(frozen=True)
 class AdversaryPlan:
-    """What an adversary name means: how a view is chosen and which perturbation follows."""
+    """What an adversary name means: how a view is chosen and which perturbation follows.
+
+    `select_worst`: score k corrupted views and train on the highest-loss one (`worst_of_k*`);
+    `random_view`: train on one random corrupted view, never scored (the random-view control);
+    `perturbation`: None, "pgd" or "fgsm", applied to the chosen (or clean) view.
+    """
 
     select_worst: bool
-    perturbation: str | None  # None, "pgd" or "fgsm"
+    perturbation: str | None
+    random_view: bool = False
 
 
 def parse_adversary(name: str) -> AdversaryPlan:
-    """Split an adversary name (`none`, `worst_of_k`, `pgd`, `fgsm`, `worst_of_k+pgd`, ...)."""
+    """Split an adversary name (`none`, `random_view`, `worst_of_k`, `pgd`, `worst_of_k+pgd`, ...)."""
     if name not in ADVERSARIES:
         raise ValueError(
             f"Unknown adversary {name!r}; choose one of {list(ADVERSARIES)} "
-            "(`worst_of_k+pgd` runs PGD on top of the worst corrupted view)."
+            "(`worst_of_k+pgd` runs PGD on top of the worst corrupted view; `random_view` "
+            "trains on one random corrupted view, the random-view control)."
         )
     select_worst = name.startswith("worst_of_k")
     perturbation = name.split("+")[-1] if name in ("pgd", "fgsm") or "+" in name else None
-    return AdversaryPlan(select_worst=select_worst, perturbation=perturbation)
+    return AdversaryPlan(
+        select_worst=select_worst, perturbation=perturbation, random_view=name == "random_view"
+    )
 
 
 @contextlib.contextmanager
@@ -150,6 +160,45 @@ def project_band(delta: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
     return out.to(delta.dtype)
 
 
+def project_band_box(
+    delta: torch.Tensor,
+    mask: torch.Tensor | None,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    iterations: int = 10,
+) -> torch.Tensor:
+    """A perturbation inside the box `low <= delta <= high` and (nearly) inside the band.
+
+    The box is the ε-ball intersected with the valid pixel range (`-x <= delta <= 1 - x`). A
+    band projection followed by one clip puts energy back out of band wherever the clip binds
+    (dark or bright pixels: ~70% in band on Fashion-MNIST); alternating the two projections
+    (POCS; both sets are convex and δ = 0 lies in both) converges to a point in their
+    intersection. The last projection is the clip, so the result is always a valid image within
+    budget; ~10 iterations leave > 99% of its energy in band on dark-background images.
+    """
+    delta = torch.minimum(torch.maximum(delta, low), high)
+    if mask is None:
+        return delta
+    for _ in range(max(1, int(iterations))):
+        delta = torch.minimum(torch.maximum(project_band(delta, mask), low), high)
+    return delta
+
+
+def band_energy_fraction(delta: torch.Tensor, mask: torch.Tensor | None) -> float:
+    """Share of a perturbation's spectral energy inside the band `mask` (1.0 for no mask)."""
+    if mask is None:
+        return 1.0
+    power = torch.fft.rfft2(delta.double()).abs() ** 2
+    # rfft2 stores the non-redundant half: columns other than 0 (and W/2) stand for two bins.
+    weight = torch.full(power.shape[-1:], 2.0, dtype=power.dtype, device=power.device)
+    weight[0] = 1.0
+    if delta.shape[-1] % 2 == 0:
+        weight[-1] = 1.0
+    total = (power * weight).sum()
+    inside = (power * weight)[..., mask].sum()
+    return float(inside / total) if total > 0 else 1.0
+
+
 def _stats(values: Sequence[float] | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(values, dtype=torch.float32, device=like.device)
     if t.dim() == 0:
@@ -172,13 +221,16 @@ def pgd(
     random_start: bool = True,
     loss_scale: float = 1.0,
     generator: torch.Generator | None = None,
+    band_iterations: int = 10,
 ) -> torch.Tensor:
     """L∞ PGD in [0, 1] pixel space, optionally restricted to a frequency band.
 
-    The perturbation δ lives in [0, 1] pixel units: each step adds `step_size·sign(∇)`, projects δ
-    onto the band (FFT mask), then onto the ε-ball. For `band="all"` that is the usual clamp; for a
-    band it rescales δ by min(1, ε/‖δ‖∞), which keeps δ inside the band (a clamp would add
-    out-of-band content). The image x+δ is finally clipped to [0, 1].
+    The perturbation δ lives in [0, 1] pixel units: each step adds `step_size·sign(∇)`, then
+    projects δ onto the ε-ball intersected with the valid pixel range (x + δ in [0, 1]). For
+    `band="all"` that is one clamp. For a band, projections onto the band (FFT mask) and clamps
+    alternate `band_iterations` times (`project_band_box`), ending with the clamp: δ stays within
+    budget and x + δ a valid image, with its energy in band (≥ 99% measured on Fashion-MNIST's
+    dark backgrounds, where one project-then-clip left ~70%).
 
     Args:
         pixel_values: normalised inputs [B, C, H, W] (e.g. the chosen corrupted view).
@@ -204,16 +256,11 @@ def pgd(
     mean_t, std_t = _stats(mean, pixel_values), _stats(std, pixel_values)
     x01 = (pixel_values.detach().float() * std_t + mean_t).clamp(0.0, 1.0)
     mask = band_mask(*x01.shape[-2:], band=band, cutoff=band_cutoff, device=x01.device)
+    # The box: the ε-ball and a valid image (x + δ in [0, 1]).
+    low, high = (-x01).clamp(min=-epsilon), (1.0 - x01).clamp(max=epsilon)
 
     def project(delta: torch.Tensor) -> torch.Tensor:
-        delta = project_band(delta, mask)
-        if mask is None:
-            delta = delta.clamp(-epsilon, epsilon)
-        else:
-            peak = delta.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-            delta = delta * torch.clamp(epsilon / peak, max=1.0)
-        # Keep x + δ a valid image.
-        return (x01 + delta).clamp(0.0, 1.0) - x01
+        return project_band_box(delta, mask, low, high, band_iterations)
 
     if random_start:
         # Draw on the generator's device (the input's when none is given): a CPU draw of a
@@ -247,6 +294,7 @@ def fgsm(
     band: str = "all",
     band_cutoff: float = 0.125,
     loss_scale: float = 1.0,
+    band_iterations: int = 10,
 ) -> torch.Tensor:
     """One signed-gradient step of size ε from the input (PGD with one step, no random start)."""
     return pgd(
@@ -262,6 +310,7 @@ def fgsm(
         band_cutoff=band_cutoff,
         random_start=False,
         loss_scale=loss_scale,
+        band_iterations=band_iterations,
     )
 
 

@@ -1,11 +1,17 @@
 """`AdversarialTrainingArguments` and what a fine-tuned model records in `config.robustness`.
 
-`config.robustness` (written by `AdversarialTrainer`, read by evaluation, the model card and the
-report) holds: `adversary`, `corruptions` (the recipe's spec as given), `train_corruptions` (that
-spec resolved to corruption names), `severities`, `num_views`, `clean_loss_weight`,
-`corruption_seed`, `unseen_corruptions` (the spec evaluated as unseen), `registry_version`, and
-the `pgd_*` settings when a perturbation is used. `roles.read_robustness` also reads checkpoints
-written before the rename (`train_family`, `eval_unseen_group`).
+`config.robustness` (written by `AdversarialTrainer`, read by `roles`, evaluation, the model card
+and the report) holds the training settings from `robustness_config`: `adversary`, `corruptions`
+(the recipe's spec as given), `train_corruptions` (that spec resolved to corruption names),
+`severities`, `num_views` (views per image the adversary uses: k for worst-of-k, 1 for
+`random_view` or a perturbation of a corrupted view, 0 for clean images), `clean_loss_weight`,
+`corruption_seed`, `unseen_corruptions` (the spec evaluated as unseen), `registry_version`,
+`optimization` (optimizer, learning rate, schedule, warm-up, weight decay, batch size per device
+and accumulation: what a control must share), and the `pgd_*` settings when a perturbation is
+used. The trainer adds `seed`, `max_steps` (the planned total of optimizer steps, computed for
+epoch-based runs) and the provenance: `base_model`, `dataset` (`training.run.run_provenance`).
+`roles.read_robustness` also reads checkpoints written before the rename (`train_family`,
+`eval_unseen_group`).
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ class AdversarialTrainingArguments(TrainingArguments):
     adversary: str = field(
         default="none",
         metadata={
-            "help": "none (a random corrupted view, or clean with no corruptions), worst_of_k, "
-            "pgd, fgsm, worst_of_k+pgd, worst_of_k+fgsm."
+            "help": "none (clean images: the clean control), random_view (one random corrupted "
+            "view per image, not scored: the random-view control), worst_of_k, pgd, fgsm, "
+            "worst_of_k+pgd, worst_of_k+fgsm."
         },
     )
     num_views: int = field(
@@ -71,6 +78,13 @@ class AdversarialTrainingArguments(TrainingArguments):
     )
     pgd_band_cutoff: float = field(
         default=0.125, metadata={"help": "Low/high split as a fraction of Nyquist."}
+    )
+    pgd_band_iterations: int = field(
+        default=10,
+        metadata={
+            "help": "Alternating band projections and clips per PGD step that keep a band-limited "
+            "perturbation in band and the image valid."
+        },
     )
     pgd_random_start: bool = field(default=True, metadata={"help": "PGD uniform random start."})
     clean_loss_weight: float = field(
@@ -129,6 +143,8 @@ class AdversarialTrainingArguments(TrainingArguments):
             raise ValueError(f"pgd_steps must be >= 1, got {self.pgd_steps}.")
         if self.pgd_step_size is not None and self.pgd_step_size <= 0:
             raise ValueError(f"pgd_step_size must be > 0, got {self.pgd_step_size}.")
+        if self.pgd_band_iterations < 1:
+            raise ValueError(f"pgd_band_iterations must be >= 1, got {self.pgd_band_iterations}.")
         if self.pgd_band not in BANDS:
             raise ValueError(f"pgd_band must be one of {list(BANDS)}, got {self.pgd_band!r}.")
         if not 0.0 < self.pgd_band_cutoff < 1.0:
@@ -142,6 +158,23 @@ class AdversarialTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"adversary {self.adversary!r} picks the worst corrupted view, so it needs "
                 "corruptions (e.g. [low_frequency])."
+            )
+        if plan.random_view and not names:
+            raise ValueError(
+                "adversary 'random_view' trains on one random corrupted view per image, so it "
+                "needs corruptions (e.g. [low_frequency])."
+            )
+        if self.adversary == "none" and names:
+            raise ValueError(
+                f"adversary 'none' trains on clean images, but corruptions {self.corruptions} are "
+                "given: write adversary: random_view for one random corrupted view per image "
+                "(the random-view control), or corruptions: [] for the clean control."
+            )
+        if names and self.dataloader_persistent_workers and self.dataloader_num_workers > 0:
+            raise ValueError(
+                "dataloader_persistent_workers keeps each worker's copy of the collator, so the "
+                "corrupted views would stop changing with the epoch: set it to false (workers "
+                "then restart each epoch with the new epoch's draws)."
             )
         if names:
             self.severities = [registry.check_severity(s) for s in self.severities]
@@ -157,10 +190,26 @@ class AdversarialTrainingArguments(TrainingArguments):
 
     @property
     def views_needed(self) -> int:
-        """How many corrupted views per image the collator must produce."""
+        """How many corrupted views per image the collator must produce (k for worst-of-k, 1
+        for random_view or a perturbation of a corrupted view, 0 for clean training)."""
         if not self.train_corruptions:
             return 0
         return self.num_views if parse_adversary(self.adversary).select_worst else 1
+
+    def optimization(self) -> dict[str, Any]:
+        """The optimizer and schedule settings a control must share with its fine-tune."""
+        return {
+            "optim": str(getattr(self.optim, "value", self.optim)),
+            "learning_rate": self.learning_rate,
+            "lr_scheduler_type": str(
+                getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)
+            ),
+            "warmup_steps": self.warmup_steps,
+            "weight_decay": self.weight_decay,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "max_grad_norm": self.max_grad_norm,
+        }
 
     def unseen_spec(self) -> list[str]:
         """The family/corruption names evaluated as 'unseen': `unseen_corruptions` as given, or
@@ -188,6 +237,7 @@ class AdversarialTrainingArguments(TrainingArguments):
             "corruption_seed": self.corruption_seed,
             "unseen_corruptions": self.unseen_spec() if names else [],
             "registry_version": registry.REGISTRY_VERSION,
+            "optimization": self.optimization(),
         }
         if plan.perturbation:
             out.update(
@@ -196,6 +246,7 @@ class AdversarialTrainingArguments(TrainingArguments):
                 pgd_step_size=self.pgd_step_size,
                 pgd_band=self.pgd_band,
                 pgd_band_cutoff=self.pgd_band_cutoff,
+                pgd_band_iterations=self.pgd_band_iterations,
                 pgd_random_start=self.pgd_random_start and plan.perturbation == "pgd",
             )
         return out

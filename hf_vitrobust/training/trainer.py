@@ -3,7 +3,8 @@ Trainer's hooks.
 
 `AdversarialTrainer` builds the adversarial batch in `training_step` (the attack runs in eval
 mode, through the unwrapped module under DDP and the wrapped one under FSDP/DeepSpeed), evaluates
-clean / seen / unseen corruptions with one collator each, resumes through `from_pretrained`, and
+clean / seen / unseen corruptions with one collator each, resumes through `from_pretrained`, keeps
+its statistics across resumed segments (`tally.TrainingTally`, saved in every checkpoint), and
 saves weights, processor, `config.robustness` and `adversary_stats.json`. It never writes a model
 card or pushes: `recipes/finetune.py` does that through `hf_vitrobust.hub`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,10 +22,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import DistributedType
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from accelerate.utils import DistributedType, gather_object
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hf_vitrobust.io import write_json_atomic
+from hf_vitrobust.data import (
+    BAD_IMAGES_FILE,
+    COLLATOR_EXTRA_KEYS,
+    BadImageCallback,
+    BadImageTracker,
+)
+from hf_vitrobust.io import read_json, write_json_atomic
 from hf_vitrobust.training.adversary import (
     eval_mode,
     fgsm,
@@ -33,20 +42,14 @@ from hf_vitrobust.training.adversary import (
     step_generator,
     worst_of_k,
 )
+from hf_vitrobust.training.checkpoints import TRAINER_STATE, last_complete_checkpoint
 from hf_vitrobust.training.config import AdversarialTrainingArguments
+from hf_vitrobust.training.tally import STATS_FILE, TrainingTally
 
 logger = logging.getLogger(__name__)
 
 #: Batch keys produced by `CorruptionCollator` that the model must not see.
-EXTRA_BATCH_KEYS: tuple[str, ...] = (
-    "views",
-    "view_corruptions",
-    "view_severities",
-    "view_corruption_ids",
-    "example_ids",
-    "num_skipped",
-    "skipped_example_ids",
-)
+EXTRA_BATCH_KEYS: tuple[str, ...] = COLLATOR_EXTRA_KEYS
 _CLEAN_KEY = "_clean_pixel_values"
 
 
@@ -83,6 +86,8 @@ class _CorruptionEpochCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: D401
         # On resume `state` is the checkpoint's: its epoch is "epochs done + fraction".
         self.epoch = int(math.floor(state.epoch or 0.0))
+        # The planned total of optimizer steps is known now (epoch-based runs included).
+        self.trainer.record_robustness(max_steps=state.max_steps)
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         collator = self.trainer.data_collator
@@ -99,7 +104,13 @@ class AdversarialTrainer(Trainer):
     Extra arguments:
         eval_collators: collator per evaluation dataset name (`clean`, `seen`, `unseen`); a
             collator producing `views` evaluates on `views[:, 0]`.
-        max_bad_fraction: stop when more than this fraction of images failed to decode.
+        max_bad_fraction: stop when more than this fraction of images failed to decode (for
+            collators without a `BadImageTracker`; with one, the tracker decides).
+        provenance: what `config.robustness` records beside the training settings: the base
+            model and the dataset (`training.run.run_provenance`).
+        bad_images: a `data.BadImageTracker`: every training batch is recorded in it (unique
+            example ids); `data.BadImageCallback` checks it early (`min_examples`), saves it in
+            each checkpoint and restores it on resume.
     """
 
     def __init__(
@@ -107,6 +118,8 @@ class AdversarialTrainer(Trainer):
         *args: Any,
         eval_collators: Mapping[str, Callable] | None = None,
         max_bad_fraction: float = 0.01,
+        provenance: Mapping[str, Any] | None = None,
+        bad_images: BadImageTracker | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("compute_metrics", accuracy_metrics)
@@ -132,16 +145,62 @@ class AdversarialTrainer(Trainer):
                     "--max_steps 10000); num_train_epochs cannot be used with a stream."
                 )
         self.add_callback(_CorruptionEpochCallback(self))
-        self.win_counts: Counter[str] = Counter()
-        self.win_severities: Counter[int] = Counter()
+        self.bad_images = bad_images
+        if bad_images is not None:
+            self.add_callback(BadImageCallback(bad_images))
+        self.provenance = dict(provenance or {})
+        # Totals of earlier segments (restored on resume) and this segment's counters.
+        self.prior = TrainingTally()
+        self._reset_segment()
         self._window_wins: Counter[str] = Counter()
         self._window_severities: list[int] = []
-        self.images_skipped = 0
-        self.images_used = 0
         self._step_seen = -1
         self._micro = 0
-        model = self.accelerator.unwrap_model(self.model)
-        model.config.robustness = self.args.robustness_config()
+        self._compiled_attack: torch.nn.Module | None = None
+        self._max_steps: int | None = None
+        if getattr(self.model.config, "_attn_implementation", None) == "eager":
+            logger.warning(
+                "Training with eager attention; sdpa (ModelArguments.attn_implementation, the "
+                "default) is several times faster. Eager is only needed to capture attention "
+                "weights (analysis)."
+            )
+        self.record_robustness(max_steps=self.args.max_steps if self.args.max_steps > 0 else None)
+
+    def _reset_segment(self) -> None:
+        self.win_counts: Counter[str] = Counter()
+        self.win_severities: Counter[int] = Counter()
+        self.images_skipped = 0
+        self.images_used = 0
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._segment_start = time.perf_counter()
+        self._segment_from_step = 0
+
+    # ---- what the model records -------------------------------------------------------------
+    def robustness(self, max_steps: int | None = None) -> dict[str, Any]:
+        """`config.robustness`: the training settings (`AdversarialTrainingArguments`), the seed,
+        the planned optimizer steps and the provenance (base model, dataset)."""
+        record = self.args.robustness_config()
+        record.update(seed=self.args.seed, max_steps=max_steps)
+        if self.args.data_seed is not None:
+            record["data_seed"] = self.args.data_seed
+        record.update(self.provenance)
+        return record
+
+    def record_robustness(self, max_steps: int | None = None) -> None:
+        """Write `config.robustness` into the model's config (saved with every checkpoint); a
+        base model's own record (it may be a fine-tune itself) is replaced."""
+        if max_steps is not None:
+            self._max_steps = int(max_steps)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model.config.robustness = self.robustness(self._max_steps)
+
+    def planned_max_steps(self) -> int:
+        """The optimizer steps this run trains in total: `max_steps`, or what the Trainer computes
+        from the epochs and the training set's length."""
+        if self.args.max_steps > 0:
+            return int(self.args.max_steps)
+        dataloader = self.get_train_dataloader()
+        return int(self.set_initial_training_values(self.args, dataloader)[-1])
 
     # ---- training -------------------------------------------------------------------------
     def _attack_model(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -149,7 +208,18 @@ class AdversarialTrainer(Trainer):
         # wrapper would register the attack's forward for gradient sync: use the module.
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             return model
-        return self.accelerator.unwrap_model(model)
+        # keep_torch_compile=False: unwrapping a compiled DDP model with the compile wrapper
+        # kept would re-point that wrapper at the bare module (accelerate mutates it). The
+        # attack gets its own compiled view of the same weights instead.
+        bare = self.accelerator.unwrap_model(model, keep_torch_compile=False)
+        if not self.args.torch_compile:
+            return bare
+        if self._compiled_attack is None or self._compiled_attack._orig_mod is not bare:
+            self._compiled_attack = torch.compile(
+                bare, backend=self.args.torch_compile_backend or "inductor",
+                mode=self.args.torch_compile_mode,
+            )  # fmt: skip
+        return self._compiled_attack
 
     def _attack_loss_scale(self) -> float:
         # fp16: input gradients of a small loss underflow; scale like the grad scaler does.
@@ -163,15 +233,16 @@ class AdversarialTrainer(Trainer):
             num_skipped = int(num_skipped.sum())
         self.images_skipped += int(num_skipped or 0)
         self.images_used += int(batch_size)
-        total = self.images_skipped + self.images_used
-        if getattr(self.data_collator, "bad_images", None) is not None:
-            return  # the collator's BadImageTracker enforces the limit (across workers)
+        if self.bad_images is not None:
+            return  # the BadImageTracker enforces the limit (unique ids, all segments)
+        skipped = self.prior.images_skipped + self.images_skipped
+        total = skipped + self.prior.images_used + self.images_used
         # Judge the fraction once enough images were seen that one bad file is not 1 %.
-        if self.images_skipped and total >= 100:
-            fraction = self.images_skipped / total
+        if skipped and total >= 100:
+            fraction = skipped / total
             if fraction > self.max_bad_fraction:
                 raise ValueError(
-                    f"{self.images_skipped} of {total} training images could not be decoded "
+                    f"{skipped} of {total} training images could not be decoded "
                     f"({fraction:.2%} > max_bad_fraction {self.max_bad_fraction:.2%}); fix the "
                     "dataset or raise --max_bad_fraction."
                 )
@@ -214,7 +285,8 @@ class AdversarialTrainer(Trainer):
                     f"adversary {args.adversary!r} needs `views` [B, {needed}, C, H, W] in each "
                     f"batch, got {got}: use CorruptionCollator(..., k={needed})."
                 )
-            views = views[:, :needed].to(device=clean.device, dtype=clean.dtype)
+            # Pinned by the DataLoader (dataloader_pin_memory): the copy overlaps compute.
+            views = views[:, :needed].to(device=clean.device, dtype=clean.dtype, non_blocking=True)
             if self.plan.select_worst:
                 with eval_mode(attack_model), self.compute_loss_context_manager():
                     index, _ = worst_of_k(
@@ -223,6 +295,8 @@ class AdversarialTrainer(Trainer):
                 self._record_wins(index, extras)
                 chosen = gather_views(views, index)
             else:
+                # random_view (and pgd/fgsm on a corrupted view): the first view is a random
+                # draw of the training corruptions (CorruptionViews), never scored.
                 chosen = views[:, 0]
         if self.plan.perturbation:
             kwargs = dict(
@@ -231,6 +305,7 @@ class AdversarialTrainer(Trainer):
                 epsilon=args.pgd_epsilon,
                 band=args.pgd_band,
                 band_cutoff=args.pgd_band_cutoff,
+                band_iterations=args.pgd_band_iterations,
             )
             generator = step_generator(
                 args.corruption_seed, self._micro_index(), args.process_index, device=clean.device
@@ -269,6 +344,10 @@ class AdversarialTrainer(Trainer):
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         inputs = dict(inputs)
+        if self.bad_images is not None:
+            # What this process consumed (unique ids); BadImageCallback shares the ids among
+            # processes and checks the limit once min_examples were seen.
+            self.bad_images.record_batch(inputs)
         extras = {key: inputs.pop(key) for key in EXTRA_BATCH_KEYS if key in inputs}
         self._account_skipped(extras.get("num_skipped"), len(inputs["labels"]))
         inputs = self._prepare_inputs(inputs)
@@ -276,7 +355,10 @@ class AdversarialTrainer(Trainer):
             inputs = self.adversarial_inputs(model, inputs, extras)
         # The base step puts the model back in train mode, runs the loss under autocast and
         # scales it for gradient accumulation.
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # The same sum the Trainer averages into train_loss, kept on the device (no sync).
+        self._loss_sum = self._loss_sum + loss.detach()
+        return loss
 
     def compute_loss(
         self,
@@ -335,18 +417,79 @@ class AdversarialTrainer(Trainer):
             self._window_severities.clear()
         super().log(logs, start_time)
 
-    def adversary_stats(self) -> dict[str, Any]:
-        """Totals for this process since the trainer was built: wins and skipped images."""
-        total = sum(self.win_counts.values())
-        return {
-            "winning_corruptions": dict(self.win_counts.most_common()),
-            "winning_corruption_fraction": {k: v / total for k, v in self.win_counts.most_common()}
-            if total
-            else {},
-            "winning_severities": {int(k): v for k, v in sorted(self.win_severities.items())},
-            "images_used": self.images_used,
-            "images_skipped": self.images_skipped,
+    # ---- statistics over all segments ----------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """`Trainer.train`, counting statistics on top of those of the resumed checkpoint."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"No complete checkpoint to resume from in {self.args.output_dir}."
+                )
+        folder = str(resume_from_checkpoint) if resume_from_checkpoint else None
+        self.prior = TrainingTally.read(folder)
+        self._reset_segment()
+        if folder:
+            self._segment_from_step = int(TrainerState.load_from_json(
+                str(Path(folder) / TRAINER_STATE)
+            ).global_step)  # fmt: skip
+        return super().train(resume_from_checkpoint=folder, **kwargs)
+
+    def tally(self) -> TrainingTally:
+        """The run's totals: earlier segments plus this one, summed over processes (a collective
+        call under several processes: every process must make it)."""
+        local = {
+            "wins": dict(self.win_counts),
+            "severities": {int(k): v for k, v in self.win_severities.items()},
+            "used": self.images_used,
+            "skipped": self.images_skipped,
+            "loss": float(self._loss_sum),
         }
+        parts = gather_object([local]) if self.accelerator.num_processes > 1 else [local]
+        step = int(self.state.global_step)
+        runtime = time.perf_counter() - self._segment_start
+        segment = TrainingTally(
+            winning_corruptions=sum((Counter(p["wins"]) for p in parts), Counter()),
+            winning_severities=sum((Counter(p["severities"]) for p in parts), Counter()),
+            images_used=sum(p["used"] for p in parts),
+            images_skipped=sum(p["skipped"] for p in parts),
+            # Each process's loss is the mean over its own images: average the processes.
+            loss_sum=sum(p["loss"] for p in parts) / len(parts),
+            train_runtime_s=runtime,
+            global_step=step,
+            segments=[{"from_step": self._segment_from_step, "to_step": step,
+                       "train_runtime_s": round(runtime, 4)}],
+        )  # fmt: skip
+        return self.prior.plus(segment)
+
+    def adversary_stats(self) -> dict[str, Any]:
+        """The run's totals as `adversary_stats.json` holds them (see `tally`)."""
+        return self.tally().to_dict()
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        # The tally goes in first: the Trainer writes trainer_state.json last, so a checkpoint
+        # that has it (a complete one) also has its statistics.
+        stats = self.adversary_stats()
+        if self.args.should_save:
+            folder = (
+                Path(self._get_output_dir(trial))
+                / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            write_json_atomic(stats, folder / STATS_FILE)
+        super()._save_checkpoint(model, trial)
+
+    def restore_checkpoint(self, folder: str | Path) -> None:
+        """Load a checkpoint's weights, state and statistics without training (a run whose newest
+        checkpoint already reached `max_steps`)."""
+        self._load_from_checkpoint(str(folder))
+        self.state = TrainerState.load_from_json(str(Path(folder) / TRAINER_STATE))
+        self.prior = TrainingTally.read(folder)
+        saved_bad_images = Path(folder) / BAD_IMAGES_FILE
+        if self.bad_images is not None and saved_bad_images.is_file():
+            self.bad_images.load_state_dict(read_json(saved_bad_images, "bad-image tally"))
+        self._reset_segment()
+        self._segment_from_step = self.state.global_step
+        self.record_robustness(max_steps=self.state.max_steps)
 
     # ---- evaluation -----------------------------------------------------------------------
     def get_eval_dataloader(self, eval_dataset: Any = None):
@@ -412,19 +555,20 @@ class AdversarialTrainer(Trainer):
     # ---- saving ---------------------------------------------------------------------------
     def save_robust_model(self, output_dir: str | None = None) -> dict[str, Any]:
         """Save weights (safetensors), processor and `config.robustness` on every process (the
-        Trainer writes on the main one), and `adversary_stats.json` on the main process.
+        Trainer writes on the main one), and `adversary_stats.json` (the run's `tally`, all
+        segments) on the main process. Every process must call it (the tally is gathered).
 
         No model card and no push: the recipe writes the card (`hf_vitrobust.hub`) afterwards.
-        Returns `{"output_dir", "adversary_stats"}` (the stats path, None off the main process).
+        Returns `{"output_dir", "adversary_stats", "tally"}` (the stats path, None off the main
+        process).
         """
         output_dir = str(output_dir or self.args.output_dir)
-        self.accelerator.unwrap_model(self.model).config.robustness = self.args.robustness_config()
+        self.record_robustness()
         self.save_model(output_dir)
-        status: dict[str, Any] = {"output_dir": output_dir, "adversary_stats": None}
+        tally = self.tally()
+        status: dict[str, Any] = {"output_dir": output_dir, "adversary_stats": None, "tally": tally}
         if self.is_world_process_zero():
-            path = write_json_atomic(
-                self.adversary_stats(), Path(output_dir) / "adversary_stats.json"
-            )
+            path = write_json_atomic(tally.to_dict(), Path(output_dir) / STATS_FILE)
             status["adversary_stats"] = str(path)
         return status
 

@@ -1,6 +1,6 @@
-"""Shared corrupted stream vs separate evaluations (issue 5).
+"""Shared corrupted stream vs separate evaluations (issue 5); costs of identity and statistics.
 
-    python bench/evaluation.py [--quick]
+    python bench/evaluation.py [--quick] [--full-scale-costs]
 
 Three tiny ViTs at 32 px (Fashion-MNIST test images resized from 28 px) on a grid of
 corruptions × severities: once on one shared stream (each batch decoded and corrupted once,
@@ -12,6 +12,11 @@ Two model sizes: the test-size ViT (hidden 32, 2 layers), where decoding and cor
 most of the cost (the case the shared stream is for, and what a GPU makes of any small model),
 and the study's 0.7 M ViT (hidden 96, 6 layers), whose CPU forward costs about as much as
 a corruption, so sharing saves less there.
+
+`--full-scale-costs` adds what the paper-scale evaluation (recipes/vit-base-imagenet/
+evaluate.yaml) spends outside the forward passes: the fingerprint of one ViT-B/16 (hashing its
+344 MB state dict, once per model and run) and one paired comparison on 50,000 images (McNemar
+and paired bootstrap, 2000 resamples), times the number of comparison records of that recipe.
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--full-scale-costs", action="store_true", help="ViT-B/16 and 50k images")
     args = parser.parse_args()
+    if args.full_scale_costs:
+        _full_scale_costs()
     if find_fashion_mnist_dir() is None:
         sys.exit("Fashion-MNIST files not found (make install); nothing to benchmark.")
     torch.set_num_threads(1)  # tiny models: one thread, and no contention noise between runs
@@ -71,13 +79,15 @@ def main() -> None:
 
 def _compare(models, dataset, cells, n_images: int, repeats: int, label: str, device: str) -> float:
     def shared() -> dict:
-        return run_grid(models, dataset, cells, batch_size=250, device=device, progress=False)[0]
+        return run_grid(
+            models, dataset, cells, batch_size=250, device=device, progress=False
+        ).records
 
     def separate() -> dict:
         out = {}
         for m in models:
             out.update(
-                run_grid([m], dataset, cells, batch_size=250, device=device, progress=False)[0]
+                run_grid([m], dataset, cells, batch_size=250, device=device, progress=False).records
             )
         return out
 
@@ -105,6 +115,42 @@ def _compare(models, dataset, cells, n_images: int, repeats: int, label: str, de
     verdict = "OK" if ratio >= 1.5 else "below target"
     print(f"time ratio separate/shared: {ratio:.2f}x (target >= 1.5x: {verdict})")
     return ratio
+
+
+def _full_scale_costs() -> None:
+    import numpy as np
+
+    from hf_vitrobust import stats
+    from hf_vitrobust.evaluation import model_fingerprint
+    from hf_vitrobust.models import tiny_image_processor
+
+    model, _ = tiny_vit(
+        seed=0, image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=12,
+        num_attention_heads=12, intermediate_size=3072, num_labels=1000,
+    )  # fmt: skip
+    start = time.perf_counter()
+    model_fingerprint(model, tiny_image_processor(224))
+    t_fp = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    n = 50_000
+    a, b = rng.random(n) < 0.75, rng.random(n) < 0.78
+    timings = {}
+    for name, fn, args in (
+        ("mcnemar (one cell)", stats.mcnemar_test, (a, b)),
+        ("paired bootstrap (pooled)", stats.paired_bootstrap, (a * 0.9, b * 0.9)),
+    ):
+        start = time.perf_counter()
+        fn(*args, n_resamples=2000)
+        timings[name] = time.perf_counter() - start
+    # The recipe: 2 adversarial models x (base + 2 controls) + 3 controls x base = 9 pairs;
+    # scopes clean, seen, unseen and 6 groups; 2 metrics.
+    records = 9 * 9 * 2
+    print("== full-scale costs (1 CPU thread; machine shared, figures noisy)")
+    print(f"fingerprint of a ViT-B/16 (344 MB state dict): {t_fp:.2f} s per model and run")
+    for name, t in timings.items():
+        print(f"{name} on {n} images, 2000 resamples: {t:.2f} s")
+    worst = max(timings.values())
+    print(f"{records} comparison records: <= {records * worst / 60:.1f} min of statistics")
 
 
 if __name__ == "__main__":

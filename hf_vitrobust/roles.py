@@ -30,8 +30,17 @@ ADVERSARIAL = "adversarial"
 ROLES = (BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL, ADVERSARIAL)
 CONTROL_ROLES = (CLEAN_CONTROL, RANDOM_VIEW_CONTROL)
 
-# The facts that must agree for a control to be the control of an adversarial fine-tune.
-_MATCH_KEYS = ("base_model", "seed", "max_steps")
+# The facts that must agree for a control to be the control of an adversarial fine-tune
+# (dotted keys look inside a nested record). A fact one side does not record matches anything.
+_MATCH_KEYS = (
+    "base_model",
+    "base_model_sha256",
+    "seed",
+    "max_steps",
+    "optimization",
+    "dataset.name",
+    "dataset.split",
+)
 
 
 #: Keys older checkpoints wrote into ``config.robustness``, renamed since.
@@ -83,8 +92,15 @@ class Controls:
         return self.clean
 
 
+def _fact(record: Mapping[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        record = record.get(part) if isinstance(record, Mapping) else None
+    return record
+
+
 def _agree(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return all(a.get(k) is None or b.get(k) is None or a.get(k) == b.get(k) for k in _MATCH_KEYS)
+    pairs = ((_fact(a, k), _fact(b, k)) for k in _MATCH_KEYS)
+    return all(x is None or y is None or x == y for x, y in pairs)
 
 
 def match_controls(

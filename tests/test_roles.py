@@ -60,6 +60,18 @@ def test_controls_match_on_corruptions_base_seed_and_steps():
     assert (controls["other_seed"].clean, controls["other_seed"].random_view) == (None, None)
 
 
+def test_controls_must_share_optimizer_and_data():
+    opt = {"learning_rate": 5e-4, "optimizer": "adamw_torch"}
+    data = {"name": "fashion_mnist", "split": "train"}
+    models = {
+        "other_lr": _rob("none", optimization={**opt, "learning_rate": 1e-3}, dataset=data),
+        "other_data": _rob("none", optimization=opt, dataset={**data, "name": "local:photos"}),
+        "clean": _rob("none", optimization=opt, dataset=data),
+        "low": _rob("worst_of_k", LOW, num_views=4, optimization=opt, dataset=data),
+    }
+    assert match_controls(models)["low"].clean == "clean"
+
+
 def test_model_keys_are_unique_and_readable():
     assert model_keys(["out/low_frequency", "out/high_frequency/"]) == [
         "low_frequency",

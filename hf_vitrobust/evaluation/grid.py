@@ -9,33 +9,41 @@ model before any image is decoded.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from tqdm.auto import tqdm
 
-from hf_vitrobust.configs import ModelArguments
 from hf_vitrobust.constants import CLEAN, SEVERITIES
-from hf_vitrobust.corruptions import check_severity, corrupt_examples, resolve_corruptions
-from hf_vitrobust.data import (
-    BadImageError,
-    BadImageTracker,
-    ProcessorSpec,
-    check_labels,
-    decode_image,
-    label_names,
+from hf_vitrobust.corruptions import (
+    REGISTRY_VERSION,
+    check_severity,
+    corrupt_examples,
+    resolve_corruptions,
+)
+from hf_vitrobust.data import BadImageTracker, ProcessorSpec, label_names
+from hf_vitrobust.data.bad_images import MAX_DETAILS
+from hf_vitrobust.distributed import gather_records, process_state, shard_for_process
+from hf_vitrobust.evaluation.decoded import DecodedImages
+from hf_vitrobust.evaluation.identity import (
+    cell_fingerprint,
+    data_fingerprint,
+    example_ids_digest,
+    model_fingerprint,
 )
 from hf_vitrobust.evaluation.metrics import per_image_outputs
+from hf_vitrobust.evaluation.models import (
+    EvalModel,
+    assign_keys,
+    label_permutation,
+    resolve_device,
+)
 from hf_vitrobust.evaluation.store import CellRecord, CellStore
-from hf_vitrobust.models import load_model_and_processor
 
 logger = logging.getLogger(__name__)
 
@@ -86,196 +94,6 @@ def build_grid(
 
 
 # --------------------------------------------------------------------------------------------
-# Models and their labels
-# --------------------------------------------------------------------------------------------
-
-
-def _model_key(name: str) -> str:
-    """A file-safe, unique key of a model name: its folder name (or Hub id) + a short hash."""
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name.rstrip("/")).name or name).strip("-.")
-    return f"{base[:40] or 'model'}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
-
-
-@dataclass
-class EvalModel:
-    """A model under evaluation: its name (Hub id or path), the model, and its processor.
-
-    `key` names its cells and its rows in results.json; `label` is its display name (default:
-    the folder name or Hub id).
-    """
-
-    name: str
-    model: Any
-    processor: Any
-    key: str = ""
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.key:
-            self.key = _model_key(self.name)
-        if not self.label:
-            self.label = Path(self.name.rstrip("/")).name or self.name
-
-    @property
-    def robustness(self) -> dict[str, Any] | None:
-        value = getattr(self.model.config, "robustness", None)
-        return dict(value) if isinstance(value, dict) else None
-
-    def seen_corruptions(self) -> tuple[str, ...]:
-        """Corruptions this model was fine-tuned on (`config.robustness`), () for a base model."""
-        rob = self.robustness
-        if not rob:
-            return ()
-        if rob.get("train_corruptions"):
-            return tuple(rob["train_corruptions"])
-        if rob.get("train_family"):  # checkpoints that recorded only the family name
-            return tuple(resolve_corruptions(rob["train_family"]))
-        return ()
-
-
-def load_eval_models(
-    base_model: str,
-    finetuned_models: Sequence[str] = (),
-    finetuned_names: Sequence[str] = (),
-    *,
-    attn_implementation: str = "sdpa",
-    device: str | None = None,
-) -> list[EvalModel]:
-    """Load the base model, then each fine-tuned one, as saved (own head and id2label).
-
-    Returns them base first (the order `evaluate_robustness` expects). `finetuned_names`, when
-    given, are the display labels of the fine-tuned models.
-    """
-    names = [base_model, *finetuned_models]
-    if not base_model:
-        raise ValueError("No base model given: set base_model (and finetuned_models).")
-    if len(set(names)) != len(names):
-        raise ValueError(f"Models are listed more than once: {names}.")
-    if finetuned_names and len(finetuned_names) != len(finetuned_models):
-        raise ValueError(
-            f"finetuned_names has {len(finetuned_names)} names for "
-            f"{len(finetuned_models)} finetuned_models."
-        )
-    labels = ["", *finetuned_names] if finetuned_names else [""] * len(names)
-    out = []
-    for name, label in zip(names, labels):
-        model, processor = load_model_and_processor(
-            ModelArguments(model_name_or_path=name, attn_implementation=attn_implementation)
-        )
-        model = model.eval().to(resolve_device(device))
-        out.append(EvalModel(name=name, model=model, processor=processor, label=label))
-    return out
-
-
-def _model_label_names(config: Any) -> list[str]:
-    id2label = getattr(config, "id2label", None) or {}
-    return [str(id2label.get(i, id2label.get(str(i), i))) for i in range(int(config.num_labels))]
-
-
-def label_permutation(dataset_labels: Sequence[str], config: Any) -> np.ndarray | None:
-    """Column order that maps a model's logits onto the dataset's labels; None when identical.
-
-    The class count must match, and real class names must match the dataset's: in the same
-    order (None), or in another order (a permutation by name, logged). Anything else raises
-    a ValueError before any work is done.
-    """
-    names = list(dataset_labels)
-    try:
-        check_labels(names, config)
-        return None
-    except ValueError:
-        model_names = _model_label_names(config)
-        if len(model_names) != len(names) or sorted(model_names) != sorted(names):
-            raise
-        if len(set(model_names)) != len(model_names):
-            raise
-    perm = np.array([model_names.index(n) for n in names], dtype=np.int64)
-    logger.warning(
-        "The model's id2label lists the dataset's classes in another order; logits are mapped "
-        "by class name (model index %s for dataset labels 0..%d).",
-        perm.tolist()[:10],
-        len(names) - 1,
-    )
-    return perm
-
-
-def resolve_device(device: str | None) -> str:
-    """`device`, or the GPU when there is one for None / "auto"."""
-    if device and device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-# --------------------------------------------------------------------------------------------
-# Clean images, decoded once
-# --------------------------------------------------------------------------------------------
-
-
-class _CleanImages:
-    """Decoded, resized uint8 images with their ids and labels, batch by batch.
-
-    Decoding happens once: kept in memory when the images fit in `cache_bytes`, else re-read
-    from the dataset for every cell (same order, same images).
-    """
-
-    def __init__(
-        self,
-        dataset: Any,
-        spec: Any,
-        batch_size: int,
-        bad_images: Any,
-        cache_bytes: int,
-    ) -> None:
-        self.dataset = dataset
-        self.spec = spec
-        self.batch_size = int(batch_size)
-        self.bad_images = bad_images
-        self.cache_bytes = int(cache_bytes)
-        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
-        self._cache_failed = False
-        self.num_batches: int | None = None
-        try:
-            self.num_batches = math.ceil(len(dataset) / self.batch_size)
-        except TypeError:
-            pass
-
-    def _decode(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for batch in self.dataset.iter(batch_size=self.batch_size):
-            images, ids, labels, bad = [], [], [], []
-            for value, eid, label in zip(batch["image"], batch["example_id"], batch["label"]):
-                try:
-                    images.append(self.spec.resize_uint8(decode_image(value)))
-                except BadImageError as error:
-                    logger.warning("Skipping example %s: %s", eid, error)
-                    bad.append(int(eid))
-                    continue
-                ids.append(int(eid))
-                labels.append(int(label))
-            self.bad_images.record(num_ok=len(images), bad_ids=bad)
-            self.bad_images.check()
-            if images:
-                yield np.stack(images), np.asarray(ids, np.int64), np.asarray(labels, np.int64)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        if self._cache is not None:
-            yield from self._cache
-            return
-        keep: list | None = [] if not self._cache_failed else None
-        size = 0
-        for item in self._decode():
-            if keep is not None:
-                size += item[0].nbytes
-                if size > self.cache_bytes:
-                    keep, self._cache_failed = None, True
-                else:
-                    keep.append(item)
-            yield item
-        if keep is not None:
-            self._cache = keep
-            self.num_batches = len(keep)
-
-
-# --------------------------------------------------------------------------------------------
 # The grid run
 # --------------------------------------------------------------------------------------------
 
@@ -292,16 +110,14 @@ class _Runner:
     perms: list[np.ndarray | None]
     specs: list[ProcessorSpec]
     dtypes: list[torch.dtype]
+    fingerprints: list[str]
     device: str
 
     @classmethod
     def prepare(cls, models: Sequence[EvalModel], dataset: Any, device: str | None) -> _Runner:
-        """Check keys, labels and input geometry of every model; move them to the device."""
-        if not models:
-            raise ValueError("No models to evaluate.")
-        keys = [m.key for m in models]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"Model keys must be unique; got {keys}.")
+        """Check keys, labels and input geometry of every model; fingerprint them; move them
+        to the device."""
+        assign_keys(models)
         names = label_names(dataset)
         perms = [label_permutation(names, m.model.config) for m in models]
         specs = [ProcessorSpec.from_processor(m.processor) for m in models]
@@ -311,6 +127,7 @@ class _Runner:
                 "The models resize images differently, so they cannot see identical corrupted "
                 f"images ({sizes}). Evaluate models with the same input size and resizing together."
             )
+        fingerprints = [model_fingerprint(m.model, m.processor) for m in models]
         dev = resolve_device(device)
         for m in models:
             m.model.eval().to(dev)
@@ -318,18 +135,18 @@ class _Runner:
                 # Evaluation only needs logits: sdpa is the fast path.
                 m.model.set_attn_implementation("sdpa")
         dtypes = [next(m.model.parameters()).dtype for m in models]
-        return cls(models, perms, specs, dtypes, dev)
+        return cls(models, perms, specs, dtypes, fingerprints, dev)
 
     def run_cell(
-        self, clean: _CleanImages, cell: Cell, pending: Sequence[int], seed: int
+        self, images: DecodedImages, cell: Cell, pending: Sequence[int], seed: int
     ) -> dict[int, CellRecord]:
         """Every image of `cell`, corrupted once and fed to the models `pending` (indices)."""
         parts: dict[int, list[dict[str, np.ndarray]]] = {i: [] for i in pending}
-        for images, ids, labels in clean:
+        for batch, ids, labels in images:
             if cell.corruption != CLEAN:
-                images = corrupt_examples(images, ids, cell.corruption, cell.severity, seed)
+                batch = corrupt_examples(batch, ids, cell.corruption, cell.severity, seed)
             # One transfer per batch; each model then normalises the same pixels its own way.
-            x01 = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            x01 = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
             for i in pending:
                 with torch.inference_mode():
                     pixels = self.specs[i].normalize(x01).to(self.dtypes[i])
@@ -339,21 +156,85 @@ class _Runner:
                     out = per_image_outputs(logits, labels)
                 out.update(example_ids=ids, labels=labels)
                 parts[i].append(out)
-        if not all(parts.values()):
-            raise ValueError("The dataset yielded no decodable images.")
         return {i: CellRecord.concat(parts[i]) for i in pending}
 
 
 def _check_pairing(records: dict[str, dict[str, CellRecord]], keys: Sequence[str]) -> None:
     """All models must be scored on the same images in the same order."""
     ref = next(iter(records[keys[0]].values()))
+    if ref.example_ids.size == 0:
+        raise ValueError("The dataset yielded no decodable images.")
     for k in keys:
         for cell_key, rec in records[k].items():
             if not np.array_equal(rec.example_ids, ref.example_ids):
                 raise RuntimeError(
-                    f"Cell {cell_key} of {k} holds other images than the rest; the stored cells "
-                    "come from a different dataset. Rerun with --resume false."
+                    f"Cell {cell_key} of {k} holds other images than the rest although their "
+                    "fingerprints match; rerun with --resume false."
                 )
+
+
+@dataclass
+class GridResult:
+    """What `run_grid` returns on the main process."""
+
+    records: dict[str, dict[str, CellRecord]]  # [model key][cell key]
+    bad_images: dict[str, Any]  # BadImageTracker.summary() of the evaluated images
+    fingerprints: dict[str, str]  # model key -> model_fingerprint
+    data_fingerprint: str
+    computed: list[tuple[str, str]] = field(default_factory=list)  # (model, cell) run now
+
+
+def _stored_cells(
+    store: CellStore | None, keys: Sequence[str], cells: Sequence[Cell], cell_fp: dict
+) -> tuple[dict[str, dict[str, CellRecord]], list[tuple[Cell, list[int]]]]:
+    """(records of the reusable stored cells, [(cell, indices of the models still missing it)])."""
+    records: dict[str, dict[str, CellRecord]] = {k: {} for k in keys}
+    todo: list[tuple[Cell, list[int]]] = []
+    for cell in cells:
+        pending = []
+        for i, k in enumerate(keys):
+            rec = store.get(k, cell.key, cell_fp[(k, cell.key)]) if store is not None else None
+            if rec is not None:
+                records[k][cell.key] = rec
+            else:
+                pending.append(i)
+        if pending:
+            todo.append((cell, pending))
+    if len(todo) < len(cells):
+        logger.info("Resuming: %d of %d cells already done.", len(cells) - len(todo), len(cells))
+    return records, todo
+
+
+def _count_bad_images(
+    images: DecodedImages,
+    store: CellStore | None,
+    data_fp: str,
+    state: PartialState,
+) -> dict[str, Any]:
+    """The bad images of the whole evaluation, the same on every process; stops every process
+    at once above the limit (after the cells are stored).
+
+    From this run's pass over the images when there was one (joined over processes), else from
+    the state stored with the cells, else from a decoding pass without models."""
+    tracker = images.tracker
+    stored = store.get_bad_images(data_fp) if store is not None else None
+    if not images.counted and stored is not None:
+        tracker.load_state_dict(stored)
+    else:
+        images.count_only()
+        if state.num_processes > 1:
+            logger.info(
+                "Process %d of %d: %d images in its shard.",
+                state.process_index + 1,
+                state.num_processes,
+                images.images_in_shard,
+            )
+        tracker.sync(state)
+        if store is not None:
+            store.put_bad_images(data_fp, tracker.state_dict())
+    summary = tracker.finish() if state.is_main_process else tracker.summary()
+    tracker.check(final=True)
+    return summary
 
 
 def run_grid(
@@ -365,54 +246,68 @@ def run_grid(
     seed: int = 0,
     device: str | None = None,
     store: CellStore | None = None,
+    data_fp: str | None = None,
     max_bad_fraction: float = 0.01,
     cache_bytes: int = 2 * 1024**3,
     progress: bool = True,
-) -> tuple[dict[str, dict[str, CellRecord]], dict[str, Any]]:
-    """Evaluate every model on every cell; returns (records[model key][cell key], bad-image counts).
+) -> GridResult | None:
+    """Evaluate every model on every cell; returns a `GridResult` on the main process, None on
+    the others.
 
-    Labels and input geometry are checked for every model before any image is decoded. Each
-    batch is corrupted once and fed to all models still missing that cell; finished cells are
-    read from `store` instead.
+    Labels and input geometry are checked for every model before any image is decoded. Under
+    `accelerate launch` each process scores its shard of the images (`shard_for_process`) and
+    the main process gathers the per-image records, sorted by example id, so the records equal
+    a single process's. Each batch is corrupted once and fed to all models still missing that
+    cell; cells stored with the same fingerprint (`data_fp`: the images, see `identity`) are
+    read from `store` instead, and only the main process writes. Undecodable images are
+    counted once each; above `max_bad_fraction` every process stops (`TooManyBadImagesError`).
     """
+    state = process_state()
     runner = _Runner.prepare(models, dataset, device)
     keys = [m.key for m in models]
-    bad_images = BadImageTracker(max_bad_fraction=max_bad_fraction)
-    clean = _CleanImages(dataset, runner.specs[0], batch_size, bad_images, cache_bytes)
-    records: dict[str, dict[str, CellRecord]] = {k: {} for k in keys}
-    todo: list[tuple[Cell, list[int]]] = []
-    for cell in cells:
-        pending = []
-        for i, k in enumerate(keys):
-            rec = store.get(k, cell.key) if store is not None else None
-            if rec is not None:
-                records[k][cell.key] = rec
-            else:
-                pending.append(i)
-        if pending:
-            todo.append((cell, pending))
-    if len(todo) < len(cells):
-        logger.info("Resuming: %d of %d cells already done.", len(cells) - len(todo), len(cells))
-    bar = tqdm(total=len(todo), desc="evaluation grid", unit="cell", disable=not progress)
-    for cell, pending in todo:
-        bar.set_postfix_str(cell.key)
-        for i, rec in runner.run_cell(clean, cell, pending, seed).items():
-            records[keys[i]][cell.key] = rec
-            if store is not None:
-                store.put(keys[i], cell.key, rec)
-        bar.update(1)
-    bar.close()
+    names = label_names(dataset)
+    if data_fp is None:
+        data_fp = data_fingerprint({}, names, example_ids_digest(dataset))
+    images = DecodedImages(
+        shard_for_process(dataset, state),
+        runner.specs[0],
+        batch_size,
+        BadImageTracker(max_bad_fraction=max_bad_fraction, max_listed=MAX_DETAILS),
+        cache_bytes,
+        num_labels=len(names),
+        check_each_batch=state.num_processes == 1,
+    )
+    cell_fp = {
+        (k, c.key): cell_fingerprint(fp, data_fp, c.key, seed, REGISTRY_VERSION)
+        for k, fp in zip(keys, runner.fingerprints)
+        for c in cells
+    }
+    records, todo = _stored_cells(store, keys, cells, cell_fp)
+    show = progress and state.is_main_process
+    computed = []
+    for cell, pending in tqdm(todo, desc="evaluation grid", unit="cell", disable=not show):
+        for i, rec in runner.run_cell(images, cell, pending, seed).items():
+            merged = gather_records(rec.as_dict(), state)
+            if merged is not None:
+                rec = CellRecord(**merged)
+                records[keys[i]][cell.key] = rec
+                computed.append((keys[i], cell.key))
+                if store is not None:
+                    store.put(keys[i], cell.key, rec, cell_fp[(keys[i], cell.key)])
+        if state.num_processes > 1:  # the limit on the joined counts, on every process at once
+            images.tracker.sync(state)
+            images.tracker.check()
+    bad_images = _count_bad_images(images, store, data_fp, state)
+    if not state.is_main_process:
+        return None
     _check_pairing(records, keys)
-    bad = bad_images.finish() if bad_images.seen else {"seen": 0, "bad": 0}
-    return records, bad
+    return GridResult(
+        records=records,
+        bad_images=bad_images,
+        fingerprints=dict(zip(keys, runner.fingerprints)),
+        data_fingerprint=data_fp,
+        computed=computed,
+    )
 
 
-__all__ = [
-    "Cell",
-    "EvalModel",
-    "build_grid",
-    "label_permutation",
-    "load_eval_models",
-    "resolve_device",
-    "run_grid",
-]
+__all__ = ["Cell", "GridResult", "build_grid", "run_grid"]

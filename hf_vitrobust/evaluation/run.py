@@ -2,6 +2,8 @@
 
 ``evaluate_robustness`` works on loaded models and a dataset; ``run_evaluation`` is what
 ``recipes/evaluate.py`` calls with its parsed ``DataArguments`` and ``EvaluationArguments``.
+Under ``accelerate launch`` every process scores its shard of the images; the main process
+gathers the per-image records, runs the statistics once and writes the files.
 """
 
 from __future__ import annotations
@@ -12,21 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_vitrobust import stats
 from hf_vitrobust.configs import ComparisonArguments, DataArguments
 from hf_vitrobust.constants import RESULTS_FILE
-from hf_vitrobust.corruptions import REGISTRY_VERSION
-from hf_vitrobust.data import label_names, load_dataset_split
-from hf_vitrobust.evaluation.grid import (
-    EvalModel,
-    build_grid,
-    label_permutation,
-    load_eval_models,
-    run_grid,
-)
+from hf_vitrobust.data import label_names, load_dataset_split, selection_record
+from hf_vitrobust.distributed import process_state
+from hf_vitrobust.evaluation.grid import build_grid, run_grid
+from hf_vitrobust.evaluation.identity import data_fingerprint, example_ids_digest
+from hf_vitrobust.evaluation.models import EvalModel, label_permutation, load_eval_models
 from hf_vitrobust.evaluation.store import CellStore
 from hf_vitrobust.evaluation.summary import summarize
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.plots.evaluation import plot_all
+
+REFERENCES = ("auto", "alexnet", "base")
 
 
 @dataclass
@@ -44,12 +45,41 @@ class EvaluationSettings(ComparisonArguments):
         },
     )
     resume: bool = field(
-        default=True, metadata={"help": "Reuse finished cells in output_dir/cells."}
+        default=True,
+        metadata={
+            "help": "Reuse finished cells in output_dir/cells (only those computed from the "
+            "same weights, processor, images and seed)."
+        },
+    )
+    decode_cache_mb: int = field(
+        default=2048,
+        metadata={
+            "help": "Keep the decoded images in memory up to this size (MiB, per process); "
+            "above it every cell decodes them again."
+        },
     )
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}.")
+        """Check every setting before any model or image is loaded; errors name the key."""
+        try:
+            build_grid(self.corruptions, self.severities, self.include_clean)
+        except ValueError as error:
+            key = "severities" if "severity" in str(error) else "corruptions"
+            raise ValueError(
+                f"`{key}: {getattr(self, key)}` in the recipe (--{key}): {error}"
+            ) from None
+        checks = (
+            ("batch_size", self.batch_size >= 1, "an int >= 1"),
+            ("n_resamples", self.n_resamples >= stats.MIN_RESAMPLES, f">= {stats.MIN_RESAMPLES}"),
+            ("confidence", 0.0 < self.confidence < 1.0, "in (0, 1)"),
+            ("reference", self.reference in REFERENCES, f"one of {', '.join(REFERENCES)}"),
+            ("decode_cache_mb", self.decode_cache_mb >= 0, ">= 0"),
+        )
+        for key, ok, allowed in checks:
+            if not ok:
+                raise ValueError(
+                    f"`{key}: {getattr(self, key)!r}` in the recipe (--{key}) must be {allowed}."
+                )
 
 
 @dataclass
@@ -78,11 +108,13 @@ def evaluate_robustness(
     settings: EvaluationSettings | None = None,
     dataset_info: dict[str, Any] | None = None,
     max_bad_fraction: float = 0.01,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Run the grid (resuming from `output_dir/cells`), summarise, write `results.json`.
 
-    `models[0]` is the base model (`load_eval_models` returns it first). Undecodable images are
-    skipped and counted; above `max_bad_fraction` the run stops.
+    `models[0]` is the base model (`load_eval_models` returns it first); models without a key
+    get one from `roles.model_keys`. Undecodable images are skipped and counted once each;
+    above `max_bad_fraction` the run stops (finished cells are kept). Returns the results on
+    the main process and None on the others (under `accelerate launch`).
     """
     st = settings or EvaluationSettings()
     names = label_names(dataset)
@@ -90,28 +122,28 @@ def evaluate_robustness(
         label_permutation(names, m.model.config)
     cells = build_grid(st.corruptions, st.severities, st.include_clean)
     info = dict(dataset_info or {})
+    info.setdefault("label_names", names)
+    info["fingerprint"] = data_fingerprint(info, names, example_ids_digest(dataset))
     output_dir = Path(output_dir)
-    fingerprint = {
-        "dataset": {k: info.get(k) for k in ("name", "config", "split", "max_examples")},
-        "label_names": names,
-        "corruption_seed": st.seed,
-        "registry_version": REGISTRY_VERSION,
-    }
-    store = CellStore(output_dir / "cells", fingerprint, resume=st.resume)
-    records, bad = run_grid(
+    grid = run_grid(
         models,
         dataset,
         cells,
         batch_size=st.batch_size,
         seed=st.seed,
         device=st.device,
-        store=store,
+        store=CellStore(
+            output_dir / "cells", resume=st.resume, writable=process_state().is_main_process
+        ),
+        data_fp=info["fingerprint"],
         max_bad_fraction=max_bad_fraction,
+        cache_bytes=st.decode_cache_mb * 1024**2,
         progress=st.progress,
     )
-    info.setdefault("label_names", names)
+    if grid is None:  # another process than the main one: the main one writes everything
+        return None
     results = summarize(
-        records,
+        grid.records,
         models,
         cells,
         num_classes=len(names),
@@ -121,33 +153,35 @@ def evaluate_robustness(
         confidence=st.confidence,
         seed=st.seed,
         progress=st.progress,
+        fingerprints=grid.fingerprints,
     )
     results["settings"]["corruption_seed"] = st.seed
     results["settings"]["batch_size"] = st.batch_size
-    results["bad_images"] = bad
+    results["bad_images"] = grid.bad_images
     write_json_atomic(results, output_dir / RESULTS_FILE)
     return results
 
 
-def run_evaluation(data_args: DataArguments, eval_args: EvaluationArguments) -> dict[str, Any]:
-    """Load the models and the held-out split, evaluate, write results.json and the figures."""
+def run_evaluation(
+    data_args: DataArguments, eval_args: EvaluationArguments
+) -> dict[str, Any] | None:
+    """Load the models and the held-out split, evaluate, write results.json and the figures
+    (on the main process; returns None on the others)."""
     dataset = load_dataset_split(data_args, "eval")
     models = load_eval_models(
-        eval_args.base_model,
-        eval_args.finetuned_models,
-        eval_args.finetuned_names,
-        device=eval_args.device,
+        eval_args.base_model, eval_args.finetuned_models, eval_args.finetuned_names
     )
     info = {
         "name": data_args.dataset_name,
         "config": data_args.dataset_config_name,
         "split": data_args.eval_split,
         "max_examples": data_args.max_eval_examples,
+        "selection": selection_record(dataset, data_args, "eval"),
     }
     results = evaluate_robustness(
         models, dataset, eval_args.output_dir, eval_args, info, data_args.max_bad_fraction
     )
-    if eval_args.plots:
+    if results is not None and eval_args.plots:
         figures = plot_all(results, eval_args.output_dir)
         results["figures"] = [p.name for p in figures]
         write_json_atomic(results, Path(eval_args.output_dir) / RESULTS_FILE)

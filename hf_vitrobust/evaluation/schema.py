@@ -4,18 +4,26 @@ The report, the model-index builder and the plots read results through ``read_re
 of another schema or version, or one that lacks a field they read, raises ``SchemaMismatch``
 naming the file and the fix.
 
-Schema ``hf_vitrobust.evaluation``, version 2 (version 1 wrote ``"schema":
-"hf_vitrobust.evaluation/1"`` and no ``schema_version``). Fields, in the order written:
+Schema ``hf_vitrobust.evaluation``, version 3 (version 2 had no ``comparisons``, no
+``controls`` and only the roles ``base``/``fine_tuned``; version 1 wrote ``"schema":
+"hf_vitrobust.evaluation/1"``). Fields, in the order written:
 
 - ``schema``, ``schema_version``: ``header()``.
 - ``definitions``: metric name -> its definition (text); ``corruption_note``: how the corrupted
   images were made.
-- ``dataset``: ``name``, ``config``, ``split``, ``max_examples``, ``label_names``,
-  ``n_images``, ``num_classes``.
-- ``models``: one row per model, the base model first: ``key`` (names the model in every other
-  section), ``name`` (Hub id or path), ``label`` (display name), ``role`` (``"base"`` or
-  ``"fine_tuned"``), ``seen_corruptions`` (training corruptions that are in the grid),
-  ``train_corruptions``, ``robustness`` (the checkpoint's ``config.robustness`` or null).
+- ``dataset``: ``name``, ``config``, ``split``, ``max_examples``, ``selection`` (how the
+  images were chosen), ``label_names``, ``fingerprint`` (of the selection, see
+  ``identity``), ``n_images``, ``num_classes``, ``class_counts`` (label name -> evaluated
+  images).
+- ``models``: one row per model, the base model first: ``key`` (``roles.model_keys``; names the
+  model in every other section), ``name`` (Hub id or path), ``label`` (display name), ``role``
+  (``"base"`` for the first; else ``roles.role_of(config.robustness)``: ``"adversarial"``,
+  ``"clean_control"``, ``"random_view_control"``, or ``"fine_tuned"`` for a checkpoint
+  without ``config.robustness``), ``controls`` (adversarial models: ``{"clean": key | null,
+  "random_view": key | null}`` from ``roles.match_controls``; null otherwise),
+  ``seen_corruptions`` (training corruptions that are in the grid), ``train_corruptions``,
+  ``robustness`` (the checkpoint's ``config.robustness`` or null), ``fingerprint`` (of its
+  weights, config and processor).
 - ``grid``: ``cells`` (cell keys: ``"clean"``, ``"<corruption>@<severity>"``),
   ``corruptions``, ``severities``, ``clean``, ``groups`` (corruption -> group),
   ``registry_version``.
@@ -26,15 +34,26 @@ Schema ``hf_vitrobust.evaluation``, version 2 (version 1 wrote ``"schema":
   of cells, with ``model``, the set's fields (``corruption`` + ``severity`` for a cell,
   ``corruption`` + ``group`` per corruption, ``group`` per group), ``n_cells``, ``metrics``
   and, for fine-tuned models, ``vs_base``; rows of single cells and corruptions carry ``seen``.
-- ``per_family``: per fine-tuned model with ``config.robustness``, a ``"seen"`` and an
-  ``"unseen"`` row (``family``) with ``corruptions``, ``n_cells``, ``metrics``,
-  ``base_metrics`` (the base model on the same cells) and ``vs_base``.
+- ``per_family``: per fine-tuned model with ``config.robustness`` (controls included), a
+  ``"seen"`` and an ``"unseen"`` row (``family``) with ``role``, ``corruptions``, ``n_cells``,
+  ``metrics``, ``base_metrics`` (the base model on the same cells) and ``vs_base``.
 - ``corruption_error``: ``reference`` (``"alexnet"`` or ``"base"``), ``corruptions``,
   ``models`` (model key -> ``ce``, ``mce``, ``relative_ce``, ``relative_mce``).
 - ``transfer_matrix``: ``metric``, ``definition``, ``rows`` (fine-tuned model keys),
   ``columns`` (``"clean"`` and groups), ``cells`` (rows x columns: ``estimate``, ``ci_low``,
   ``ci_high``, ``p_value``, ``test``, ``n``, ``seen``, ``seen_fraction``).
-- ``bad_images``: undecodable images skipped; ``figures``: PNG names written beside the file.
+- ``comparisons``: one flat record per paired comparison (``comparisons`` module): ``model``,
+  ``reference`` (keys), ``reference_role`` (``base``, ``clean_control``,
+  ``random_view_control``), ``metric`` (``top_1_accuracy``, ``p_true``), ``scope``
+  (``clean``, ``seen``, ``unseen``, ``group:<g>``; group scopes add ``seen`` and
+  ``seen_fraction``), ``model_role``, ``n_cells``, ``corruptions``, and a
+  ``stats.PairedComparison`` as a dict (``estimate`` = model − reference, ``ci_low``,
+  ``ci_high``, ``p_value``, ``test``, ``n``, ``confidence``, ``n_resamples``, ``seed``,
+  ``ci_method``, ``details``, ``excludes_zero``).
+- ``bad_images``: undecodable images of the evaluated selection, counted once per example id
+  (``data.BadImageTracker.summary()``): ``seen`` and ``bad`` (unique images), ``fraction``,
+  ``limit``, ``min_examples``, ``first_bad`` (``id``, ``path``, ``reason`` of the smallest 100
+  bad ids), ``passed``; ``figures``: PNG names written beside the file.
 
 A metric block (``metrics[...]``) is ``{value, ci_low, ci_high, n}``; a ``vs_base[...]`` entry
 is a ``stats.PairedComparison`` as a dict (``estimate``, ``ci_low``, ``ci_high``, ``p_value``,
@@ -47,10 +66,11 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from hf_vitrobust import roles
 from hf_vitrobust.io import SchemaMismatch, read_stage_output
 
 SCHEMA = "hf_vitrobust.evaluation"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RERUN = "rerun recipes/evaluate.py to rewrite it"
 
 REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -62,6 +82,7 @@ REQUIRED: dict[str, type | tuple[type, ...]] = {
     "per_group": list,
     "per_family": list,
     "transfer_matrix": dict,
+    "comparisons": list,
 }
 
 #: Fields every row of a section must have (the ones the report, the model index and the plots
@@ -77,7 +98,24 @@ ROW_FIELDS: dict[str, tuple[str, ...]] = {
 TRANSFER_FIELDS = ("rows", "columns", "cells")
 TRANSFER_CELL_FIELDS = ("estimate", "ci_low", "ci_high", "seen")
 FAMILIES = ("seen", "unseen")
-ROLES = ("base", "fine_tuned")
+#: Model roles: `roles.ROLES`, and "fine_tuned" for a checkpoint without config.robustness.
+ROLES = (*roles.ROLES, "fine_tuned")
+REFERENCE_ROLES = (roles.BASE, *roles.CONTROL_ROLES)
+_NUMBER = (int, float, type(None))  # null: not finite (e.g. an undefined CI)
+#: Fields of every comparison record (the report's verdicts read these).
+COMPARISON_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "model": str,
+    "reference": str,
+    "reference_role": str,
+    "metric": str,
+    "scope": str,
+    "estimate": _NUMBER,
+    "ci_low": _NUMBER,
+    "ci_high": _NUMBER,
+    "p_value": _NUMBER,
+    "test": str,
+    "n": int,
+}
 
 
 def header() -> dict[str, Any]:
@@ -103,16 +141,59 @@ def _check_rows(data: dict[str, Any], section: str, fields: Sequence[str], sourc
             )
 
 
-def _check_models(data: dict[str, Any], source: str) -> set[str]:
+def _check_models(data: dict[str, Any], source: str) -> dict[str, str]:
+    """Model key -> role, after checking the base comes first and controls are models."""
     models = data["models"]
     if not models:
         raise _fail(source, "'models' is empty")
-    roles = [m["role"] for m in models]
-    if roles[0] != "base" or roles.count("base") != 1 or not set(roles) <= set(ROLES):
+    found = [m["role"] for m in models]
+    if found[0] != "base" or found.count("base") != 1 or not set(found) <= set(ROLES):
         raise _fail(
-            source, f"'models' must list the base model first, then fine-tuned ones; roles {roles}"
+            source, f"'models' must list the base model first, then fine-tuned ones; roles {found}"
         )
-    return {m["key"] for m in models}
+    role = {m["key"]: m["role"] for m in models}
+    if len(role) != len(models):
+        raise _fail(source, "model keys in 'models' are not unique")
+    for m in models:
+        controls = m.get("controls") or {}
+        for kind, key in controls.items():
+            if key is not None and role.get(key) != f"{kind}_control":
+                raise _fail(source, f"{m['key']}'s {kind} control {key!r} is no such control")
+    return role
+
+
+def _check_comparisons(data: dict[str, Any], role: dict[str, str], source: str) -> None:
+    groups = (
+        set((data["grid"].get("groups") or {}).values())
+        if isinstance(data["grid"], dict)
+        else set()
+    )
+    for i, rec in enumerate(data["comparisons"]):
+        where = f"comparisons[{i}]"
+        if not isinstance(rec, dict):
+            raise _fail(source, f"{where} should be an object")
+        for name, kind in COMPARISON_FIELDS.items():
+            if name not in rec:
+                raise _fail(source, f"{where} lacks the field {name!r}")
+            if not isinstance(rec[name], kind) or isinstance(rec[name], bool):
+                raise _fail(source, f"{where}[{name!r}] has the wrong type")
+        if rec["model"] not in role or rec["reference"] not in role:
+            raise _fail(source, f"{where} names a model that is not in 'models'")
+        if (
+            rec["reference_role"] not in REFERENCE_ROLES
+            or role[rec["reference"]] != rec["reference_role"]
+        ):
+            raise _fail(
+                source,
+                f"{where} has reference_role {rec['reference_role']!r}, but {rec['reference']!r} "
+                f"is {role[rec['reference']]!r}",
+            )
+        scope = rec["scope"]
+        if scope.startswith("group:"):
+            if scope[len("group:") :] not in groups or not isinstance(rec.get("seen"), bool):
+                raise _fail(source, f"{where} has scope {scope!r} without a grid group or 'seen'")
+        elif scope not in ("clean", "seen", "unseen"):
+            raise _fail(source, f"{where} has the unknown scope {scope!r}")
 
 
 def _check_transfer(data: dict[str, Any], keys: set[str], source: str) -> None:
@@ -145,7 +226,9 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     source = f"{SCHEMA} output {str(path)!r}"
     for section, fields in ROW_FIELDS.items():
         _check_rows(data, section, fields, source)
-    keys = _check_models(data, source)
+    role = _check_models(data, source)
+    keys = set(role)
+    _check_comparisons(data, role, source)
     for i, row in enumerate(data["per_family"]):
         if row["family"] not in FAMILIES:
             raise _fail(source, f"per_family[{i}] has family {row['family']!r}, not seen/unseen")
@@ -155,4 +238,12 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "header", "read_results"]
+__all__ = [
+    "COMPARISON_FIELDS",
+    "REFERENCE_ROLES",
+    "ROLES",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "header",
+    "read_results",
+]

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from hf_vitrobust import stats
 from hf_vitrobust.constants import CLEAN, SEVERITIES
 from hf_vitrobust.corruptions import CORRUPTIONS, GROUPS, REGISTRY_VERSION
-from hf_vitrobust.evaluation.grid import Cell, EvalModel
+from hf_vitrobust.evaluation.comparisons import build_comparisons, paired_test
+from hf_vitrobust.evaluation.grid import Cell
 from hf_vitrobust.evaluation.metrics import (
     ACCURACY_KS,
     CORRUPTION_NOTE,
@@ -29,6 +30,7 @@ from hf_vitrobust.evaluation.metrics import (
     ece_bin_sums,
     ece_statistic,
 )
+from hf_vitrobust.evaluation.models import EvalModel, model_controls, model_roles
 from hf_vitrobust.evaluation.schema import header
 from hf_vitrobust.evaluation.store import CellRecord
 
@@ -129,16 +131,18 @@ def _vs_base(
     single_cell: bool,
     s: SummarySettings,
 ) -> dict[str, dict[str, Any]]:
-    out = {}
-    kw = dict(n_resamples=s.n_resamples, confidence=s.confidence, seed=s.seed)
-    for m in MEAN_METRICS:
-        if m in ACCURACY_KS and single_cell:
-            out[m] = stats.mcnemar_test(base[m], other[m], **kw).to_dict()
-        else:
-            out[m] = stats.paired_bootstrap(base[m], other[m], **kw).to_dict()
+    out = {
+        m: paired_test(base[m], other[m], m, single_cell, s.n_resamples, s.confidence, s.seed)
+        for m in MEAN_METRICS
+    }
     bins = _occupied_bins(base["ece"], other["ece"])
     out["ece"] = stats.paired_bootstrap(
-        base["ece"][bins], other["ece"][bins], statistic=ece_statistic, **kw
+        base["ece"][bins],
+        other["ece"][bins],
+        statistic=ece_statistic,
+        n_resamples=s.n_resamples,
+        confidence=s.confidence,
+        seed=s.seed,
     ).to_dict()
     return out
 
@@ -221,10 +225,11 @@ def _ratios(pairs: np.ndarray, usable: Sequence[str], s: SummarySettings) -> tup
     """Per-corruption ratios model / base and their mean, from [2, C, n] per-image errors."""
     n = pairs.shape[-1]
     per_c = {}
-    for j, c in enumerate(usable):
-        x = pairs[:, j : j + 1]
-        per_c[c] = _value_ci(x[1].mean() / x[0].mean(), _ratio_ci(x, s), n)
-    mean = float(np.mean(pairs[1].mean(-1) / pairs[0].mean(-1)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero reference error: null
+        for j, c in enumerate(usable):
+            x = pairs[:, j : j + 1]
+            per_c[c] = _value_ci(x[1].mean() / x[0].mean(), _ratio_ci(x, s), n)
+        mean = float(np.mean(pairs[1].mean(-1) / pairs[0].mean(-1)))
     return per_c, _value_ci(mean, _ratio_ci(pairs, s), n)
 
 
@@ -366,10 +371,12 @@ def _per_family(
     s: SummarySettings,
     bar: Any,
 ) -> list[dict[str, Any]]:
-    """Seen / unseen rows, relative to each fine-tuned model's own training corruptions; the
-    base model is scored on the same sets for the comparison."""
+    """Seen / unseen rows, relative to each fine-tuned model's own training corruptions (every
+    model with config.robustness, controls included: `role` tells them apart); the base model
+    is scored on the same sets for the comparison."""
     corrupted = [c for c in cells if c.corruption != CLEAN]
     names = list(dict.fromkeys(c.corruption for c in corrupted))
+    role = model_roles(models)
     rows = []
     for m in models:
         bar.update(1)
@@ -386,6 +393,7 @@ def _per_family(
             rows.append(
                 {
                     "model": m.key,
+                    "role": role[m.key],
                     "family": label,
                     "corruptions": chosen,
                     "n_cells": len(ks),
@@ -442,20 +450,29 @@ def _is_imagenet(dataset_name: str, num_classes: int) -> bool:
 
 
 def _model_rows(
-    models: Sequence[EvalModel], base: str, seen: dict[str, list[str]]
+    models: Sequence[EvalModel], seen: dict[str, list[str]], fingerprints: dict[str, str]
 ) -> list[dict[str, Any]]:
-    return [
-        {
-            "key": m.key,
-            "name": m.name,
-            "label": m.label,
-            "role": "base" if m.key == base else "fine_tuned",
-            "seen_corruptions": seen[m.key],
-            "train_corruptions": list(m.seen_corruptions()),
-            "robustness": m.robustness,
-        }
-        for m in models
-    ]
+    role = model_roles(models)
+    controls = model_controls(models)
+    rows = []
+    for m in models:
+        found = controls.get(m.key)
+        rows.append(
+            {
+                "key": m.key,
+                "name": m.name,
+                "label": m.label,
+                "role": role[m.key],
+                "controls": None
+                if found is None
+                else {"clean": found.clean, "random_view": found.random_view},
+                "seen_corruptions": seen[m.key],
+                "train_corruptions": list(m.seen_corruptions()),
+                "robustness": m.robustness,
+                "fingerprint": fingerprints.get(m.key),
+            }
+        )
+    return rows
 
 
 def summarize(
@@ -470,11 +487,13 @@ def summarize(
     confidence: float = 0.95,
     seed: int = 0,
     progress: bool = True,
+    fingerprints: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the benchmark, with definitions, CIs, n and paired tests (JSON-ready).
 
     `models[0]` is the base model: the reference of every `vs_base` difference (and of the
-    corruption error off ImageNet). The result is the body of `results.json` (see `schema`).
+    corruption error off ImageNet); `comparisons` pair each fine-tuned model with the base and
+    its matched controls. The result is the body of `results.json` (see `schema`).
     """
     s = SummarySettings(num_classes, int(n_resamples), float(confidence), int(seed))
     keys = [m.key for m in models]
@@ -493,13 +512,32 @@ def summarize(
     sections = _sections(records, keys, base, jobs, seen, s, bar)
     per_family = _per_family(records, models, base, cells, seen, s, bar)
     bar.close()
-    n_images = int(next(iter(records[base].values())).example_ids.size)
+    comparisons = build_comparisons(
+        records,
+        models,
+        cells,
+        group_of,
+        num_classes=num_classes,
+        n_resamples=s.n_resamples,
+        confidence=s.confidence,
+        seed=s.seed,
+        progress=progress,
+    )
+    first = next(iter(records[base].values()))
+    n_images = int(first.example_ids.size)
+    counts = np.bincount(first.labels, minlength=num_classes).tolist()
+    label_names = dataset_info.get("label_names") or [str(i) for i in range(num_classes)]
     return {
         **header(),
         "definitions": DEFINITIONS,
         "corruption_note": CORRUPTION_NOTE,
-        "dataset": {**dataset_info, "n_images": n_images, "num_classes": num_classes},
-        "models": _model_rows(models, base, seen),
+        "dataset": {
+            **dataset_info,
+            "n_images": n_images,
+            "num_classes": num_classes,
+            "class_counts": dict(zip(label_names, counts)),
+        },
+        "models": _model_rows(models, seen, fingerprints or {}),
         "grid": {
             "cells": [c.key for c in cells],
             "corruptions": names,
@@ -520,6 +558,7 @@ def summarize(
         "per_family": per_family,
         "corruption_error": corruption_errors(records, keys, base, cells, reference, s),
         "transfer_matrix": _transfer_matrix(sections, keys, base, groups, group_of, seen, cells),
+        "comparisons": comparisons,
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hf_vitrobust.constants import CLEAN
+from hf_vitrobust.formatting import fmt
 from hf_vitrobust.plots import plt, save_figure
 
 _K_METRICS = (
@@ -146,47 +147,95 @@ def plot_accuracy_vs_severity(
     return save_figure(fig, path)
 
 
-def plot_transfer_matrix(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Heatmap of the top-1 change vs base (models × groups), CI in each cell, seen cells boxed."""
-    tm = results["transfer_matrix"]
+def _heatmap(
+    matrix: dict[str, Any], results: dict[str, Any], path: str | os.PathLike,
+    empty: str, title: str, colorbar: str,
+) -> Path:  # fmt: skip
+    """Models × columns of paired differences with their CIs; seen cells boxed (`matrix`:
+    rows, columns, cells as in results.json's `transfer_matrix`; `empty`: the text without rows)."""
+    rows, columns, cells = matrix["rows"], matrix["columns"], matrix["cells"]
+    if not rows:
+        return _nothing(path, empty)
     labels = _labels(results)
-    if not tm["rows"]:
-        fig, ax = plt.subplots(figsize=(6, 2))
-        ax.text(0.5, 0.5, "No fine-tuned model: nothing to compare with the base.", ha="center")
-        ax.axis("off")
-        return save_figure(fig, path)
-    est = np.array([[c["estimate"] for c in row] for row in tm["cells"]])
-    lim = max(float(np.nanmax(np.abs(est))), 1e-3)
-    fig, ax = plt.subplots(figsize=(1.5 * len(tm["columns"]) + 2.5, 0.9 * len(tm["rows"]) + 1.8))
+    est = np.array([[np.nan if c["estimate"] is None else c["estimate"] for c in r] for r in cells])
+    lim = max(float(np.nanmax(np.abs(est))) if np.isfinite(est).any() else 0.0, 1e-3)
+    fig, ax = plt.subplots(figsize=(1.5 * len(columns) + 2.5, 0.9 * len(rows) + 1.8))
     image = ax.imshow(est, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
-    for i, row in enumerate(tm["cells"]):
+    for i, row in enumerate(cells):
         for j, cell in enumerate(row):
-            star = "*" if cell["ci_low"] > 0 or cell["ci_high"] < 0 else ""
+            star = (
+                "*" if cell.get("excludes_zero", cell["ci_low"] > 0 or cell["ci_high"] < 0) else ""
+            )
             ax.text(
                 j,
                 i,
-                f"{100 * cell['estimate']:+.1f}{star}\n[{100 * cell['ci_low']:+.1f}, "
-                f"{100 * cell['ci_high']:+.1f}]",
+                f"{fmt(cell['estimate'], 1, 100, sign=True)}{star}\n"
+                f"[{fmt(cell['ci_low'], 1, 100, sign=True)}, {fmt(cell['ci_high'], 1, 100, sign=True)}]",
                 ha="center",
                 va="center",
                 fontsize=7,
-                color="white" if abs(cell["estimate"]) > 0.6 * lim else "black",
+                color="white" if abs(est[i, j]) > 0.6 * lim else "black",
             )
             if cell["seen"]:
                 ax.add_patch(
                     plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5, ec="black")
                 )
-    ax.set_xticks(range(len(tm["columns"])))
-    ax.set_xticklabels(tm["columns"], rotation=30, ha="right")
-    ax.set_yticks(range(len(tm["rows"])))
-    ax.set_yticklabels([labels[k] for k in tm["rows"]])
-    fig.colorbar(image, ax=ax, label="top-1 accuracy change vs base (fraction)")
-    ax.set_title(
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([labels[k] for k in rows])
+    fig.colorbar(image, ax=ax, label=colorbar)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def _nothing(path: str | os.PathLike, text: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.text(0.5, 0.5, text, ha="center")
+    ax.axis("off")
+    return save_figure(fig, path)
+
+
+def plot_transfer_matrix(results: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Heatmap of the top-1 change vs base (models × groups), CI in each cell, seen cells boxed."""
+    return _heatmap(
+        results["transfer_matrix"],
+        results,
+        path,
+        "No fine-tuned model: nothing to compare with the base.",
         "Transfer: top-1 change vs base, % points [95% CI]\n"
         "boxed = group contains a training corruption; * = CI excludes 0",
-        fontsize=9,
+        "top-1 accuracy change vs base (fraction)",
     )
-    return save_figure(fig, path)
+
+
+def control_matrix(results: dict[str, Any], metric: str = "top_1_accuracy") -> dict[str, Any]:
+    """Adversarial models × [clean, groups] of the change beyond the matched clean control,
+    from the comparison records (rows, columns, cells as in `transfer_matrix`)."""
+    records = [
+        r
+        for r in results.get("comparisons", [])
+        if r["reference_role"] == "clean_control" and r["metric"] == metric
+        and (r["scope"] == CLEAN or r["scope"].startswith("group:"))
+    ]  # fmt: skip
+    rows = list(dict.fromkeys(r["model"] for r in records))
+    columns = list(dict.fromkeys(r["scope"].removeprefix("group:") for r in records))
+    at = {(r["model"], r["scope"].removeprefix("group:")): r for r in records}
+    cells = [[{**at[(m, c)], "seen": bool(at[(m, c)].get("seen"))} for c in columns] for m in rows]
+    return {"rows": rows, "columns": columns, "cells": cells}
+
+
+def plot_transfer_vs_control(results: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Heatmap of each adversarial model's top-1 change beyond its clean control."""
+    return _heatmap(
+        control_matrix(results),
+        results,
+        path,
+        "No adversarial model with a matched clean control.",
+        "Beyond the clean control: top-1 of the adversarial model minus its control,\n"
+        "% points [95% CI], same images; boxed = seen group; * = CI excludes 0",
+        "top-1 accuracy change vs clean control (fraction)",
+    )
 
 
 def plot_all(results: dict[str, Any], output_dir: str | os.PathLike) -> list[Path]:
@@ -197,4 +246,9 @@ def plot_all(results: dict[str, Any], output_dir: str | os.PathLike) -> list[Pat
         plot_p_true_by_group(results, out / "p_true_by_group.png"),
         plot_accuracy_vs_severity(results, out / "accuracy_vs_severity.png"),
         plot_transfer_matrix(results, out / "transfer_matrix.png"),
+        *(
+            [plot_transfer_vs_control(results, out / "transfer_vs_control.png")]
+            if control_matrix(results)["rows"]
+            else []
+        ),
     ]

@@ -10,8 +10,16 @@ both (it is a per-batch multiply). It also streams activations of a tiny ViT thr
 ``ActivationStream`` and reports the shuffle buffer's peak (exact accounting) and the process's
 peak RSS growth, against the size of everything streamed.
 
+``--heldout`` measures the held-out comparison's memory instead (issue 16): the streamed pass
+(``comparison.HeldOutPass``) of a base and a fine-tuned ViT of ViT-B/16 width and token count
+(224 px, patch 16, 197 tokens, d 768; 2 layers keep it cheap on a CPU) through one BatchTopK SAE,
+on N and on 10 x N synthetic images, each in a fresh process; it prints each run's peak RSS
+growth over the pass (sampled every 5 ms) beside what holding the activations would take
+(N x 197 x 768 float32 per model, layer and condition), and the ratio of the two growths.
+
 Absolute numbers depend on the machine's load; the ratios come from one run.
-Run: ``python bench/sae.py`` (a few minutes on 2 cores; ``--quick`` for a smoke run).
+Run: ``python bench/sae.py`` (a few minutes on 2 cores; ``--quick`` for a smoke run),
+``python bench/sae.py --heldout`` (a few minutes; ``--images N``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import subprocess
 import sys
 import time
 import warnings
@@ -182,8 +191,109 @@ def bench_stream(n_activations: int, buffer_mb: float) -> dict:
     return row
 
 
+def heldout_child(n_images: int) -> dict:
+    """One held-out pass over ``n_images`` synthetic images; peak RSS growth over the pass."""
+    import threading
+
+    import datasets
+    import numpy as np
+    import psutil
+    from PIL import Image
+
+    from hf_vitrobust.analysis.sae import (
+        ComparedSAE,
+        HeldOutPass,
+        ReferenceImages,
+        SAEStudyArguments,
+        to_inference_sae,
+    )
+    from hf_vitrobust.analysis.sae.heldout import compared_batches
+    from hf_vitrobust.data import ProcessorSpec
+    from hf_vitrobust.models import tiny_vit
+
+    vit = dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers=2,
+               num_attention_heads=12, intermediate_size=3072)  # fmt: skip
+    base, processor = tiny_vit(seed=0, **vit)
+    tuned, _ = tiny_vit(seed=1, **vit)
+    rng = np.random.default_rng(0)
+    n_ref = 8
+    images = [
+        Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))
+        for _ in range(n_images + n_ref)
+    ]
+    features = datasets.Features(
+        image=datasets.Image(), label=datasets.Value("int64"), example_id=datasets.Value("int64")
+    )
+    table = datasets.Dataset.from_dict(
+        {"image": images, "label": [0] * len(images), "example_id": list(range(len(images)))},
+        features=features,
+    )
+    compared, pool = table.select(range(n_images)), table
+    args = SAEStudyArguments(
+        base_model="b", corruptions=["pixelate"], num_eval_images=n_images,
+        reference_images=n_ref, batch_size=16,
+    )  # fmt: skip
+    spec = ProcessorSpec.from_processor(processor)
+    reference = ReferenceImages([pool[i] for i in range(n_images, n_images + n_ref)], args, spec)
+    cfg = SAETrainConfig(sae_type="batchtopk", expansion_factor=2, k=32)
+    sae = to_inference_sae(build_training_sae(768, cfg))
+    saes = [ComparedSAE("batchtopk-layer1-all", "batchtopk", 1, sae)]
+    passes = HeldOutPass(base, {"tuned": tuned}, saes, reference, "all", 16, args.batch_size)
+    batches = compared_batches(compared, processor, args, max_bad_fraction=0.0)
+    proc = psutil.Process()
+    baseline = proc.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    start = time.perf_counter()
+    watcher.start()
+    for condition in batches.conditions:
+        passes.condition(condition, batches.images(condition, False))
+    passes.gather_metrics()
+    done.set()
+    watcher.join()
+    seconds = time.perf_counter() - start
+    held = n_images * 197 * 768 * 4 * 2 * 2 / 2**20  # 2 models, 2 conditions, 1 layer
+    return {
+        "images": n_images,
+        "peak_rss_growth_mb": (peak[0] - baseline) / 2**20,
+        "activations_if_held_mb": held,
+        "seconds": seconds,
+    }
+
+
+def bench_heldout(n_images: int) -> list[dict]:
+    """The held-out pass at ``n_images`` and ``10 * n_images``, each in a fresh process."""
+    rows = []
+    for n in (n_images, 10 * n_images):
+        out = subprocess.run(
+            [sys.executable, __file__, "--heldout_child", str(n)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(
+            f"held-out pass, {row['images']:5d} images: peak RSS growth "
+            f"{row['peak_rss_growth_mb']:7.1f} MB (holding the activations: "
+            f"{row['activations_if_held_mb']:7.1f} MB), {row['seconds']:.0f} s",
+            flush=True,
+        )
+    ratio = rows[1]["peak_rss_growth_mb"] / max(rows[0]["peak_rss_growth_mb"], 1e-9)
+    print(f"peak growth at 10x the images / at 1x: {ratio:.2f} (flat: ~1; held: 10)")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heldout", action="store_true", help="Held-out pass memory at 1x/10x.")
+    parser.add_argument("--images", type=int, default=40, help="--heldout: images at 1x.")
+    parser.add_argument("--heldout_child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="Small sizes, one repeat.")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=str, default=None, help="Also write the rows here.")
@@ -192,6 +302,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream_activations", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.heldout_child is not None:
+        print(json.dumps(heldout_child(args.heldout_child)))
+        return 0
+    if args.heldout:
+        rows = bench_heldout(args.images)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"heldout": rows}, indent=2))
+        return 0
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.quick:
         sizes = [(96, 768)]

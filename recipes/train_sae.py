@@ -2,9 +2,12 @@
 
     python recipes/train_sae.py recipes/fashion-mnist-tiny/sae.yaml \
         --base_model outputs/demo/base --finetuned_models outputs/demo/low_frequency
+    accelerate launch recipes/train_sae.py recipes/vit-base-imagenet/sae.yaml   # many GPUs
 
-Writes `sae.json`, `saes/<sae_id>/` (sae-lens format, ready for `upload_saes_to_huggingface`),
-`saes_finetuned/`, `saes_seed_baseline/` and PNG figures into `--output_dir`.
+Under `accelerate launch` every process makes activations and compares its share of the held-out
+images; the SAEs are trained on the main process, which writes the outputs. Writes `sae.json`,
+`saes/<sae_id>/` (sae-lens format, ready for `upload_saes_to_huggingface`), `saes_finetuned/`,
+`saes_seed_baseline/` and PNG figures into `--output_dir`.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ def main(argv: list[str] | None = None) -> dict:
         (ModelArguments, DataArguments, SAEStudyArguments), argv
     )
     result = run_sae_study(model_args, data_args, sae_args)
+    if not result:  # not the main process: it wrote nothing
+        return result
     quality = {
         s["sae_id"]: {
             "explained_variance": round(s["metrics"]["base"]["explained_variance"], 3),
             "l0": round(s["metrics"]["base"]["l0"], 1),
+            "k": s["l0_vs_k"]["k"],
             "flagged": s["flagged"],
         }
         for s in result["saes"]

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from hf_vitrobust.analysis.conditions import DatasetBatches
-from hf_vitrobust.analysis.sae.heldout import condition_pixels, load_heldout_images
+from hf_vitrobust.analysis.sae import SAEStudyArguments
+from hf_vitrobust.analysis.sae.heldout import compared_batches
 from hf_vitrobust.configs import DataArguments
 from hf_vitrobust.data import ProcessorSpec, load_dataset_split
 from hf_vitrobust.evaluation import Cell, EvalModel, run_grid
@@ -58,16 +59,24 @@ def test_evaluation_analysis_and_sae_see_the_same_pixels(fashion_mnist_dir, tiny
     analysis = torch.cat(seen)
 
     spec = ProcessorSpec.from_processor(processor)
-    images, ids = load_heldout_images(data_args, N, spec)
-    sae = condition_pixels(images, ids, CORRUPTION, SEVERITY, SEED, spec)
+    sae_args = SAEStudyArguments(
+        base_model="b", corruptions=[CORRUPTION], severities=[SEVERITY], seed=SEED, batch_size=5
+    )
+    sae_batches = compared_batches(dataset, processor, sae_args, max_bad_fraction=0.0)
+    sae = torch.cat([b["pixel_values"] for b in sae_batches.images(GROUP, keep_images=False)])
 
     assert evaluation.shape == analysis.shape == sae.shape == (N, 3, 28, 28)
     # Evaluation normalises on the model's device (one uint8 transfer per batch), the others in
     # numpy: the floats may differ in the last bit, the uint8 images they encode may not.
     as_uint8 = [_pixels_uint8(x, spec) for x in (evaluation, analysis, sae)]
     assert np.array_equal(as_uint8[0], as_uint8[1]) and np.array_equal(as_uint8[0], as_uint8[2])
-    clean = _pixels_uint8(spec.to_tensor(list(images)), spec)
-    assert not np.array_equal(clean, as_uint8[2])  # the corruption did something
+    clean = torch.cat([b["pixel_values"] for b in sae_batches.images("clean", keep_images=False)])
+    # The corruption did something.
+    assert not np.array_equal(_pixels_uint8(clean, spec), as_uint8[2])
     # A different seed is a different draw of the same corruption.
-    other = condition_pixels(images, ids, CORRUPTION, SEVERITY, SEED + 1, spec)
-    assert not np.array_equal(other.numpy(), sae.numpy())
+    other_args = SAEStudyArguments(
+        base_model="b", corruptions=[CORRUPTION], severities=[SEVERITY], seed=SEED + 1
+    )
+    other = compared_batches(dataset, processor, other_args, max_bad_fraction=0.0)
+    other_pixels = torch.cat([b["pixel_values"] for b in other.images(GROUP, keep_images=False)])
+    assert not np.array_equal(other_pixels.numpy(), sae.numpy())

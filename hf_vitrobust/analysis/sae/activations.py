@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from hf_vitrobust.analysis.sae.saelens import import_sae_lens
 from hf_vitrobust.io import read_json, write_json_atomic
+from hf_vitrobust.seeding import stream_seed
 
 TOKEN_CHOICES = ("cls", "patches", "all")
 _TOKEN_ALIASES = {"both": "all", "patch": "patches"}
@@ -55,6 +56,15 @@ def resolve_layers(model: torch.nn.Module, layers: Sequence[int] | None) -> list
             )
         out.append(idx)
     return sorted(set(out))
+
+
+def tokens_per_image(model: torch.nn.Module, tokens: str) -> int:
+    """How many tokens of one image ``tokens`` selects (CLS + one per patch for ``all``)."""
+    config = model.config
+    size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+    patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
+    patches = (int(size) // int(patch)) ** 2
+    return {"cls": 1, "patches": patches, "all": patches + 1}[check_tokens(tokens)]
 
 
 def _vit_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -128,6 +138,32 @@ def batch_inputs(batch: dict[str, Any], use_views: bool) -> list[torch.Tensor]:
     return inputs
 
 
+@torch.no_grad()
+def batch_activations(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    layers: Sequence[int],
+    tokens: str = "all",
+    max_tokens_per_image: int | None = None,
+    use_views: bool = True,
+    token_seed: int = 0,
+) -> dict[int, torch.Tensor]:
+    """``{layer: [n, d]}`` activations of one collated batch: its clean images, then each
+    corrupted view (``use_views``), one forward pass for all ``layers``. Each image's tokens are
+    subsampled to ``max_tokens_per_image`` with a generator seeded by ``token_seed`` (the same
+    positions at every layer)."""
+    device = _model_device(model)
+    generators = {layer: torch.Generator().manual_seed(token_seed) for layer in layers}
+    parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for pixel_values in batch_inputs(batch, use_views):
+        hidden = residual_stream(model, pixel_values.to(device), list(layers))
+        for layer in layers:
+            acts = select_tokens(hidden[layer], tokens).cpu()
+            acts = subsample_tokens(acts, max_tokens_per_image, tokens, generators[layer])
+            parts[layer].append(acts.reshape(-1, acts.shape[-1]))
+    return {layer: torch.cat(p) for layer, p in parts.items()}
+
+
 def activation_chunks(
     model: torch.nn.Module,
     batches: Iterable[dict[str, Any]] | Callable[[int], Iterable[dict[str, Any]]],
@@ -142,25 +178,23 @@ def activation_chunks(
 
     ``batches`` yields collated dicts (``pixel_values`` and optionally ``views``, as
     ``hf_vitrobust.data.CorruptionCollator`` makes them), or is a function of the epoch returning
-    such an iterable (so corruption draws change per epoch). Clean images and every corrupted view
-    contribute. ``max_tokens_per_image`` keeps a seeded random subset of each image's tokens (the
-    CLS token is always kept when ``tokens='all'``), which decorrelates the stream and bounds its
-    rate. ``epochs=None`` cycles forever, as the SAE trainer draws until it has enough samples.
+    such an iterable (so corruption draws change per epoch). ``max_tokens_per_image`` keeps a
+    random subset of each image's tokens (the CLS token is always kept when ``tokens='all'``),
+    seeded by ``(seed, epoch, batch index)``. ``epochs=None`` cycles forever, as the SAE trainer
+    draws until it has enough samples. (The study's multi-process stream is
+    ``stream.activation_rounds``, which makes the same chunks.)
     """
     tokens = check_tokens(tokens)
     model.eval()
-    device = _model_device(model)
-    generator = torch.Generator().manual_seed(seed)
     for epoch in itertools.count() if epochs is None else range(epochs):
         source = batches(epoch) if callable(batches) else batches
         n_yielded = 0
-        for batch in source:
-            for pixel_values in batch_inputs(batch, use_views):
-                hidden = residual_stream(model, pixel_values.to(device), [layer])[layer]
-                acts = select_tokens(hidden, tokens).cpu()
-                acts = subsample_tokens(acts, max_tokens_per_image, tokens, generator)
-                n_yielded += 1
-                yield acts.reshape(-1, acts.shape[-1])
+        for j, batch in enumerate(source):
+            token_seed = stream_seed(seed, "sae-tokens", epoch, j)
+            yield batch_activations(
+                model, batch, [layer], tokens, max_tokens_per_image, use_views, token_seed
+            )[layer]
+            n_yielded += 1
         if n_yielded == 0:
             raise ValueError("The image source yielded no batches; check the dataset and split.")
 
@@ -214,6 +248,7 @@ class ActivationStream:
         self.peak_buffer_bytes = 0
         self.n_served = 0
         self._seed = seed
+        self._chunks = chunks
         self._iterator = mixing_buffer(
             self.buffer_size, self.batch_size, self._tracked(chunks), mix_fraction=0.5
         )
@@ -244,6 +279,69 @@ class ActivationStream:
         self.n_served += batch.shape[0]
         return batch
 
+    def close(self) -> None:
+        """Stop the stream and its source (a multi-process source tells the others to stop)."""
+        self._iterator.close()
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class CacheWriter:
+    """Writes up to ``max_activations`` streamed activations as safetensors shards under
+    ``path``; the manifest (``activations.json``) is written last by :meth:`finish`, so a folder
+    without one is incomplete and is never read."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        max_activations: int,
+        shard_size: int = 65536,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / _CACHE_MANIFEST).unlink(missing_ok=True)
+        self.max_activations = int(max_activations)
+        self.shard_size = int(shard_size)
+        self.metadata = dict(metadata or {})
+        self.pending: list[torch.Tensor] = []
+        self.n_pending = self.n_total = 0
+        self.shards: list[str] = []
+        self.d_in: int | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.n_total >= self.max_activations
+
+    def add(self, chunk: torch.Tensor) -> None:
+        chunk = chunk[: self.max_activations - self.n_total]
+        self.d_in = int(chunk.shape[-1])
+        self.pending.append(chunk.float())
+        self.n_pending += chunk.shape[0]
+        self.n_total += chunk.shape[0]
+        if self.n_pending >= self.shard_size or self.full:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        name = f"shard_{len(self.shards):05d}.safetensors"
+        save_file({"activations": torch.cat(self.pending).contiguous()}, str(self.path / name))
+        self.shards.append(name)
+        self.pending, self.n_pending = [], 0
+
+    def finish(self) -> Path:
+        self._flush()
+        manifest = {
+            "n_activations": self.n_total,
+            "d_in": self.d_in,
+            "shards": self.shards,
+            **self.metadata,
+        }
+        write_json_atomic(manifest, self.path / _CACHE_MANIFEST)
+        return self.path
+
 
 def cache_activations(
     chunks: Iterable[torch.Tensor],
@@ -252,43 +350,15 @@ def cache_activations(
     shard_size: int = 65536,
     metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write up to ``max_activations`` streamed activations to safetensors shards under ``path``.
-
-    The manifest (``activations.json``) is written last, so a folder without one is incomplete and
-    is never read. ``metadata`` (model, layer, tokens, data) is stored in the manifest and checked
-    by :func:`cached_activation_chunks`.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / _CACHE_MANIFEST).unlink(missing_ok=True)
-    pending: list[torch.Tensor] = []
-    n_pending = n_total = 0
-    shards: list[str] = []
-    d_in = None
-
-    def flush() -> None:
-        nonlocal pending, n_pending
-        if not pending:
-            return
-        name = f"shard_{len(shards):05d}.safetensors"
-        save_file({"activations": torch.cat(pending).contiguous()}, str(path / name))
-        shards.append(name)
-        pending, n_pending = [], 0
-
+    """Write up to ``max_activations`` streamed activations to safetensors shards under ``path``
+    (:class:`CacheWriter`). ``metadata`` (model, layer, tokens, data) is stored in the manifest
+    and checked by :func:`cached_activation_chunks`."""
+    writer = CacheWriter(path, max_activations, shard_size, metadata)
     for chunk in chunks:
-        chunk = chunk[: max_activations - n_total]
-        d_in = chunk.shape[-1]
-        pending.append(chunk.float())
-        n_pending += chunk.shape[0]
-        n_total += chunk.shape[0]
-        if n_pending >= shard_size:
-            flush()
-        if n_total >= max_activations:
+        writer.add(chunk)
+        if writer.full:
             break
-    flush()
-    manifest = {"n_activations": n_total, "d_in": d_in, "shards": shards, **(metadata or {})}
-    write_json_atomic(manifest, path / _CACHE_MANIFEST)
-    return path
+    return writer.finish()
 
 
 def read_cache_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -324,42 +394,20 @@ def cached_activation_chunks(
             return
 
 
-@torch.no_grad()
-def collect_activations(
-    model: torch.nn.Module,
-    pixel_batches: Iterable[torch.Tensor],
-    layers: Sequence[int],
-    tokens: str = "all",
-) -> dict[int, torch.Tensor]:
-    """Held-out activations kept per image: ``{layer: [N, T', d]}`` float32 on CPU.
-
-    For evaluation sets (hundreds of images), where per-image structure is needed.
-    """
-    check_tokens(tokens)
-    model.eval()
-    device = _model_device(model)
-    out: dict[int, list[torch.Tensor]] = {int(i): [] for i in layers}
-    for pixel_values in pixel_batches:
-        hidden = residual_stream(model, pixel_values.to(device), list(out))
-        for i in out:
-            out[i].append(select_tokens(hidden[i], tokens).cpu())
-    if not any(out.values()):
-        raise ValueError("no images were given to collect activations from.")
-    return {i: torch.cat(v) for i, v in out.items()}
-
-
 __all__ = [
     "TOKEN_CHOICES",
     "ActivationStream",
+    "CacheWriter",
     "activation_chunks",
+    "batch_activations",
     "batch_inputs",
     "cache_activations",
     "cached_activation_chunks",
     "check_tokens",
-    "collect_activations",
     "read_cache_manifest",
     "residual_stream",
     "resolve_layers",
     "select_tokens",
     "subsample_tokens",
+    "tokens_per_image",
 ]

@@ -139,6 +139,13 @@ class SAEStudyArguments(ComparisonArguments):
     num_eval_images: int = field(
         default=256, metadata={"help": "Held-out images (eval split) for metrics and comparisons."}
     )
+    reference_images: int = field(
+        default=64,
+        metadata={
+            "help": "Further eval images, disjoint from the compared ones: BatchTopK threshold "
+            "calibration, the centre of the raw cosine, different-image partners."
+        },
+    )
     min_explained_variance: float = field(
         default=0.7, metadata={"help": "SAEs below this held-out explained variance are flagged."}
     )
@@ -174,8 +181,10 @@ class SAEStudyArguments(ComparisonArguments):
             if names:
                 resolve_corruptions(names)  # unknown names fail here, with "did you mean"
         if self.num_eval_images < 2:
+            raise ValueError("num_eval_images must be >= 2 (bootstrap CIs need two images).")
+        if self.reference_images < 2:
             raise ValueError(
-                "num_eval_images must be >= 2 (the different-image baseline pairs images)."
+                "reference_images must be >= 2 (calibration and the different-image baseline)."
             )
 
     @property
@@ -183,7 +192,9 @@ class SAEStudyArguments(ComparisonArguments):
         """The one severity of the held-out corruptions."""
         return int(self.severities[0])
 
-    def train_config(self, sae_type: str, seed: int | None = None) -> SAETrainConfig:
+    def train_config(
+        self, sae_type: str, seed: int | None = None, device: str | None = None
+    ) -> SAETrainConfig:
         return SAETrainConfig(
             sae_type=sae_type,
             expansion_factor=self.expansion_factor,
@@ -196,7 +207,7 @@ class SAEStudyArguments(ComparisonArguments):
             n_init_batches=self.n_init_batches,
             dead_feature_window=self.dead_feature_window,
             seed=self.seed if seed is None else seed,
-            device=resolve_device(self.device),
+            device=device or resolve_device(self.device),
         )
 
 

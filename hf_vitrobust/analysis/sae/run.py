@@ -1,10 +1,12 @@
 """The SAE study behind ``recipes/train_sae.py``: train SAEs on the base model (and on each
-fine-tuned model), compare base vs fine-tuned through the base SAEs on held-out images, and write
-``sae.json``, the SAE folders and the figures.
+fine-tuned model), calibrate BatchTopK thresholds, compare every model with the base through the
+base SAEs on held-out images, and write ``sae.json``, the SAE folders and the figures.
 
-Steps, one function each: load the models; train every SAE of the plan; encode the held-out
-images (clean, then each corruption) under every model; save the SAEs with their held-out metrics;
-summarise the comparisons per condition; match dictionaries; draw the figures; write ``sae.json``.
+Steps, one function each: load the models and their roles; train every SAE of the plan (the
+activations made by every process, the SAEs trained on the main one); calibrate and save the
+SAEs; stream the held-out images (each process its shard) through every model and base SAE;
+gather; summarise the distributions and the comparison records; match dictionaries; draw the
+figures; write ``sae.json``. Under ``accelerate launch`` every process runs this function.
 """
 
 from __future__ import annotations
@@ -14,40 +16,39 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from hf_vitrobust import __version__
 from hf_vitrobust.analysis.sae.activations import (
     ActivationStream,
-    collect_activations,
     resolve_layers,
+    tokens_per_image,
 )
+from hf_vitrobust.analysis.sae.calibrate import ThresholdCalibrator, l0_check
 from hf_vitrobust.analysis.sae.compare import (
-    COMPARED,
     DEFINITIONS,
     FlagPolicy,
-    MetricsAccumulator,
-    compare_codes,
-    condition_summary,
-    derangement,
-    group_values,
     match_dictionaries,
     random_directions,
     summarize,
+    token_slices,
 )
-from hf_vitrobust.analysis.sae.config import (
-    SAE_TYPE_LABELS,
-    SAEStudyArguments,
-    config_dict,
-    resolve_device,
+from hf_vitrobust.analysis.sae.comparison import (
+    ComparedSAE,
+    HeldOutPass,
+    StudySummaries,
+    calibrate_saes,
+    gather_condition,
 )
+from hf_vitrobust.analysis.sae.config import SAE_TYPE_LABELS, SAEStudyArguments, config_dict
 from hf_vitrobust.analysis.sae.heldout import (
-    condition_pixels,
+    ReferenceImages,
+    compared_batches,
+    compared_example_ids,
     heldout_conditions,
-    load_heldout_images,
 )
-from hf_vitrobust.analysis.sae.io import sae_id, save_sae
+from hf_vitrobust.analysis.sae.io import load_sae, sae_id, save_sae
 from hf_vitrobust.analysis.sae.saelens import import_sae_lens
 from hf_vitrobust.analysis.sae.schema import header
 from hf_vitrobust.analysis.sae.train import (
@@ -55,22 +56,27 @@ from hf_vitrobust.analysis.sae.train import (
     activation_source,
     sae_metadata,
     train_sae,
-    training_batches,
+    training_images,
 )
-from hf_vitrobust.constants import CLEAN, SAE_FILE
+from hf_vitrobust.constants import SAE_FILE
 from hf_vitrobust.data import ProcessorSpec, load_dataset_split
+from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
 from hf_vitrobust.plots.sae import plot_cosine_histograms, plot_dictionary_matching
-from hf_vitrobust.roles import BASE, model_keys
+from hf_vitrobust.roles import BASE, match_controls, model_keys, read_robustness, role_of
 
-#: (role, fine-tuned model name or None, SAE type, layer); role: base, seed_baseline, finetuned.
+#: (role, fine-tuned model key or None, SAE type, layer); role: base, seed_baseline, finetuned.
 SAEKey = tuple[str, str | None, str, int]
 
 
 @dataclass
 class StudyModels:
-    """The base model and the fine-tuned models, on the study's device, with the layers to use."""
+    """The base model and the fine-tuned models, on the study's device, with the layers to use.
+
+    Fine-tuned models are keyed by ``roles.model_keys``; ``roles`` gives each key's role
+    (``base`` for the base) from its ``config.robustness``, never from its name or order.
+    """
 
     base: Any
     base_name: str
@@ -79,6 +85,7 @@ class StudyModels:
     finetuned_paths: dict[str, str]
     layers: list[int]
     d_in: int
+    device: str
     spec: ProcessorSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,8 +97,25 @@ class StudyModels:
     def model_name(self, name: str | None) -> str:
         return self.base_name if name is None else self.finetuned_paths[name]
 
+    @property
+    def robustness(self) -> dict[str, dict[str, Any]]:
+        return {key: read_robustness(m.config) for key, m in self.finetuned.items()}
 
-def load_study_models(model_args: Any, args: SAEStudyArguments) -> StudyModels:
+    @property
+    def roles(self) -> dict[str, str]:
+        return {BASE: BASE, **{k: role_of(r) for k, r in self.robustness.items()}}
+
+
+def study_device(device: str, state: Any) -> str:
+    """``auto``: this process's accelerate device (``cuda:<local rank>`` or ``cpu``)."""
+    if device != "auto":
+        return device
+    chosen = torch.device(state.device)
+    # Under several CPU processes accelerate says "cpu:<rank>", which safetensors refuses.
+    return "cpu" if chosen.type == "cpu" else str(chosen)
+
+
+def load_study_models(model_args: Any, args: SAEStudyArguments, state: Any = None) -> StudyModels:
     """Load ``args.base_model`` and ``args.finetuned_models`` with ``model_args``' loading options.
 
     The base model is ``args.base_model`` only: ``model_args`` supplies how to load
@@ -103,7 +127,7 @@ def load_study_models(model_args: Any, args: SAEStudyArguments) -> StudyModels:
             "'model_name_or_path'/'model_config'; write base_model: <checkpoint>."
         )
     names = model_keys(args.finetuned_models, args.finetuned_names)
-    device = resolve_device(args.device)
+    device = study_device(args.device, state or process_state())
 
     def load(path: str) -> tuple[Any, Any]:
         model, processor = load_model_and_processor(
@@ -131,7 +155,17 @@ def load_study_models(model_args: Any, args: SAEStudyArguments) -> StudyModels:
         finetuned_paths=dict(zip(names, args.finetuned_models)),
         layers=resolve_layers(base, args.layers),
         d_in=int(base.config.hidden_size),
+        device=device,
     )
+
+
+@torch.no_grad()
+def weights_signature(model: torch.nn.Module) -> list[float]:
+    """Sum and sum of squares of every weight (float64): a checkpoint retrained in place gets
+    another signature, so an activation cache made from its old weights is refused."""
+    total = sum(float(p.double().sum()) for p in model.parameters())
+    squares = sum(float(p.double().pow(2).sum()) for p in model.parameters())
+    return [total, squares]
 
 
 def base_keys(args: SAEStudyArguments, layers: list[int]) -> list[tuple[str, int]]:
@@ -172,16 +206,49 @@ def training_plan(args: SAEStudyArguments, models: StudyModels) -> list[tuple[SA
 
 
 def train_study_saes(
-    models: StudyModels, data_args: Any, args: SAEStudyArguments, training_data: dict[str, Any]
-) -> dict[SAEKey, TrainedSAE]:
-    """Train every SAE of :func:`training_plan` on activations streamed from its model."""
-    train_ds = load_dataset_split(data_args, "train")
-    batches = training_batches(train_ds, models.processor, args)
+    models: StudyModels,
+    data_args: Any,
+    args: SAEStudyArguments,
+    training_data: dict[str, Any],
+    state: Any,
+) -> tuple[dict[SAEKey, TrainedSAE], dict[str, Any]]:
+    """Train every SAE of :func:`training_plan` on activations streamed from its model.
+
+    Every process makes activations; the SAEs are trained on the main process (the others get
+    ``{}``). Also returns the training images' bad-image summary (all processes).
+    """
+    images = training_images(
+        load_dataset_split(data_args, "train"), models.processor, args, data_args, state
+    )
     trained: dict[SAEKey, TrainedSAE] = {}
     plan = training_plan(args, models)
-    for key, seed in tqdm(plan, desc="SAEs", disable=not args.progress):
+    show = args.progress and state.is_main_process
+    for key, seed in tqdm(plan, desc="SAEs", disable=not show):
         role, name, sae_type, layer = key
         model_name = models.model_name(name)
+        # A cache holds one model's activations at one layer; both SAE types (and the seed
+        # baseline) reuse it, and one pass over the images fills every layer's.
+        cache_keys = {
+            cached: {
+                "model": model_name,
+                "weights": weights_signature(models.model(name)),
+                "layer": cached,
+                "tokens": args.tokens,
+                "max_tokens_per_image": args.max_tokens_per_image,
+                "training_data": training_data,
+                "seed": args.seed,
+                "batch_size": args.batch_size,
+            }
+            for cached in models.layers
+        }
+        tag = "base" if role != "finetuned" else f"finetuned-{name}".replace("/", "_")
+        # A cache is one stream of the data (args.seed), shared by the seed baseline; a live
+        # stream subsamples tokens with the SAE's own seed.
+        data_seed = args.seed if args.cache_dir else seed
+        model = models.model(name)
+        chunks = activation_source(model, images, layer, args, data_seed, cache_keys, tag)
+        if chunks is None:  # another process's SAE: its activations were served
+            continue
         meta = sae_metadata(
             model_name,
             layer,
@@ -190,182 +257,145 @@ def train_study_saes(
             hf_vitrobust_version=__version__,
             role=role,
         )
-        # The cache holds one model's activations at one layer; both SAE types (and the seed
-        # baseline) reuse it.
-        cache_key = {
-            "model": model_name,
-            "layer": layer,
-            "tokens": args.tokens,
-            "max_tokens_per_image": args.max_tokens_per_image,
-            "training_data": training_data,
-        }
-        tag = "base" if role != "finetuned" else f"finetuned-{name}"
-        chunks = activation_source(models.model(name), batches, layer, args, seed, cache_key, tag)
         stream = ActivationStream(
             chunks, models.d_in, args.sae_batch_size, buffer_mb=args.buffer_mb, seed=seed
         )
-        sae, trainer = train_sae(stream, models.d_in, args.train_config(sae_type, seed), meta)
+        try:
+            config = args.train_config(sae_type, seed, device=models.device)
+            sae, trainer = train_sae(stream, models.d_in, config, meta)
+        finally:
+            stream.close()
         trained[key] = TrainedSAE.from_training(sae, trainer, stream.peak_buffer_bytes)
-    return trained
+    return trained, images.bad_images.gather(state)
 
 
-@dataclass
-class HeldOutComparison:
-    """Per-image comparisons and streamed SAE metrics on the held-out images.
-
-    ``per_image[ft][sae_id][corruption]`` and ``baseline[sae_id][corruption]`` hold the arrays of
-    :func:`~hf_vitrobust.analysis.sae.compare.compare_codes`; ``metrics[(who, type, layer)]``
-    accumulates the base SAE's metrics on model ``who``'s activations (``who`` = ``"base"`` or a
-    fine-tuned model's name).
-    """
-
-    conditions: dict[str, list[str]]
-    example_ids: np.ndarray
-    metrics: dict[tuple[str, str, int], MetricsAccumulator]
-    per_image: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]]
-    baseline: dict[str, dict[str, dict[str, np.ndarray]]]
-
-
-def compare_heldout(
+def calibrate_study_saes(
     models: StudyModels,
     trained: dict[SAEKey, TrainedSAE],
+    reference: ReferenceImages,
+    conditions: list[str],
+    args: SAEStudyArguments,
+) -> dict[SAEKey, dict[str, Any]]:
+    """Calibrate every BatchTopK SAE's inference threshold on its own model's activations of the
+    reference images under every condition (inference L0 = k there)."""
+    n_tokens = len(reference) * len(conditions) * tokens_per_image(models.base, args.tokens)
+    by_model: dict[str | None, dict[SAEKey, tuple[int, ThresholdCalibrator]]] = {}
+    for key, sae in trained.items():
+        _, name, sae_type, layer = key
+        if sae_type == "batchtopk":
+            calibrator = ThresholdCalibrator(sae.training_sae, sae.inference, args.k, n_tokens)
+            by_model.setdefault(name, {})[key] = (layer, calibrator)
+    out: dict[SAEKey, dict[str, Any]] = {}
+    for name, calibrators in by_model.items():
+        out.update(
+            calibrate_saes(
+                models.model(name), reference, conditions, calibrators, args.tokens, args.batch_size
+            )
+        )
+    return out
+
+
+def heldout_pass(
+    models: StudyModels,
+    saes: list[ComparedSAE],
+    reference: ReferenceImages,
+    compared_ds: Any,
+    conditions: dict[str, list[str]],
     data_args: Any,
     args: SAEStudyArguments,
-) -> HeldOutComparison:
-    """Encode the held-out images (clean, then each corruption) under every model, one condition
-    at a time so memory holds one condition's activations."""
-    images, ids = load_heldout_images(data_args, args.num_eval_images, models.spec)
-    conditions = heldout_conditions(args.corruptions)
-    perm = derangement(len(images), seed=args.seed)
-    keys = base_keys(args, models.layers)
-    sids = [sae_id(t, layer, args.tokens) for t, layer in keys]
-    held = HeldOutComparison(
-        conditions=conditions,
-        example_ids=ids,
-        metrics={
-            (who, t, layer): MetricsAccumulator(trained[("base", None, t, layer)].inference)
-            for who in [BASE, *models.finetuned]
-            for t, layer in keys
-        },
-        per_image={ft: {sid: {} for sid in sids} for ft in models.finetuned},
-        baseline={sid: {} for sid in sids},
+    state: Any,
+) -> tuple[dict[str, Any] | None, dict | None, dict[str, Any]]:
+    """Stream this process's compared images under every condition through every model and SAE;
+    returns (on the main process) the gathered records per condition and the SAE metrics, and
+    the compared images' bad-image summary (``data.BadImageTracker``)."""
+    passes = HeldOutPass(
+        models.base,
+        models.finetuned,
+        saes,
+        reference,
+        args.tokens,
+        args.topk_overlap_k,
+        args.batch_size,
+        state=state,
     )
-    corruptions = [c for names in conditions.values() for c in names]
-    for corruption in tqdm(corruptions, desc="held-out conditions", disable=not args.progress):
-        pixels = condition_pixels(images, ids, corruption, args.severity, args.seed, models.spec)
-        batches = [pixels[i : i + args.batch_size] for i in range(0, len(pixels), args.batch_size)]
-        acts = {BASE: collect_activations(models.base, batches, models.layers, args.tokens)}
-        for ft, model in models.finetuned.items():
-            acts[ft] = collect_activations(model, batches, models.layers, args.tokens)
-        for (t, layer), sid in zip(keys, sids):
-            sae = trained[("base", None, t, layer)].inference
-            for who in acts:
-                held.metrics[(who, t, layer)].update(acts[who][layer])
-            xb = acts[BASE][layer]
-            held.baseline[sid][corruption] = compare_codes(
-                sae, xb, xb[perm], topk=args.topk_overlap_k
-            )
-            for ft in models.finetuned:
-                held.per_image[ft][sid][corruption] = compare_codes(
-                    sae, xb, acts[ft][layer], topk=args.topk_overlap_k
-                )
-        del acts, pixels, batches
-    return held
+    batches = compared_batches(
+        compared_ds, models.processor, args, data_args.max_bad_fraction, state
+    )
+    records: dict[str, Any] = {}
+    show = args.progress and state.is_main_process
+    for condition in tqdm(batches.conditions, desc="held-out conditions", disable=not show):
+        gathered = gather_condition(passes.condition(condition, batches.images(condition, False)))
+        if gathered is not None:
+            records[condition] = gathered
+    bad_images = batches.finish_bad_images(state)
+    metrics = passes.gather_metrics()
+    return (records if state.is_main_process else None), metrics, bad_images
 
 
 def save_study_saes(
     models: StudyModels,
     trained: dict[SAEKey, TrainedSAE],
-    held: HeldOutComparison,
+    calibration: dict[SAEKey, dict[str, Any]],
     args: SAEStudyArguments,
     out: Path,
-) -> tuple[list[dict[str, Any]], dict[str, bool], list[str]]:
-    """Save every SAE (base SAEs with their held-out metrics and flag); return the ``saes``
-    entries of sae.json, the flag of each base SAE id, and the flag notes."""
+    metrics: dict | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Save every SAE (base SAEs with their calibration and, once known, held-out metrics and
+    quality flag); return the ``saes`` entries of sae.json and the flag notes."""
     policy = FlagPolicy(args.min_explained_variance)
-    entries, flagged = [], {}
+    entries = []
     for t, layer in base_keys(args, models.layers):
         sid = sae_id(t, layer, args.tokens)
-        sae = trained[("base", None, t, layer)]
-        metrics = {"base": held.metrics[(BASE, t, layer)].result()}
-        for ft in models.finetuned:
-            metrics[f"finetuned:{ft}"] = held.metrics[(ft, t, layer)].result()
-        reason = policy.check(sid, metrics["base"])
-        flagged[sid] = reason is not None
-        folder = save_sae(
-            sae.training_sae,
-            out / "saes" / sid,
-            sae.trainer,
-            extra_metadata={
-                "heldout_metrics": metrics["base"],
-                "flagged": flagged[sid],
-                "flag_reason": reason,
-                "train_config": config_dict(args.train_config(t)),
-            },
-        )
-        entries.append(
-            {
-                "sae_id": sid,
-                "sae_type": t,
-                "label": SAE_TYPE_LABELS[t],
-                "layer": layer,
-                "tokens": args.tokens,
-                "folder": str(folder),
-                "d_in": models.d_in,
-                "d_sae": int(sae.inference.cfg.d_sae),
-                "metrics": metrics,
-                "flagged": flagged[sid],
-                "flag_reason": reason,
-                "peak_buffer_mb": sae.peak_buffer_bytes / 2**20,
-            }
-        )
+        key = ("base", None, t, layer)
+        sae = trained[key]
+        k = args.k if t == "batchtopk" else None
+        extra: dict[str, Any] = {
+            "train_config": config_dict(args.train_config(t, device=models.device)),
+            "threshold_calibration": calibration.get(key),
+        }
+        entry: dict[str, Any] = {
+            "sae_id": sid,
+            "sae_type": t,
+            "label": SAE_TYPE_LABELS[t],
+            "layer": layer,
+            "tokens": args.tokens,
+            "folder": str(out / "saes" / sid),
+            "d_in": models.d_in,
+            "d_sae": int(sae.inference.cfg.d_sae),
+            "threshold_calibration": calibration.get(key),
+            "peak_buffer_mb": sae.peak_buffer_bytes / 2**20,
+        }
+        if metrics is not None:
+            by_model = {"base": metrics[(BASE, sid)]}
+            by_model.update({m: metrics[(m, sid)] for m in models.finetuned})
+            reason = policy.check(sid, by_model["base"], k)
+            extra.update(heldout_metrics=by_model["base"], flagged=reason is not None)
+            extra["flag_reason"] = reason
+            entry.update(
+                metrics=by_model,
+                l0_vs_k=l0_check(by_model["base"]["l0"], k),
+                flagged=reason is not None,
+                flag_reason=reason,
+            )
+        save_sae(sae.training_sae, out / "saes" / sid, sae.trainer, extra_metadata=extra)
+        entries.append(entry)
     for (role, ft, t, layer), sae in trained.items():
         if role == "base":
             continue
         sub = out / ("saes_seed_baseline" if role == "seed_baseline" else f"saes_finetuned/{ft}")
-        save_sae(sae.training_sae, sub / sae_id(t, layer, args.tokens), sae.trainer)
-    return entries, flagged, policy.notes
-
-
-def summarize_comparisons(
-    models: StudyModels, held: HeldOutComparison, flagged: dict[str, bool], args: SAEStudyArguments
-) -> tuple[dict[str, Any], dict[str, dict[int, dict[str, Any]]]]:
-    """sae.json ``comparisons`` per fine-tuned model, SAE and condition (clean, each corruption
-    group), and the per-image values the cosine figures draw (keyed ``"<type>|<model>"``)."""
-    stats = dict(n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence)
-    comparisons: dict[str, Any] = {}
-    figure_data: dict[str, dict[int, dict[str, Any]]] = {}
-    for ft in models.finetuned:
-        comparisons[ft] = {}
-        for t, layer in base_keys(args, models.layers):
-            sid = sae_id(t, layer, args.tokens)
-            cells: dict[str, Any] = {}
-            for cond, names in held.conditions.items():
-                same = {k: group_values(held.per_image[ft][sid], names, k) for k in COMPARED}
-                other = {k: group_values(held.baseline[sid], names, k) for k in COMPARED}
-                cells[cond] = {
-                    "corruptions": names,
-                    "severity": None if cond == CLEAN else args.severity,
-                    **condition_summary(same, other, **stats),
-                }
-                figure_data.setdefault(f"{t}|{ft}", {}).setdefault(layer, {})[cond] = {
-                    "same_input": same["code_cosine"],
-                    "different_image": other["code_cosine"],
-                    "summary": cells[cond]["code_cosine"],
-                    "flagged": flagged[sid],
-                }
-            comparisons[ft][sid] = {"flagged": flagged[sid], "conditions": cells}
-    return comparisons, figure_data
+        extra = {"threshold_calibration": calibration.get((role, ft, t, layer))}
+        save_sae(sae.training_sae, sub / sae_id(t, layer, args.tokens), sae.trainer, extra)
+    return entries, policy.notes
 
 
 def match_study_dictionaries(
     models: StudyModels, trained: dict[SAEKey, TrainedSAE], args: SAEStudyArguments
-) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Each base SAE's dictionary matched against random directions (chance), the other-seed
     base SAE (noise floor) and each fine-tuned model's SAE; summaries and the matched cosines."""
     stats = dict(n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence)
     matching: dict[str, Any] = {}
-    curves: dict[str, dict[str, np.ndarray]] = {}
+    curves: dict[str, dict[str, Any]] = {}
     for t, layer in base_keys(args, models.layers):
         sid = sae_id(t, layer, args.tokens)
         base_sae = trained[("base", None, t, layer)].inference
@@ -390,21 +420,18 @@ def match_study_dictionaries(
 
 def write_figures(
     figure_data: dict[str, dict[int, dict[str, Any]]],
-    curves: dict[str, dict[str, np.ndarray]],
-    args: SAEStudyArguments,
+    curves: dict[str, dict[str, Any]],
     out: Path,
 ) -> list[str]:
-    """The paper's Figs. 9 and 10 (code-cosine histograms per SAE type and fine-tuned model) and
-    the dictionary-matching figure; returns their paths."""
+    """The paper's Figs. 9 and 10 (code-cosine histograms per SAE type, every model against the
+    base, CLS and patch tokens apart) and the dictionary-matching figure; returns their paths."""
     figures = []
-    for key, by_layer in figure_data.items():
-        t, ft = key.split("|", 1)
-        # A key told apart by its path suffix (roles.model_keys: runA/final) stays one file.
-        path = out / f"sae_cosine_{t}_{ft.replace('/', '_')}.png"
+    for sae_type, by_layer in figure_data.items():
+        path = out / f"sae_cosine_{sae_type}.png"
         plot_cosine_histograms(
             by_layer,
-            title=f"{SAE_TYPE_LABELS[t]} SAE codes: base vs {ft} (same input) "
-            f"vs different images ({args.tokens} tokens)",
+            title=f"{SAE_TYPE_LABELS[sae_type]} SAE codes: base vs each model on the same input, "
+            "and base on different images",
             path=path,
         )
         figures.append(str(path))
@@ -416,44 +443,93 @@ def write_figures(
 
 
 def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> dict[str, Any]:
-    """Train base (and fine-tuned) SAEs, compute metrics and comparisons, write outputs.
+    """Train base (and fine-tuned) SAEs, calibrate, compare, write outputs.
 
     Writes ``sae.json``, ``saes/<sae_id>/`` (base SAEs, sae-lens format, uploadable as is),
-    ``saes_finetuned/<name>/<sae_id>/``, ``saes_seed_baseline/<sae_id>/`` and PNG figures into
-    ``args.output_dir``; returns the ``sae.json`` content.
+    ``saes_finetuned/<key>/<sae_id>/``, ``saes_seed_baseline/<sae_id>/`` and PNG figures into
+    ``args.output_dir``; returns the ``sae.json`` content (``{}`` on processes other than the
+    main one).
     """
+    state = process_state()
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    models = load_study_models(model_args, args)
+    models = load_study_models(model_args, args, state)
     training_data = training_data_summary(data_args, args)
-    trained = train_study_saes(models, data_args, args, training_data)
-    held = compare_heldout(models, trained, data_args, args)
-    entries, flagged, notes = save_study_saes(models, trained, held, args, out)
-    comparisons, figure_data = summarize_comparisons(models, held, flagged, args)
+    trained, training_bad_images = train_study_saes(models, data_args, args, training_data, state)
+    compared_ds = load_dataset_split(data_args, "eval", max_examples=args.num_eval_images)
+    reference = ReferenceImages.from_eval_split(
+        data_args, compared_example_ids(compared_ds), args, models.spec
+    )
+    conditions = heldout_conditions(args.corruptions)
+    calibration: dict[SAEKey, dict[str, Any]] = {}
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        calibration = calibrate_study_saes(models, trained, reference, list(conditions), args)
+        save_study_saes(models, trained, calibration, args, out)
+    state.wait_for_everyone()
+    # Every process compares with the SAEs as saved (sae-lens' inference format).
+    saes = [
+        ComparedSAE(sid, t, layer, load_sae(out / "saes" / sid, device=models.device))
+        for t, layer in base_keys(args, models.layers)
+        for sid in [sae_id(t, layer, args.tokens)]
+    ]
+    records, metrics, bad_images = heldout_pass(
+        models, saes, reference, compared_ds, conditions, data_args, args, state
+    )
+    if not state.is_main_process:
+        return {}
+    entries, notes = save_study_saes(models, trained, calibration, args, out, metrics)
+    flagged = {e["sae_id"]: e["flagged"] for e in entries}
+    summaries = StudySummaries(
+        records,
+        saes,
+        list(token_slices(args.tokens)),
+        flagged,
+        n_resamples=args.n_resamples,
+        seed=args.seed,
+        confidence=args.confidence,
+    )
+    distributions = summaries.distributions(list(models.finetuned), conditions, args.severity)
+    controls = match_controls(models.robustness)
+    comparisons = summaries.comparisons(controls)
     matching, curves = match_study_dictionaries(models, trained, args)
-    figures = write_figures(figure_data, curves, args, out)
+    figures = write_figures(summaries.figure_data(list(models.finetuned)), curves, out)
+    roles = models.roles
     result = {
         **header(),
         "definitions": DEFINITIONS,
         "base_model": models.base_name,
         "finetuned_models": dict(models.finetuned_paths),
+        "models": {
+            key: {"path": models.model_name(None if key == BASE else key), "role": role}
+            for key, role in roles.items()
+        },
+        "controls": {
+            key: {"clean_control": c.clean, "random_view_control": c.random_view}
+            for key, c in controls.items()
+        },
         "layers": models.layers,
         "tokens": args.tokens,
+        "token_types": list(token_slices(args.tokens)),
         "eval": {
             "dataset": data_args.dataset_name,
             "split": data_args.eval_split,
-            "num_images": len(held.example_ids),
+            "num_images": len(records["clean"]["example_ids"]),
+            "reference_images": len(reference),
             "severity": args.severity,
             "seed": args.seed,
-            "conditions": held.conditions,
+            "conditions": conditions,
+            "bad_images": bad_images,
+            "processes": state.num_processes,
             "note": "corruptions applied on the fly (hf_vitrobust.corruptions), not published "
-            "ImageNet-C files; per-image seeds keyed on example_id, shared with the evaluation",
+            "ImageNet-C files; per-image seeds keyed on example_id, shared with the evaluation "
+            "and the analysis (one corruption of the group per image)",
         },
-        "training_data": training_data,
+        "training_data": {**training_data, "bad_images": training_bad_images},
         "config": asdict(args),
         "saes": entries,
         "flags": notes,
         "comparisons": comparisons,
+        "distributions": distributions,
         "dictionary_matching": matching,
         "figures": figures,
         "versions": {"hf_vitrobust": __version__, "sae_lens": import_sae_lens().__version__},
@@ -463,16 +539,15 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
 
 
 __all__ = [
-    "HeldOutComparison",
     "SAEKey",
     "StudyModels",
     "base_keys",
-    "compare_heldout",
+    "calibrate_study_saes",
+    "heldout_pass",
     "load_study_models",
     "match_study_dictionaries",
     "run_sae_study",
     "save_study_saes",
-    "summarize_comparisons",
     "train_study_saes",
     "training_data_summary",
     "training_plan",

@@ -7,25 +7,33 @@ activations flow through :class:`~hf_vitrobust.analysis.sae.activations.Activati
 
 from __future__ import annotations
 
+import json
+import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from accelerate.utils import broadcast_object_list
 
 from hf_vitrobust.analysis.sae.activations import (
-    activation_chunks,
-    cache_activations,
+    CacheWriter,
     cached_activation_chunks,
     read_cache_manifest,
 )
 from hf_vitrobust.analysis.sae.config import SAEStudyArguments, SAETrainConfig
 from hf_vitrobust.analysis.sae.io import to_inference_sae
 from hf_vitrobust.analysis.sae.saelens import import_sae_lens
-from hf_vitrobust.data import CorruptionCollator, CorruptionViews
+from hf_vitrobust.analysis.sae.stream import (
+    TrainingImages,
+    activation_rounds,
+    layer_chunks,
+    serve_rounds,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def sae_metadata(
@@ -147,73 +155,96 @@ class TrainedSAE:
         return cls(sae, trainer, to_inference_sae(sae), int(peak_buffer_bytes))
 
 
-def training_batches(
-    train_ds: Any, processor: Any, args: SAEStudyArguments
-) -> Callable[[int], DataLoader]:
-    """A function of the epoch returning collated training batches (clean + corrupted views).
-
-    Views are drawn from ``args.train_corruptions`` at ``args.train_severities`` by
-    ``CorruptionViews`` (the training stream of draws), so each epoch sees new corruptions.
-    """
-    use_views = bool(args.train_corruptions) and args.train_views > 0
-    views = (
-        CorruptionViews(args.train_corruptions, severities=args.train_severities, seed=args.seed)
-        if use_views
-        else None
+def training_images(
+    train_ds: Any, processor: Any, args: SAEStudyArguments, data_args: Any, state: Any
+) -> TrainingImages:
+    """The SAE training images: clean plus ``args.train_views`` corrupted views per image, drawn
+    from ``args.train_corruptions`` at ``args.train_severities`` (new draws every epoch), in a
+    seeded order reshuffled every epoch (streams: ``data_args.shuffle_buffer_size``)."""
+    return TrainingImages(
+        train_ds,
+        processor,
+        batch_size=args.batch_size,
+        corruptions=list(args.train_corruptions),
+        views=args.train_views,
+        severities=list(args.train_severities),
+        seed=args.seed,
+        num_workers=args.num_workers,
+        shuffle_buffer_size=int(getattr(data_args, "shuffle_buffer_size", 0) or 0),
+        max_bad_fraction=float(data_args.max_bad_fraction),
+        state=state,
     )
-    collator = CorruptionCollator(processor, views=views, k=args.train_views if use_views else 0)
-    iterable = not hasattr(train_ds, "__len__")
 
-    def batches(epoch: int) -> DataLoader:
-        collator.set_epoch(epoch)
-        generator = torch.Generator().manual_seed(args.seed + epoch)
-        return DataLoader(
-            train_ds,
-            batch_size=args.batch_size,
-            shuffle=not iterable,
-            generator=None if iterable else generator,
-            collate_fn=collator,
-            num_workers=args.num_workers,
-        )
 
-    return batches
+def _cache_holds(path: Path, needed: int, key: dict[str, Any]) -> bool:
+    """Whether the cache at ``path`` is complete, large enough and made from ``key``'s model and
+    data; one made from other weights (a checkpoint retrained in place) or data is remade."""
+    manifest = read_cache_manifest(path)
+    if manifest is None or manifest.get("n_activations", 0) < needed:
+        return False
+    same = json.loads(json.dumps(key)) == {k: manifest.get(k) for k in key}
+    if not same:
+        logger.warning("activation cache %s was made from another model or data: remaking it", path)
+    return same
 
 
 def activation_source(
     model: Any,
-    batches: Callable[[int], DataLoader],
+    images: TrainingImages,
     layer: int,
     args: SAEStudyArguments,
     seed: int,
-    cache_key: dict[str, Any],
+    cache_keys: dict[int, dict[str, Any]],
     tag: str,
-) -> Iterator[torch.Tensor]:
-    """Activation chunks of one model at one layer: streamed live, or through ``args.cache_dir``.
+) -> Iterator[torch.Tensor] | None:
+    """Activation chunks of one model at ``layer``: streamed live, or through ``args.cache_dir``.
 
-    The cache folder is ``<cache_dir>/<tag>-layer<L>-<tokens>``; it is (re)written when it holds
-    fewer activations than one SAE needs, and refused when its manifest differs from ``cache_key``.
+    Every process calls it, in the same order; the chunks are made by all of them
+    (``stream.activation_rounds``) and returned on the main process only (``None`` elsewhere,
+    after serving them). A live stream must be closed by its consumer.
+
+    With a cache, the folder of each layer is ``<cache_dir>/<tag>-layer<L>-<tokens>``, and one
+    pass over the images fills every layer of ``cache_keys`` (the study's layers) whose cache
+    holds fewer activations than one SAE needs or was made from other weights or data (its
+    manifest differs from its key).
     """
-
-    def live(epochs: int | None) -> Iterator[torch.Tensor]:
-        return activation_chunks(
-            model,
-            batches,
-            layer,
-            args.tokens,
-            max_tokens_per_image=args.max_tokens_per_image,
-            epochs=epochs,
-            seed=seed,
-        )
-
+    state = images.state
+    tokens, max_tokens = args.tokens, args.max_tokens_per_image
     if not args.cache_dir:
-        return live(None)
-    path = Path(args.cache_dir) / f"{tag}-layer{layer}-{args.tokens}"
+        if state.is_main_process:
+            return layer_chunks(
+                activation_rounds(model, images, [layer], tokens, max_tokens, seed), layer
+            )
+        serve_rounds(model, images, [layer], tokens, max_tokens, seed)
+        return None
+    paths = {at: Path(args.cache_dir) / f"{tag}-layer{at}-{tokens}" for at in cache_keys}
     # The init batches (b_dec, norm) come first, then training; one spare batch.
     needed = args.training_tokens + (args.n_init_batches + 1) * args.sae_batch_size
-    manifest = read_cache_manifest(path)
-    if manifest is None or manifest.get("n_activations", 0) < needed:
-        cache_activations(live(None), path, needed, metadata=cache_key)
-    return cached_activation_chunks(path, cycle=True, expect=cache_key)
+    todo: list[list[int]] = [[]]
+    if state.is_main_process:
+        complete = {at: _cache_holds(paths[at], needed, cache_keys[at]) for at in paths}
+        todo = [[at for at in paths if not complete[at]] if not complete[layer] else []]
+    if state.num_processes > 1:
+        todo = broadcast_object_list(todo)
+    if not state.is_main_process:
+        if todo[0]:
+            serve_rounds(model, images, todo[0], tokens, max_tokens, seed)
+        return None
+    if todo[0]:
+        writers = {at: CacheWriter(paths[at], needed, metadata=cache_keys[at]) for at in todo[0]}
+        rounds = activation_rounds(model, images, todo[0], tokens, max_tokens, seed)
+        try:
+            for chunks in rounds:
+                for at, writer in writers.items():
+                    if not writer.full:
+                        writer.add(chunks[at])
+                if all(w.full for w in writers.values()):
+                    break
+        finally:
+            rounds.close()
+        for writer in writers.values():
+            writer.finish()
+    return cached_activation_chunks(paths[layer], cycle=True, expect=cache_keys[layer])
 
 
 __all__ = [
@@ -223,5 +254,5 @@ __all__ = [
     "init_from_activations",
     "sae_metadata",
     "train_sae",
-    "training_batches",
+    "training_images",
 ]

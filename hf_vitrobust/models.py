@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
 import logging
 import os
@@ -225,6 +226,8 @@ def load_model_and_processor(
 
 
 __all__ = [
+    "config_identity",
+    "weights_fingerprint",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "FRESH_MODEL_KEYS",
@@ -236,3 +239,29 @@ __all__ = [
     "tiny_vit",
     "tiny_vit_config",
 ]
+
+
+#: Config fields that do not change what a model computes from its weights.
+_CONFIG_SKIP = ("transformers_version", "torch_dtype", "dtype", "architectures")
+
+
+def config_identity(config: Any) -> dict[str, Any]:
+    """The config fields that define a model (private ``_*`` and version-only keys dropped)."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return {k: v for k, v in values.items() if not k.startswith("_") and k not in _CONFIG_SKIP}
+
+
+@torch.no_grad()
+def weights_fingerprint(model: torch.nn.Module, digest_bytes: int = 16) -> str:
+    """BLAKE2b hex digest of a model's state dict (every tensor's name, dtype, shape and bytes,
+    in name order) and its config: what was loaded, whether from a folder, the Hub or memory.
+
+    A checkpoint retrained in place gets another fingerprint (~0.5 s for ViT-B/16 on one core).
+    """
+    h = hashlib.blake2b(digest_size=digest_bytes)
+    h.update(repr(sorted(config_identity(model.config).items())).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

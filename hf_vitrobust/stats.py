@@ -8,10 +8,15 @@ inputs always give the same interval.
 Interval method: BCa (bias-corrected and accelerated) up to `BCA_MAX_N` values; above that the
 jackknife inside BCa costs O(n²) and the percentile interval is used (at that size the two agree
 to well within the Monte Carlo error). The method used is recorded in every result.
+
+Primitives of the report's verdict rules live here too: multiple-comparison corrections
+(`holm`, `benjamini_hochberg`), where a CI lies relative to a margin (`interval_position`), and
+how many images would decide an undecided one (`images_to_resolve`).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +24,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats as _st
+
+from hf_vitrobust.formatting import finite
 
 #: Largest sample for which the BCa interval is used (its jackknife is O(n²)).
 BCA_MAX_N = 5000
@@ -333,3 +340,135 @@ def wilcoxon_test(
         return "wilcoxon_signed_rank", p_value, details
 
     return _difference_test(a, b, ("a", "b"), signed_rank, n_resamples, confidence, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple comparisons and equivalence: the primitives of the report's verdict rules
+# ---------------------------------------------------------------------------------------------
+
+#: Corrections for a family of tests, by the name a recipe uses, with what each controls.
+CORRECTIONS = {
+    "holm": "Holm's step-down correction (controls the family-wise error rate under any "
+    "dependence between the tests)",
+    "bh": "the Benjamini–Hochberg correction (controls the false discovery rate for "
+    "independent or positively dependent tests)",
+}
+
+
+def _p_values(p_values: Any) -> np.ndarray:
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim == 0:
+        raise ValueError("p_values must be an array (a family of tests on the last axis).")
+    if not np.all(np.isfinite(p)) or np.any((p < 0) | (p > 1)):
+        raise ValueError("p_values must be finite numbers in [0, 1]; drop missing tests first.")
+    return p
+
+
+def holm(p_values: Any) -> np.ndarray:
+    """Holm-adjusted p-values; the family of tests is the last axis (earlier axes: independent
+    families, e.g. simulated studies).
+
+    Sorted p-values p_(1) ≤ … ≤ p_(m) are adjusted to max_{j≤i} min(1, (m − j + 1)·p_(j));
+    a test is rejected at level α when its adjusted p-value is < α. scipy has no Holm
+    correction (`false_discovery_control` is BH/BY only).
+    """
+    p = _p_values(p_values)
+    m = p.shape[-1]
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p, axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1) * (m - np.arange(m))
+    adjusted = np.minimum(np.maximum.accumulate(ranked, axis=-1), 1.0)
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, adjusted, axis=-1)
+    return out
+
+
+def benjamini_hochberg(p_values: Any) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (`scipy.stats.false_discovery_control`), family on
+    the last axis."""
+    p = _p_values(p_values)
+    if p.shape[-1] == 0:
+        return p.copy()
+    return np.asarray(_st.false_discovery_control(p, axis=-1, method="bh"), dtype=np.float64)
+
+
+def adjust_p_values(p_values: Any, method: str = "holm") -> np.ndarray:
+    """Adjusted p-values by `method` (a key of `CORRECTIONS`)."""
+    if method == "holm":
+        return holm(p_values)
+    if method == "bh":
+        return benjamini_hochberg(p_values)
+    raise ValueError(f"unknown correction {method!r}; use one of {sorted(CORRECTIONS)}.")
+
+
+def smallest_attainable_p(test: str, n_resamples: int | None) -> float:
+    """The smallest p-value a recorded test can give: 1/(1 + resamples) for the paired
+    bootstrap test (see `paired_bootstrap`), 0 for the exact and rank tests."""
+    if test == "paired_bootstrap" and n_resamples:
+        return 1.0 / (1 + int(n_resamples))
+    return 0.0
+
+
+INSIDE = "inside"
+ABOVE = "above"
+BELOW = "below"
+UNDECIDED = "undecided"
+
+
+def interval_position(ci_low: float, ci_high: float, low: float, high: float) -> str:
+    """Where a confidence interval lies relative to the band (low, high).
+
+    `INSIDE`: low < ci_low and ci_high < high (an equivalence statement: with a 95% CI this is
+    the two one-sided tests at α = 0.025 each); `ABOVE`: ci_low > high; `BELOW`: ci_high < low;
+    `UNDECIDED` otherwise (the CI reaches across a bound). A floor is the band (f, f), which has
+    no inside.
+    """
+    values = [finite(v) for v in (ci_low, ci_high, low, high)]
+    if any(v is None for v in values):
+        raise ValueError(
+            f"interval_position needs finite numbers; got CI ({ci_low}, {ci_high}), band "
+            f"({low}, {high})."
+        )
+    ci_low, ci_high, low, high = values
+    if ci_low > ci_high or low > high:
+        raise ValueError(
+            f"an interval needs low <= high; got CI ({ci_low}, {ci_high}), band ({low}, {high})."
+        )
+    if ci_low > high:
+        return ABOVE
+    if ci_high < low:
+        return BELOW
+    if low < ci_low and ci_high < high:
+        return INSIDE
+    return UNDECIDED
+
+
+def images_to_resolve(
+    estimate: float, ci_low: float, ci_high: float, n: int, low: float, high: float
+) -> int | None:
+    """How many images would decide an `UNDECIDED` interval at the observed spread.
+
+    Assumes the estimate stays where it is and each side of the CI shrinks as 1/√n (a mean over
+    images): the smallest n' whose CI would lie inside (low, high) when the estimate is inside,
+    above `high` when it is above, below `low` when it is below. None when the interval is
+    already decided, or when no practical number of images decides it (the estimate sits on a
+    bound, or within rounding of one).
+    """
+    if interval_position(ci_low, ci_high, low, high) != UNDECIDED:
+        return None
+    below, above = estimate - ci_low, ci_high - estimate  # the CI's two half-widths
+    with np.errstate(over="ignore", divide="ignore"):
+        if low < estimate < high:
+            shrink = max(below / np.float64(estimate - low), above / np.float64(high - estimate))
+        elif estimate > high:
+            shrink = below / np.float64(estimate - high)
+        elif estimate < low:
+            shrink = above / np.float64(low - estimate)
+        else:
+            return None
+        ratio = float(shrink) ** 2 if shrink < 1e100 else math.inf
+    if not ratio * n < 1e15:  # on a bound, or within rounding of one
+        return None
+    # The smallest n' with n' > n·ratio (the tolerance keeps an exact boundary outside).
+    return max(int(n) + 1, math.floor(int(n) * ratio * (1 + 1e-12)) + 1)

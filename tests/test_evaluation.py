@@ -397,6 +397,8 @@ def test_recipe_arguments_extend_the_comparison_arguments(tmp_path):
     assert args.finetuned_models == [
         "outputs/fashion-mnist-tiny/low_frequency", "outputs/fashion-mnist-tiny/high_frequency",
         "outputs/fashion-mnist-tiny/control",
+        "outputs/fashion-mnist-tiny/control_random_view_low_frequency",
+        "outputs/fashion-mnist-tiny/control_random_view_high_frequency",
     ]  # fmt: skip
     _, full = parse_recipe(
         (DataArguments, EvaluationArguments),

@@ -1,23 +1,22 @@
-"""The report: generated readings, missing stages, rendering, and the page in a real browser."""
+"""The report: generated readings, missing stages, rendering, the page in a real browser, and every
+section and verdict on the golden study (tests/data/golden)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib.util
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from hf_vitrobust import report as rp
-from hf_vitrobust.analysis.sae.schema import header as sae_header
-from hf_vitrobust.analysis.schema import header as analysis_header
-from hf_vitrobust.evaluation.schema import header as results_header
+from hf_vitrobust.configs import parse_recipe
 from hf_vitrobust.formatting import fmt, fmt_ci
 from hf_vitrobust.io import StageOutputError
 from hf_vitrobust.report import build as report_build
-from hf_vitrobust.runtime import header as stages_header
 
 
 def test_as_comparison_reads_paired_comparison_dicts():
@@ -156,17 +155,11 @@ def test_write_report_embeds_and_copies_figures(tmp_path):
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
+    """Debian's chromium (installed by `make install`, never by a test); a missing browser
+    skips locally and fails in CI (tests/conftest.py)."""
     path = rp.find_chromium()
-    if path is None and shutil.which("apt-get"):
-        # The check must run where Chromium can be had; `make install` installs it.
-        subprocess.run(
-            ["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=600, check=False
-        )
-        path = rp.find_chromium()
     if path is None:
-        reason = "Chromium is not installed and `apt-get install -y chromium` did not provide it"
-        print(f"SKIP browser check: {reason}")
-        pytest.skip(reason)
+        pytest.skip("Chromium is not installed (make install installs Debian's chromium)")
     return path
 
 
@@ -189,101 +182,6 @@ def test_browser_check_catches_a_broken_image(tmp_path, chromium):
     assert check.broken == ["first"]
 
 
-def _metric(v: float) -> dict:
-    return {"value": v, "ci_low": v - 0.02, "ci_high": v + 0.02, "n": 200}
-
-
-def _comp(ci: tuple[float, float]) -> dict:
-    """A paired difference (stats.PairedComparison.to_dict() layout) with the given CI."""
-    return {
-        "estimate": sum(ci) / 2,
-        "ci_low": ci[0],
-        "ci_high": ci[1],
-        "p_value": 0.01 if ci[0] > 0 or ci[1] < 0 else 0.5,
-        "test": "paired_bootstrap",
-        "n": 200,
-    }
-
-
-def _results(seen_gain: tuple[float, float], unseen_gain: tuple[float, float]) -> dict:
-    """A results.json of the evaluation schema with the given CIs of the top-1 changes."""
-    comp = _comp
-    metrics = ("top_1_accuracy", "top_5_accuracy", "top_10_accuracy", "p_true", "nll", "ece")
-    rows = []
-    for fam, ci in (("seen", seen_gain), ("unseen", unseen_gain)):
-        rows.append(
-            {
-                "model": "lf",
-                "family": fam,
-                "n_cells": 5,
-                "metrics": {m: _metric(0.6) for m in metrics},
-                "base_metrics": {m: _metric(0.5) for m in metrics},
-                "vs_base": {m: comp(ci) for m in metrics},
-            }
-        )
-    return {
-        **results_header(),
-        "models": [
-            {"key": "base", "name": "/x/base", "role": "base"},
-            {"key": "lf", "name": "/x/low_frequency", "role": "fine_tuned"},
-        ],
-        "dataset": {"name": "fashion_mnist", "num_classes": 10, "n_images": 200},
-        "grid": {"corruptions": ["gaussian_noise", "defocus_blur"], "severities": [1, 2, 3, 4, 5]},
-        "settings": {"top_k": {"top_1_accuracy": 1, "top_5_accuracy": 5, "top_10_accuracy": 10}},
-        "definitions": {"top_1_accuracy": "top-1 definition", "p_true": "certainty def"},
-        "cells": [],
-        "per_group": [],
-        "per_family": rows,
-        "transfer_matrix": {
-            "rows": ["lf"],
-            "columns": ["clean", "noise", "blur"],
-            "cells": [
-                [
-                    {**comp((-0.01, 0.01)), "seen": False},
-                    {**comp(unseen_gain), "seen": False},
-                    {**comp(seen_gain), "seen": True},
-                ]
-            ],
-        },
-    }
-
-
-@pytest.mark.parametrize(
-    ("seen", "unseen", "accuracy", "transfer"),
-    [
-        ((0.05, 0.15), (-0.03, 0.02), rp.SUPPORTED, rp.SUPPORTED),
-        ((0.05, 0.15), (0.02, 0.08), rp.SUPPORTED, rp.NOT_SUPPORTED),
-        ((-0.03, 0.04), (-0.03, 0.02), rp.NOT_SUPPORTED, rp.NOT_SUPPORTED),
-    ],
-)
-def test_verdicts_follow_the_numbers(tmp_path, seen, unseen, accuracy, transfer):
-    study = tmp_path / "study"
-    (study / "eval").mkdir(parents=True)
-    (study / "eval" / "results.json").write_text(json.dumps(_results(seen, unseen)))
-    paths = rp.build_report(study)
-    by_key = {s.key: s for s in paths.report.sections}
-    assert by_key["accuracy"].verdict == accuracy
-    assert by_key["transfer"].verdict == transfer
-    assert by_key["certainty"].verdict == accuracy  # same CIs for every metric here
-    text = " ".join(by_key["accuracy"].readings)
-    assert f"{seen[0] * 100:+.1f}" in text and f"{seen[1] * 100:+.1f}" in text
-    assert "low_frequency" in text  # the checkpoint's folder name, not its path
-    # The report drew its own seen-vs-unseen figures and embedded them.
-    page = paths.html.read_text()
-    assert page.count("data:image/png;base64,") == 2
-    assert not (study / "report" / ".generated").exists()
-    # Sections whose stage did not run say so.
-    assert by_key["attention_entropy"].verdict == rp.MISSING
-
-
-def test_changed_rule_uses_the_chance_rate():
-    # 1 of 20 CIs excluding zero is what chance gives at 95%: not evidence of a change.
-    verdict, reading = rp.changed_verdict(1, 20, "differences")
-    assert verdict == rp.NOT_SUPPORTED and "1 of 20" in reading
-    verdict, reading = rp.changed_verdict(8, 20, "differences")
-    assert verdict == rp.SUPPORTED and "8 of 20" in reading
-
-
 def test_corruption_table_is_generated_from_the_registry():
     from hf_vitrobust.corruptions import CORRUPTIONS, FAMILIES
 
@@ -297,270 +195,206 @@ def test_corruption_table_is_generated_from_the_registry():
     assert md.count("\n|") == len(CORRUPTIONS) + 2  # header, separator, one row each
 
 
-def _full_study(root: Path) -> Path:
-    """A study folder with every stage output, shaped like the writers' (numbers made up)."""
-    png = _png(root / "template.png")
+# ---------------------------------------------------------------------------------------------
+# The golden study (tests/data/golden): every section and every verdict, from records with known
+# truth (see tests/data/golden/make_golden.py for what was planted)
+# ---------------------------------------------------------------------------------------------
 
-    def figures(folder: Path, *names: str) -> list[str]:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            shutil.copy(png, folder / name)
-        return list(names)
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "data" / "golden" / "study"
+CLAIMS = ("accuracy", "transfer", "certainty", "first_correct_layer", "attention_entropy")
+SAE_SECTIONS = ("sae_vanilla", "sae_batchtopk", "dictionary_matching")
 
-    def write(path: Path, data: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
 
+def _golden(root: Path) -> Path:
     study = root / "study"
-    results = _results((0.05, 0.15), (-0.03, 0.02))
-    results["settings"].update(corruption_seed=7, n_resamples=1000, ci_method="bca")
-    results["grid"]["clean"] = True
-    results["dataset"]["split"] = "test"
-    results["models"][1]["robustness"] = {
-        "adversary": "worst_of_k",
-        "train_family": "low_frequency",
-        "severities": [1, 2, 3],
-    }
-    results["models"][1]["train_corruptions"] = ["defocus_blur", "gaussian_blur"]
-    results["corruption_note"] = "On-the-fly corruptions, not the ImageNet-C JPEGs."
-    results["definitions"].update(seen="seen def", ce="ce def")
-    results["corruption_error"] = {
-        "reference": "base",
-        "models": {
-            "base": {"mce": _metric(1.0), "relative_mce": _metric(1.0)},
-            "lf": {"mce": _metric(0.8), "relative_mce": None},
-        },
-    }
-    results["figures"] = figures(
-        study / "eval", "accuracy_top1.png", "transfer_matrix.png", "p_true.png", "severity.png"
-    )
-    write(study / "eval" / "results.json", results)
-
-    def lens_model(first: float) -> dict:
-        return {
-            "n_images": 64,
-            "accuracy": [_metric(0.1), _metric(0.5), _metric(0.8)],
-            "true_class_probability": [_metric(0.1), _metric(0.4), _metric(0.7)],
-            "first_correct_layer": {"first": _metric(first), "stable": _metric(first + 1)},
-            "last_layer_max_abs_diff": 3e-7,
-        }
-
-    def lens_comparison() -> dict:
-        return {
-            "accuracy": [_comp((-0.01, 0.01))] * 3,
-            "true_class_probability": [_comp((-0.01, 0.01))] * 3,
-            "first_correct_layer": {
-                "count": 50,
-                "first": {"paired_bootstrap": _comp((-1.5, -0.5))},
-                "stable": {"paired_bootstrap": _comp((-0.5, 0.5))},
-            },
-        }
-
-    entropy = {"all_queries": [[1.0] * 3] * 2, "cls_query": [[1.0] * 3] * 2}
-
-    def entropy_tests(shift: float) -> dict:
-        layers = [[_comp((shift - 0.01, shift + 0.02)) for _head in range(3)] for _ in range(2)]
-        kind = {"difference": [[shift] * 3] * 2, "tests": layers}
-        return {"all_queries": kind, "cls_query": kind}
-
-    analysis = {
-        **analysis_header(),
-        "models": {
-            "base": {"name_or_path": "/x/base", "num_layers": 2, "num_heads": 3},
-            "lf": {"name_or_path": "/x/low_frequency", "num_layers": 2, "num_heads": 3},
-        },
-        "conditions": ["clean", "blur"],
-        "data": {"max_examples": 64, "dataset": "fashion_mnist", "split": "test", "severity": 3},
-        "definitions": {
-            "first_correct_layer": "fcl def",
-            "attention_entropy": "entropy def",
-            "cka": "cka def",
-            "patching": "patching def",
-        },
-        "logit_lens": {
-            cond: {
-                "models": {"base": lens_model(3.0), "lf": lens_model(2.0)},
-                "comparisons": {"lf": lens_comparison()},
-            }
-            for cond in ("clean", "blur")
-        },
-        "attention_entropy": {
-            cond: {
-                "models": {"base": entropy, "lf": entropy},
-                "differences": {"lf": entropy_tests(shift)},
-            }
-            for cond, shift in (("clean", 0.0), ("blur", 0.05))
-        },
-        "cka": {
-            "clean": {"lf": {"cls": [1.0, 0.97, 0.93], "patch_mean": [1.0, 0.8, 0.85]}},
-            "blur": {"lf": {"cls": [1.0, 0.9, None], "patch_mean": [None, None, None]}},
-        },
-        "patching": {
-            "blur": {
-                "lf": {
-                    "gain": _comp((0.02, 0.08)),
-                    "accuracy_a": 0.5,
-                    "accuracy_b": 0.55,
-                    "per_layer": [
-                        {"layer": 0, "recovered": 0.1, "ci_low": 0.0, "ci_high": 0.2},
-                        {"layer": 1, "recovered": 0.6, "ci_low": 0.4, "ci_high": 0.8},
-                    ],
-                }
-            },
-            "clean": {
-                "lf": {
-                    "gain": _comp((-0.01, 0.01)),
-                    "accuracy_a": 0.8,
-                    "accuracy_b": 0.8,
-                    "per_layer": [{"layer": 0, "recovered": None}],
-                }
-            },
-        },
-        "figures": figures(
-            study / "analysis",
-            "first_correct_layer.png",
-            "logit_lens.png",
-            "attention_entropy.png",
-            "attention_maps.png",
-            "cka.png",
-            "patching.png",
-        ),
-    }
-    write(study / "analysis" / "analysis.json", analysis)
-
-    def median(m: float) -> dict:
-        return {"median": m, "median_ci": [m - 0.01, m + 0.01]}
-
-    def sae_entry(sae_id: str, sae_type: str, flagged: bool) -> dict:
-        return {
-            "sae_id": sae_id,
-            "sae_type": sae_type,
-            "layer": 2,
-            "d_in": 96,
-            "d_sae": 384,
-            "metrics": {"base": {"l0": 12.0, "explained_variance": 0.8, "dead_fraction": 0.01}},
-            "flagged": flagged,
-            "flag_reason": "explained variance 0.41 < 0.7" if flagged else None,
-        }
-
-    def cell(code: float) -> dict:
-        return {
-            "code_cosine": median(code),
-            "code_cosine_minus_different_image": _comp((0.3, 0.5)),
-            "code_cosine_different_image": median(0.5),
-            "raw_cosine": median(0.97),
-            "topk_jaccard": median(0.6),
-        }
-
-    sae = {
-        **sae_header(),
-        "base_model": "/x/base",
-        "finetuned_models": {"lf": "/x/low_frequency"},
-        "layers": [2],
-        "tokens": "cls",
-        "training_data": {
-            "training_tokens": 20000,
-            "dataset": "fashion_mnist",
-            "split": "train",
-            "corruption_family": "all",
-        },
-        "eval": {"num_images": 128, "dataset": "fashion_mnist", "split": "test", "severity": 3},
-        "config": {"train_finetuned_saes": True, "seed_baseline": True, "seed": 0},
-        "definitions": {
-            "code_cosine": "code cosine def",
-            "batchtopk_codes": "batchtopk note",
-            "matched_dictionary_cosine": "matching def",
-        },
-        "saes": [
-            sae_entry("layer2_standard", "standard", False),
-            sae_entry("layer2_batchtopk", "batchtopk", True),
-        ],
-        "comparisons": {
-            "lf": {
-                "layer2_standard": {"conditions": {"clean": cell(0.95), "blur": cell(0.85)}},
-                "layer2_batchtopk": {"conditions": {"clean": cell(0.7)}},
-            }
-        },
-        "dictionary_matching": {
-            "layer2_standard": {
-                "finetuned:lf": median(0.8),
-                "base_other_seed": median(0.75),
-                "random_directions": median(0.1),
-            }
-        },
-        "figures": figures(
-            study / "sae",
-            "sae_cosine_standard_lf.png",
-            "sae_cosine_batchtopk_lf.png",
-            "sae_dictionary_matching.png",
-        ),
-    }
-    write(study / "sae" / "sae.json", sae)
-
-    def stage(name: str, status: str) -> dict:
-        return {
-            "name": name,
-            "status": status,
-            "seconds": 0.0 if status == "skipped" else 42.0,
-            "earlier_seconds": 40.0 if status == "skipped" else None,
-            "cpu_seconds": 80.0,
-            "peak_memory_bytes": 2 * 1024**3,
-            "commands": [f"python recipes/{name}.py"],
-        }
-
-    stages = {
-        **stages_header(),
-        "stages": [stage("base", "skipped"), stage("evaluate", "ran")],
-        "study_seconds": 600.0,
-        "peak_memory_bytes": 2 * 1024**3,
-        "time_budget_seconds": 900.0,
-        "memory_budget_bytes": 6 * 1024**3,
-        "within_time_budget": True,
-        "within_memory_budget": True,
-        "cpu_count": 2,
-        "threads": 2,
-        "load_average_at_end": [1.5, 1.2, 1.0],
-    }
-    write(study / "stages.json", stages)
+    shutil.copytree(GOLDEN, study)
     return study
 
 
-def test_a_full_study_fills_every_section(tmp_path):
-    study = _full_study(tmp_path)
-    paths = rp.build_report(study)
-    verdicts = {s.key: s.verdict for s in paths.report.sections}
+def _edit(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _sections(study: Path, **kw) -> dict[str, rp.Section]:
+    return {s.key: s for s in rp.build_report(study, **kw).report.sections}
+
+
+def _section(study: Path, key: str, rules: rp.VerdictRules | None = None) -> rp.Section:
+    """One section, built alone (no page written)."""
+    outputs = rp.StudyOutputs.discover(study)
+    outputs.generated_dir = study / ".generated"
+    outputs.rules = rules or rp.VerdictRules()
+    return rp.build_section(next(s for s in rp.SECTION_SPECS if s.key == key), outputs)
+
+
+def test_the_golden_study_fills_every_section_with_the_planted_verdicts(tmp_path):
+    paths = rp.build_report(_golden(tmp_path))
+    by_key = {s.key: s for s in paths.report.sections}
+    verdicts = {k: s.verdict for k, s in by_key.items() if k not in SAE_SECTIONS}
     assert verdicts == {
-        "accuracy": rp.SUPPORTED,
-        "transfer": rp.SUPPORTED,
-        "certainty": rp.SUPPORTED,
-        "first_correct_layer": rp.SUPPORTED,
-        "attention_entropy": rp.SUPPORTED,
-        "sae_vanilla": rp.NOT_SUPPORTED,  # 1 of 2 comparisons unchanged: not more than half
-        "sae_batchtopk": rp.NOT_SUPPORTED,  # every BatchTopK SAE flagged
+        "accuracy": rp.SUPPORTED,  # both fine-tunes gain ~12 pp over the control
+        "transfer": rp.NOT_SUPPORTED,  # runB/final transfers to blur
+        "certainty": rp.INCONCLUSIVE,  # runB/final's gain straddles the floor
+        "first_correct_layer": rp.NOT_SUPPORTED,  # unchanged within ±0.25 layers
+        "attention_entropy": rp.SUPPORTED,  # 0.12 nats at one layer, each fine-tune
         "cka": rp.INFO,
         "patching": rp.INFO,
-        "dictionary_matching": rp.INFO,
         "corruption_error": rp.INFO,
         "runtime": rp.INFO,
     }
+    # Every judged claim states its rule next to its verdict, with its numbers.
+    md, page = paths.markdown.read_text(), paths.html.read_text()
+    for key in CLAIMS:
+        assert len(by_key[key].rules) == 1 and "clean control" in by_key[key].rules[0]
+    assert "1.0 pp" in by_key["accuracy"].rules[0]
+    assert "max(1.0 pp, 20%" in by_key["transfer"].rules[0]
+    assert (
+        "Holm" in by_key["attention_entropy"].rules[0]
+        and "0.05 nats" in by_key["attention_entropy"].rules[0]
+    )
+    assert "0.25 layers" in by_key["first_correct_layer"].rules[0]
+    assert md.count("*Rule:*") >= len(CLAIMS) and page.count('class="rule"') >= len(CLAIMS)
+    assert "Figure missing" not in md
+    # The inconclusive group says how many images would decide it.
+    transfer = " ".join(by_key["transfer"].readings)
+    assert "weather: inconclusive: ~" in transfer and "images would decide it" in transfer
+    # The decomposition: trained longer, saw corruptions, adversarial selection.
+    accuracy = by_key["accuracy"].tables[0]
+    assert "trained longer (clean control − base)" in accuracy.columns
+    assert accuracy.rows[0][0] == "runA/final" and accuracy.rows[0][6].startswith("≈+")
+    assert accuracy.rows[1][7] == "n/a"  # runB/final has no random-view control
+
+
+def test_the_golden_study_judges_the_sae_claims(tmp_path):
+    by_key = _sections(_golden(tmp_path))
+    assert by_key["sae_vanilla"].verdict == rp.SUPPORTED
+    batchtopk = by_key["sae_batchtopk"]
+    assert (batchtopk.verdict, batchtopk.verdict_reason) == (
+        rp.INCONCLUSIVE,
+        "SAE below the quality bar",
+    )
+    assert "not within ±10% of k = 8" in " ".join(row[-1] for row in batchtopk.tables[1].rows)
+    assert by_key["dictionary_matching"].verdict == rp.INFO
+
+
+def test_models_sharing_a_folder_name_are_judged_apart(tmp_path):
+    # Issue #15.7: both fine-tunes are checkpoints named `final`; keyed by folder name they
+    # clashed and one model's transfer flipped the other's verdict.
+    readings = _section(_golden(tmp_path), "transfer").readings
+    assert any(r.startswith("runA/final:") and r.endswith("→ inconclusive.") for r in readings)
+    assert any(r.startswith("runB/final:") and r.endswith("→ not supported.") for r in readings)
+
+
+def _drop_controls(study: Path) -> None:
+    """The study without its control fine-tunes (models and every record that names them)."""
+    controls = {"clean", "random_lf"}
+
+    def results(data):
+        data["models"] = [m for m in data["models"] if m["key"] not in controls]
+        for m in data["models"]:
+            if m.get("controls"):
+                m["controls"] = {"clean": None, "random_view": None}
+        keep = [i for i, k in enumerate(data["transfer_matrix"]["rows"]) if k not in controls]
+        tm = data["transfer_matrix"]
+        tm["rows"] = [tm["rows"][i] for i in keep]
+        tm["cells"] = [tm["cells"][i] for i in keep]
+
+    def analysis(data):
+        for key in controls:
+            data["models"].pop(key)
+        for section in ("logit_lens", "attention_entropy"):
+            for block in data[section].values():
+                for part in (*block.values(), block.get("common", {}).get("models", {})):
+                    for key in controls:
+                        part.pop(key, None)
+        for section in ("cka", "patching"):
+            for block in data[section].values():
+                for key in controls:
+                    block.pop(key, None)
+
+    for path, change in (
+        (study / "eval" / "results.json", results),
+        (study / "analysis" / "analysis.json", analysis),
+    ):
+
+        def without(data, change=change):
+            change(data)
+            data["comparisons"] = [
+                r
+                for r in data["comparisons"]
+                if r["model"] not in controls and r["reference"] not in controls
+            ]
+
+        _edit(path, without)
+
+
+def test_without_a_control_every_claim_is_inconclusive_and_says_why(tmp_path):
+    study = _golden(tmp_path)
+    _drop_controls(study)
+    paths = rp.build_report(study)
     by_key = {s.key: s for s in paths.report.sections}
-    assert "6 of 12" in by_key["attention_entropy"].readings[0]
-    assert "2 of 4" in by_key["first_correct_layer"].readings[0]
-    assert "1 of 2 comparisons" in by_key["sae_vanilla"].readings[0]
-    assert "patching layer 1 alone" in " ".join(by_key["patching"].readings)
-    assert "fewer corruption errors" in by_key["corruption_error"].readings[0]
-    assert "within the 15-minute budget" in by_key["runtime"].readings[0]
-    md = paths.markdown.read_text()
-    assert "Figure missing" not in md and "Missing" not in md
-    assert paths.report.setup[0].startswith("Evaluation: 200 held-out images of fashion_mnist")
-    assert paths.report.setup_tables[0].rows[1][:4] == [
-        "low_frequency",
-        "fine_tuned",
-        "worst_of_k",
-        "low_frequency",
-    ]
-    # 13 stage figures copied, plus the report's own two seen-vs-unseen figures.
-    assert len(list(paths.figures_dir.iterdir())) == 15
+    for key in CLAIMS:
+        assert (by_key[key].verdict, by_key[key].verdict_reason) == (
+            rp.INCONCLUSIVE,
+            "no control fine-tune",
+        ), key
+    assert "inconclusive (no control fine-tune)" in paths.markdown.read_text()
+    # The comparison with the base is still shown.
+    assert by_key["accuracy"].tables[0].rows[0][4].startswith("+")
+
+
+def test_a_record_without_its_fields_makes_the_section_unavailable_naming_it(tmp_path):
+    study = _golden(tmp_path)
+    path = study / "eval" / "results.json"
+    _edit(path, lambda d: d["comparisons"][3].pop("estimate"))
+    accuracy = _section(study, "accuracy")
+    assert accuracy.verdict == rp.MISSING
+    assert "comparisons[3]" in accuracy.readings[0] and "'estimate'" in accuracy.readings[0]
+
+
+def test_the_rules_numbers_come_from_the_recipe(tmp_path):
+    study = _golden(tmp_path)
+    # A 20 pp floor is above both fine-tunes' whole CIs (~+10 to +15 pp).
+    argv = ["--study_dir", str(study), "--seen_floor", "0.2"]
+    args, rules = parse_recipe((rp.ReportArguments, rp.VerdictRules), argv)
+    assert args.study_dir == str(study)
+    assert rules.seen_floor == 0.2 and rules.correction == "holm"
+    accuracy = _section(study, "accuracy", rules)
+    assert accuracy.verdict == rp.NOT_SUPPORTED
+    assert "20.0 pp" in accuracy.rules[0]
+    bh = _section(study, "attention_entropy", rp.VerdictRules(correction="bh"))
+    assert "Benjamini–Hochberg" in bh.rules[0]
+    assert rp.main(["--study_dir", str(study), "--correction", "bh"]) == 0
+
+
+def test_top_k_note_when_k_reaches_the_number_of_classes(tmp_path):
+    # Top-10 of 10 classes is 100% by construction; the note used to need k > classes.
+    study = _golden(tmp_path)
+    notes = " ".join(_section(study, "accuracy").notes)
+    assert "top-10 accuracy counts every class" in notes and "by construction" in notes
+    _edit(study / "eval" / "results.json", lambda d: d["dataset"].update(num_classes=1000))
+    assert "by construction" not in " ".join(_section(study, "accuracy").notes)
+
+
+def test_transfer_matrix_marks_are_corrected_for_multiplicity(tmp_path):
+    study = _golden(tmp_path)
+
+    def p_values(data):
+        cells = [c for row in data["transfer_matrix"]["cells"] for c in row]
+        for c in cells:
+            c["p_value"] = 0.5
+        cells[1]["p_value"] = 0.01  # significant alone, not after Holm over 20 cells
+        cells[2]["p_value"] = 0.001  # 20 × 0.001 = 0.02: still significant
+
+    _edit(study / "eval" / "results.json", p_values)
+    table = next(
+        t for t in _section(study, "transfer").tables if t.caption.startswith("Transfer matrix")
+    )
+    assert "Holm" in table.caption and "20 cells" in table.caption and "(1 marked)" in table.caption
+    assert not table.rows[0][2].endswith("*") and "*" in table.rows[0][3]
 
 
 def _buggy_build(study, section):
@@ -570,7 +404,7 @@ def _buggy_build(study, section):
 
 @pytest.mark.parametrize("key", ["accuracy", "runtime"])
 def test_a_bug_in_a_section_builder_is_raised_not_reported_as_missing(tmp_path, monkeypatch, key):
-    study = _full_study(tmp_path)
+    study = _golden(tmp_path)
     specs = [
         dataclasses.replace(spec, build=_buggy_build) if spec.key == key else spec
         for spec in rp.SECTION_SPECS
@@ -588,11 +422,11 @@ def test_a_bug_deep_inside_a_section_is_raised(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cka, "finite", broken)
     with pytest.raises(TypeError, match="bug in a helper"):
-        rp.build_report(_full_study(tmp_path))
+        rp.build_report(_golden(tmp_path))
 
 
 def test_wrong_schema_version_makes_its_sections_unavailable_naming_the_file(tmp_path):
-    study = _full_study(tmp_path)
+    study = _golden(tmp_path)
     path = study / "eval" / "results.json"
     data = json.loads(path.read_text())
     data["schema_version"] = 1
@@ -617,7 +451,7 @@ def test_wrong_schema_version_makes_its_sections_unavailable_naming_the_file(tmp
 
 def test_an_absent_optional_field_is_unavailable_naming_the_file(tmp_path):
     assert issubclass(rp.SectionUnavailable, StageOutputError)
-    study = _full_study(tmp_path)
+    study = _golden(tmp_path)
     # corruption_error is optional in results.json (its reader does not require it).
     path = next(study.rglob("results.json"))
     data = json.loads(path.read_text())
@@ -632,7 +466,7 @@ def test_an_absent_optional_field_is_unavailable_naming_the_file(tmp_path):
 
 
 def test_stage_outputs_are_read_once_through_their_readers(tmp_path, monkeypatch):
-    study = rp.StudyOutputs.discover(_full_study(tmp_path))
+    study = rp.StudyOutputs.discover(_golden(tmp_path))
     calls = []
     reader = rp.SOURCES["analysis"].reader
     source = dataclasses.replace(
@@ -645,3 +479,95 @@ def test_stage_outputs_are_read_once_through_their_readers(tmp_path, monkeypatch
     empty = rp.StudyOutputs.discover(tmp_path / "study")
     with pytest.raises(StageOutputError, match="has not been run"):
         empty.load("stages")
+
+
+# ---------------------------------------------------------------------------------------------
+# The report on what the real writers write (evaluation and analysis recipes, tiny models)
+# ---------------------------------------------------------------------------------------------
+
+
+def _recipe(name: str):
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _save_study_models(root: Path, kwargs: dict) -> dict[str, Path]:
+    """A base, two adversarial fine-tunes in folders both named `final`, and their clean control
+    (nudged copies of one tiny ViT) with the config.robustness records the trainer writes."""
+    import torch
+
+    from hf_vitrobust.models import tiny_vit
+
+    common = {"base_model": "base", "seed": 0, "max_steps": 10}
+    spec = {
+        "base": None,
+        "runA/final": ("worst_of_k", ["defocus_blur"]),
+        "runB/final": ("worst_of_k", ["gaussian_noise"]),
+        "control": ("none", []),
+    }
+    model, processor = tiny_vit(seed=0, **kwargs)
+    paths = {}
+    for i, (name, training) in enumerate(spec.items()):
+        other = copy.deepcopy(model)
+        if training is not None:
+            generator = torch.Generator().manual_seed(i)
+            with torch.no_grad():
+                for param in other.vit.layers.parameters():
+                    param.add_(0.05 * torch.randn(param.shape, generator=generator))
+            adversary, corruptions = training
+            other.config.robustness = {
+                "adversary": adversary,
+                "num_views": 4,
+                "corruptions": corruptions,
+                "train_corruptions": corruptions,
+                **common,
+            }
+        other.save_pretrained(root / name)
+        processor.save_pretrained(root / name)
+        paths[name] = root / name
+    return paths
+
+
+@pytest.mark.slow
+def test_the_report_reads_the_real_stage_outputs(tmp_path, tiny_vit_kwargs, fashion_mnist_dir):
+    paths = _save_study_models(tmp_path / "models", tiny_vit_kwargs)
+    fine_tuned = [str(paths[k]) for k in ("runA/final", "runB/final", "control")]
+    models = ["--base_model", str(paths["base"]), "--finetuned_models", *fine_tuned]
+    study = tmp_path / "study"
+    _recipe("evaluate").main([
+        *models, "--dataset_name", "fashion_mnist", "--eval_split", "test",
+        "--max_eval_examples", "60", "--corruptions", "gaussian_noise,defocus_blur,fog",
+        "--severities", "3", "--batch_size", "60", "--n_resamples", "1000",
+        "--output_dir", str(study / "eval"),
+    ])  # fmt: skip
+    _recipe("analyze").main([
+        str(REPO / "recipes" / "fashion-mnist-tiny" / "analyze.yaml"), *models,
+        "--max_eval_examples", "48", "--batch_size", "48",
+        "--corruptions", "gaussian_noise,defocus_blur", "--num_panel_images", "0",
+        "--progress", "false", "--output_dir", str(study / "analysis"),
+    ])  # fmt: skip
+    _recipe("train_sae").main([
+        str(REPO / "recipes" / "fashion-mnist-tiny" / "sae.yaml"), *models,
+        "--max_train_examples", "500", "--training_tokens", "4000", "--num_eval_images", "40",
+        "--reference_images", "16", "--corruptions", "gaussian_noise", "defocus_blur",
+        "--layers", "1", "--k", "4", "--train_finetuned_saes", "false",
+        "--seed_baseline", "false", "--output_dir", str(study / "sae"),
+    ])  # fmt: skip
+    by_key = _sections(study)
+    for key in (*CLAIMS, "sae_vanilla", "sae_batchtopk"):
+        section = by_key[key]
+        assert section.verdict in rp.VERDICTS, (key, section.readings)
+        assert section.rules and "clean control" in section.rules[0]
+    # Keys from the checkpoints' paths (both folders are named `final`), judged against the
+    # clean control the roles module matched from config.robustness.
+    rows = by_key["accuracy"].tables[0].rows
+    assert [row[:2] for row in rows] == [["runA/final", "control"], ["runB/final", "control"]]
+    assert by_key["attention_entropy"].tables[0].columns[1:] == ["layer 1", "layer 2"]
+    for key in ("cka", "patching", "corruption_error"):
+        assert by_key[key].verdict == rp.INFO, (key, by_key[key].readings)
+    # The report's quality bar and the SAE stage's flag agree (same EV and L0-vs-k bounds).
+    for entry in json.loads((study / "sae" / "sae.json").read_text())["saes"]:
+        assert bool(rp.sae_quality_failures(entry, rp.VerdictRules())) == entry["flagged"], entry

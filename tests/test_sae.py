@@ -25,7 +25,6 @@ from hf_vitrobust.analysis.conditions import ConditionCollator, condition_groups
 from hf_vitrobust.analysis.sae import activations as A
 from hf_vitrobust.analysis.sae.comparison import DIFFERENT_IMAGE, HeldOutPass, calibrate_saes
 from hf_vitrobust.analysis.sae.heldout import compared_batches
-from hf_vitrobust.analysis.sae.run import weights_signature
 from hf_vitrobust.analysis.sae.schema import header, read_sae_results
 from hf_vitrobust.analysis.sae.stream import TrainingImages, activation_rounds
 from hf_vitrobust.analysis.sae.train import activation_source
@@ -33,6 +32,7 @@ from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
 from hf_vitrobust.data import ProcessorSpec, load_dataset_split
 from hf_vitrobust.distributed import EXAMPLE_IDS
 from hf_vitrobust.io import SchemaMismatch, write_json_atomic
+from hf_vitrobust.models import weights_fingerprint
 from hf_vitrobust.roles import Controls
 
 
@@ -183,7 +183,7 @@ def test_activation_cache_is_filled_once_for_every_layer_and_remade_for_new_weig
     )  # fmt: skip
 
     def keys(m):
-        return {at: {"model": "m", "layer": at, "weights": weights_signature(m)} for at in (0, 1)}
+        return {at: {"model": "m", "layer": at, "weights": weights_fingerprint(m)} for at in (0, 1)}
 
     def source(m, layer):
         return activation_source(m, images, layer, args, 0, keys(m), "base")

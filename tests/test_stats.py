@@ -1,4 +1,5 @@
-"""hf_vitrobust.stats: bootstrap CIs against known distributions, exact paired tests by hand."""
+"""hf_vitrobust.stats: bootstrap CIs against known distributions, exact paired tests by hand,
+symmetry properties (hypothesis), multiple-comparison corrections and equivalence primitives."""
 
 from __future__ import annotations
 
@@ -6,13 +7,25 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import false_discovery_control
 
 from hf_vitrobust.stats import (
+    ABOVE,
+    BELOW,
+    INSIDE,
+    UNDECIDED,
     PairedComparison,
+    adjust_p_values,
+    benjamini_hochberg,
     bootstrap_ci,
     bootstrap_ci_many,
+    holm,
+    interval_position,
     mcnemar_test,
     paired_bootstrap,
+    smallest_attainable_p,
     wilcoxon_test,
 )
 
@@ -142,3 +155,95 @@ def test_custom_statistic_on_stacked_per_image_values():
     assert r.ci_low < float((b - a).mean()) < r.ci_high and r.p_value < 0.01
     low, high = bootstrap_ci(a, mean_of_rows, seed=1)
     assert low < a.mean() < high
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties (hypothesis): swapping the models negates a difference; the CI holds the estimate
+# ---------------------------------------------------------------------------------------------
+
+_values = st.floats(-100, 100, allow_nan=False, width=32)
+
+
+def _paired(draw_values, data, size_min=2, size_max=60):
+    a = data.draw(st.lists(draw_values, min_size=size_min, max_size=size_max))
+    b = data.draw(st.lists(draw_values, min_size=len(a), max_size=len(a)))
+    return np.array(a, dtype=float), np.array(b, dtype=float)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_swapping_models_negates_a_paired_difference(data, seed):
+    a, b = _paired(_values, data)
+    for test in (paired_bootstrap, wilcoxon_test):
+        ab = test(a, b, n_resamples=1000, seed=seed)
+        ba = test(b, a, n_resamples=1000, seed=seed)
+        tolerance = 1e-6 * (1 + abs(ab.ci_low) + abs(ab.ci_high))
+        assert ba.estimate == pytest.approx(-ab.estimate, abs=1e-9)
+        assert ba.p_value == pytest.approx(ab.p_value)
+        assert abs(ba.ci_low + ab.ci_high) <= tolerance and abs(ba.ci_high + ab.ci_low) <= tolerance
+        assert ab.ci_low - tolerance <= ab.estimate <= ab.ci_high + tolerance, ab
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_swapping_models_negates_an_accuracy_difference(data, seed):
+    a, b = _paired(st.booleans(), data, size_max=120)
+    ab = mcnemar_test(a, b, n_resamples=1000, seed=seed)
+    ba = mcnemar_test(b, a, n_resamples=1000, seed=seed)
+    assert ba.estimate == -ab.estimate and ba.p_value == ab.p_value
+    assert ba.details == {"a_only": ab.details["b_only"], "b_only": ab.details["a_only"]}
+    assert (ba.ci_low, ba.ci_high) == pytest.approx((-ab.ci_high, -ab.ci_low))
+    assert ab.ci_low <= ab.estimate <= ab.ci_high
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple-comparison corrections and equivalence primitives
+# ---------------------------------------------------------------------------------------------
+
+
+def test_holm_matches_the_hand_computed_step_down():
+    # Sorted: .01 .03 .04 .5 -> x4 x3 x2 x1 = .04 .09 .08 .5 -> running max .04 .09 .09 .5.
+    assert holm([0.04, 0.01, 0.5, 0.03]) == pytest.approx([0.09, 0.04, 0.5, 0.09])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]).shape == (0,)
+    # Each row of a 2-D array is its own family.
+    rows = np.array([[0.04, 0.01, 0.5, 0.03], [0.2, 0.2, 0.2, 0.2]])
+    assert holm(rows)[0] == pytest.approx(holm(rows[0])) and holm(rows)[1] == pytest.approx(0.8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=40))
+def test_corrections_are_monotone_and_bounded(p):
+    p = np.array(p)
+    for adjusted in (holm(p), benjamini_hochberg(p)):
+        assert np.all(adjusted >= p - 1e-15) and np.all(adjusted <= 1)
+        order = np.argsort(p, kind="stable")
+        assert np.all(np.diff(adjusted[order]) >= -1e-15)  # same order as the raw p-values
+    # Holm is never more lenient than BH, nor than Bonferroni on the smallest p-value.
+    assert np.all(holm(p) >= benjamini_hochberg(p) - 1e-12)
+    assert holm(p).min() == pytest.approx(min(1.0, p.min() * p.size))
+
+
+def test_benjamini_hochberg_is_scipys_and_bad_input_is_named():
+    p = [0.01, 0.04, 0.03, 0.5]
+    assert benjamini_hochberg(p) == pytest.approx(false_discovery_control(p, method="bh"))
+    assert adjust_p_values(p, "bh") == pytest.approx(benjamini_hochberg(p))
+    with pytest.raises(ValueError, match="unknown correction"):
+        adjust_p_values(p, "bonferroni")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.1, 1.2])
+    assert smallest_attainable_p("paired_bootstrap", 999) == pytest.approx(1e-3)
+    assert smallest_attainable_p("wilcoxon_signed_rank", 999) == 0.0
+
+
+def test_interval_position():
+    assert interval_position(-0.01, 0.01, -0.02, 0.02) == INSIDE
+    assert interval_position(0.03, 0.05, -0.02, 0.02) == ABOVE
+    assert interval_position(-0.05, -0.03, -0.02, 0.02) == BELOW
+    assert interval_position(0.0, 0.03, -0.02, 0.02) == UNDECIDED
+    assert interval_position(-0.02, 0.01, -0.02, 0.02) == UNDECIDED  # touching is not inside
+    assert interval_position(0.02, 0.03, 0.01, 0.01) == ABOVE  # a floor is a band of width 0
+    with pytest.raises(ValueError, match="finite"):
+        interval_position(float("nan"), 0.1, 0.0, 0.0)
+    with pytest.raises(ValueError, match="low <= high"):
+        interval_position(0.2, 0.1, 0.0, 0.0)

@@ -12,19 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from hf_vitrobust.constants import SEVERITIES
 from hf_vitrobust.corruptions.apply import corrupt
-from hf_vitrobust.corruptions.registry import (
-    CORRUPTIONS,
-    FAMILIES,
-    MIN_SIDE,
-    resolve_corruptions,
-)
+from hf_vitrobust.corruptions.families import FAMILIES, resolve_corruptions
+from hf_vitrobust.corruptions.measure import resize_short_side_center_crop as resize_to_square
+from hf_vitrobust.corruptions.registry import CORRUPTIONS, MIN_SIDE
 from hf_vitrobust.images import as_rgb_uint8
 from hf_vitrobust.plots import save_figure
 
@@ -32,16 +28,10 @@ COMMANDS = ("preview", "list")
 
 
 def resize_short_side_center_crop(img: np.ndarray, size: int) -> np.ndarray:
-    """``img`` resized so its short side is ``size``, then centre-cropped to ``size`` x ``size``."""
+    """:func:`hf_vitrobust.images.resize_short_side_center_crop`, refusing sizes under 8 px."""
     if size < MIN_SIDE:
         raise ValueError(f"--size must be at least {MIN_SIDE}, got {size}")
-    h, w = img.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    img = cv2.resize(img, (nw, nh), interpolation=interp)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return np.ascontiguousarray(img[top : top + size, left : left + size])
+    return resize_to_square(img, size)
 
 
 def preview_grid(

@@ -1,226 +1,364 @@
-"""The Albumentations transforms of the registry: custom ports of ImageNet-C, and builders.
+"""The Albumentations transforms of the registry: ImageNet-C ports, and builders of stock ones.
 
-Custom ``ImageOnlyTransform`` subclasses stand in where Albumentations has no equivalent of an
-ImageNet-C corruption (or only a different algorithm). Each draws its random parameters from its
-own seeded generator in ``get_params_dependent_on_data`` and calls a kernel of
-:mod:`hf_vitrobust.corruptions.functional`.
+Each port is an ``ImageOnlyTransform`` holding one severity's parameters. It draws its random
+inputs (uniforms, normals, angles, offsets, the frost crop) from its own seeded generator in
+``get_params_dependent_on_data`` and calls :mod:`hf_vitrobust.corruptions.functional` or
+:mod:`hf_vitrobust.corruptions.weather`. ``reference_size`` (default ImageNet-C's 224 px) makes
+pixel-unit parameters scale with the image's short side; ``None`` turns scaling off.
 
-The builders below them make stock Albumentations transforms with fixed parameters: every range
-parameter is a ``(v, v)`` 2-tuple (:func:`fixed`), because Albumentations turns a scalar into a
-random range, so a severity is one fixed strength and only the random draws depend on the seed.
+The stock Albumentations ``Sharpen`` serves where there is no reference; its range parameters
+are ``(v, v)`` 2-tuples (:func:`fixed`), because Albumentations turns a scalar into a random
+range.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
 
 from hf_vitrobust.corruptions import functional as F
-
-# ------------------------------------------------------------------------ custom transforms
-
-
-class _PerCallSeed(A.ImageOnlyTransform):
-    """A transform whose ``apply`` draws from a NumPy generator seeded once per call."""
-
-    def get_params_dependent_on_data(
-        self, params: dict[str, Any], data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {"seed": int(self.random_generator.integers(2**63 - 1))}
+from hf_vitrobust.corruptions import weather as W
+from hf_vitrobust.corruptions.functional import REFERENCE_SIZE, size_scale
 
 
-class PoissonShotNoise(_PerCallSeed):
-    """ImageNet-C shot noise: ``poisson(x * photons) / photons`` on the [0, 1] scale.
+class ImageNetCTransform(A.ImageOnlyTransform):
+    """Base of the ports: one severity's parameters (:attr:`param_names`, keyword arguments),
+    ``reference_size`` and the image's :meth:`scale`."""
 
-    Albumentations' ``ShotNoise`` works in gamma-linearised space, a different noise level per
-    intensity; this is the exact ImageNet-C formula, drawn from the transform's seeded generator.
-    """
+    #: Names of the severity parameters, stored as attributes (and shown in repr).
+    param_names: tuple[str, ...] = ()
 
-    def __init__(self, photons: float = 60.0, p: float = 1.0):
+    def __init__(self, reference_size: int | None = REFERENCE_SIZE, p: float = 1.0, **params: Any):
         super().__init__(p=p)
-        self.photons = float(photons)
+        if set(params) != set(self.param_names):
+            raise ValueError(
+                f"{type(self).__name__} takes {', '.join(self.param_names)}; got {sorted(params)}"
+            )
+        for name in self.param_names:
+            setattr(self, name, params[name])
+        if reference_size is not None and (
+            isinstance(reference_size, bool) or not isinstance(reference_size, (int, np.integer))
+            or reference_size < 1
+        ):  # fmt: skip
+            raise ValueError(
+                f"reference_size must be a positive int (pixels) or None, got {reference_size!r}"
+            )
+        self.reference_size = None if reference_size is None else int(reference_size)
 
-    def apply(self, img: np.ndarray, seed: int = 0, **params: Any) -> np.ndarray:
-        return F.shot_noise(img, self.photons, np.random.default_rng(seed))
+    def scale(self, shape: tuple[int, ...]) -> float:
+        """Short side over ``reference_size`` (1 when scaling is off)."""
+        return size_scale(shape, self.reference_size)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("photons",)
+        return (*self.param_names, "reference_size")
 
 
-class SpeckleNoise(_PerCallSeed):
-    """ImageNet-C speckle noise: ``x + x * N(0, sigma)`` per pixel and channel (exact port).
-
-    Albumentations' ``MultiplicativeNoise`` draws uniform multipliers; this keeps ImageNet-C's
-    Gaussian.
-    """
-
-    def __init__(self, sigma: float = 0.15, p: float = 1.0):
-        super().__init__(p=p)
-        self.sigma = float(sigma)
-
-    def apply(self, img: np.ndarray, seed: int = 0, **params: Any) -> np.ndarray:
-        return F.speckle_noise(img, self.sigma, np.random.default_rng(seed))
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("sigma",)
+# ------------------------------------------------------------------------------------- noise
 
 
-class PlasmaFog(A.ImageOnlyTransform):
-    """ImageNet-C fog: ``(x + strength * plasma) * max(x) / (max(x) + strength)``.
+class ElementNoise(ImageNetCTransform):
+    """Base of the noises: one random draw per element of the image (float32 standard normals,
+    or uniforms in [0, 1) of ``uniform_dtype``), then ``noise(img, level, draws)``."""
 
-    The plasma fractal is Albumentations' diamond-square generator (:func:`functional.plasma`).
-    ``PlasmaBrightnessContrast`` cannot express ImageNet-C's division, and ``RandomFog`` is a
-    different effect (fog blobs), hence this transform.
-    """
+    normal = False
+    uniform_dtype: type = np.float32
 
-    def __init__(self, strength: float = 1.5, wibbledecay: float = 2.0, p: float = 1.0):
-        super().__init__(p=p)
-        self.strength = float(strength)
-        self.wibbledecay = float(wibbledecay)
+    @property
+    def level(self) -> float:
+        return getattr(self, self.param_names[0])
 
-    def get_params_dependent_on_data(
-        self, params: dict[str, Any], data: dict[str, Any]
-    ) -> dict[str, Any]:
-        h, w = params["shape"][:2]
-        return {"plasma": F.plasma(h, w, self.wibbledecay, self.random_generator)}
+    #: ``noise(img, level, draws)``: the functional form of the corruption.
+    noise: Any = None
 
-    def apply(self, img: np.ndarray, plasma: np.ndarray | None = None, **params: Any) -> np.ndarray:
-        return F.fog(img, plasma, self.strength)
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        shape = params["shape"][:2] + (3,)
+        rng = self.random_generator
+        if self.normal:
+            return {"draws": rng.standard_normal(shape, dtype=np.float32)}
+        return {"draws": rng.random(shape, dtype=self.uniform_dtype)}
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("strength", "wibbledecay")
-
-
-class ProceduralFrost(A.ImageOnlyTransform):
-    """Frost: ``image_weight * x + frost_weight * texture`` with a procedural ice texture.
-
-    ImageNet-C blends crops of six frost photographs, which are not redistributable with this
-    package and have no Albumentations counterpart. This generates the texture instead
-    (:func:`functional.frost_texture`), its mean colour and its low/high-frequency contrast
-    matched to the statistics of ImageNet-C's frost photographs (mean RGB about (.52, .61, .65),
-    std about .14); the blend weights are ImageNet-C's. It is not the ImageNet-C algorithm: its
-    measured PSNR gap to the reference is recorded in the registry.
-    """
-
-    def __init__(self, image_weight: float = 1.0, frost_weight: float = 0.4, p: float = 1.0):
-        super().__init__(p=p)
-        self.image_weight = float(image_weight)
-        self.frost_weight = float(frost_weight)
-
-    def get_params_dependent_on_data(
-        self, params: dict[str, Any], data: dict[str, Any]
-    ) -> dict[str, Any]:
-        h, w = params["shape"][:2]
-        return {"texture": F.frost_texture(h, w, self.random_generator)}
-
-    def apply(
-        self, img: np.ndarray, texture: np.ndarray | None = None, **params: Any
-    ) -> np.ndarray:
-        return F.frost(img, texture, self.image_weight, self.frost_weight)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("image_weight", "frost_weight")
+    def apply(self, img: np.ndarray, draws: np.ndarray, **params: Any) -> np.ndarray:
+        return self.noise(img, self.level, draws)
 
 
-class FallingSnow(A.ImageOnlyTransform):
-    """ImageNet-C snow: a zoomed, thresholded noise layer of flakes, motion-blurred, added twice.
+class GaussianNoise(ElementNoise):
+    """ImageNet-C Gaussian noise: ``x + N(0, sigma)`` per element ([0, 1] scale)."""
 
-    Steps (ImageNet-C's, on the [0, 1] scale): flakes ~ N(loc, scale) per pixel, zoomed by
-    ``zoom`` about the centre, zeroed below ``threshold``, blurred along a random direction in
-    [-135, -45] degrees by a one-sided Gaussian-weighted line (``radius``, ``sigma``); the image
-    is brightened towards ``max(x, 1.5 gray + 0.5)`` with weight ``1 - image_weight``, and the
-    layer plus its 180-degree rotation are added. Albumentations' ``RandomSnow`` is another
-    effect (its texture mode also tints some images green), hence this port.
-    """
-
-    def __init__(
-        self,
-        loc: float = 0.1,
-        scale: float = 0.3,
-        zoom: float = 3.0,
-        threshold: float = 0.5,
-        radius: int = 10,
-        sigma: float = 4.0,
-        image_weight: float = 0.8,
-        p: float = 1.0,
-    ):
-        super().__init__(p=p)
-        self.loc, self.scale, self.zoom, self.threshold = loc, scale, zoom, threshold
-        self.radius, self.sigma, self.image_weight = int(radius), float(sigma), image_weight
-
-    def get_params_dependent_on_data(
-        self, params: dict[str, Any], data: dict[str, Any]
-    ) -> dict[str, Any]:
-        h, w = params["shape"][:2]
-        flakes = F.snow_flakes(
-            h,
-            w,
-            loc=self.loc,
-            scale=self.scale,
-            zoom=self.zoom,
-            threshold=self.threshold,
-            radius=self.radius,
-            sigma=self.sigma,
-            rng=self.random_generator,
-        )
-        return {"flakes": flakes}
-
-    def apply(self, img: np.ndarray, flakes: np.ndarray | None = None, **params: Any) -> np.ndarray:
-        return F.snow(img, flakes, self.image_weight)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("loc", "scale", "zoom", "threshold", "radius", "sigma", "image_weight")
+    param_names = ("sigma",)
+    normal = True
+    noise = staticmethod(F.gaussian_noise)
 
 
-class HSVSaturation(A.ImageOnlyTransform):
-    """ImageNet-C saturate: in HSV, ``S <- clip(S * scale + shift, 0, 1)`` (exact port).
+class ShotNoise(ElementNoise):
+    """ImageNet-C shot noise: ``poisson(x * photons) / photons`` (exact Poisson draws)."""
 
-    Albumentations' ``ColorJitter`` blends with the grey image instead and has no additive shift.
-    """
+    param_names = ("photons",)
+    uniform_dtype = np.float64
+    noise = staticmethod(F.shot_noise)
 
-    def __init__(self, scale: float = 1.0, shift: float = 0.0, p: float = 1.0):
-        super().__init__(p=p)
-        self.scale = float(scale)
-        self.shift = float(shift)
+
+class ImpulseNoise(ElementNoise):
+    """ImageNet-C impulse noise: salt and pepper per element of each channel."""
+
+    param_names = ("amount",)
+    noise = staticmethod(F.impulse_noise)
+
+
+class SpeckleNoise(ElementNoise):
+    """ImageNet-C speckle noise: ``x + x * N(0, sigma)``."""
+
+    param_names = ("sigma",)
+    normal = True
+    noise = staticmethod(F.speckle_noise)
+
+
+# ------------------------------------------------------------------------------------- blurs
+
+
+class DefocusBlur(ImageNetCTransform):
+    """ImageNet-C defocus blur: disk of ``radius``, anti-aliased by ``alias_blur`` (both px)."""
+
+    param_names = ("radius", "alias_blur")
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
-        return F.saturate(img, self.scale, self.shift)
+        f = self.scale(img.shape)
+        return F.defocus_blur(img, self.radius * f, self.alias_blur * f)
+
+
+class GlassBlur(ImageNetCTransform):
+    """ImageNet-C glass blur: blur, ``iterations`` rounds of local swaps within ``max_delta``
+    px, blur. Scaled, ``max_delta`` is rounded to whole pixels (half up)."""
+
+    param_names = ("sigma", "max_delta", "iterations")
+
+    def delta(self, shape: tuple[int, ...]) -> int:
+        f = self.scale(shape)
+        return self.max_delta if f == 1.0 else int(np.floor(self.max_delta * f + 0.5))
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        d = self.delta((h, w))
+        if d == 0 or h <= 2 * d or w <= 2 * d:
+            return {"shifts": None}
+        size = (self.iterations, h - 2 * d, w - 2 * d, 2)
+        return {"shifts": self.random_generator.integers(-d, d, size=size, dtype=np.int16)}
+
+    def apply(self, img: np.ndarray, shifts: np.ndarray | None, **params: Any) -> np.ndarray:
+        f = self.scale(img.shape)
+        return F.glass_blur(img, self.sigma * f, self.delta(img.shape), shifts)
+
+
+class MotionBlur(ImageNetCTransform):
+    """ImageNet-C motion blur: a half-Gaussian line (``radius``, ``sigma`` px) at an angle
+    drawn in [-45, 45] degrees."""
+
+    param_names = ("radius", "sigma")
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        return {"angle": float(self.random_generator.uniform(-45.0, 45.0))}
+
+    def apply(self, img: np.ndarray, angle: float, **params: Any) -> np.ndarray:
+        return F.motion_blur(img, self.radius, self.sigma, angle, self.scale(img.shape))
+
+
+class ZoomBlur(ImageNetCTransform):
+    """ImageNet-C zoom blur: mean over zooms ``arange(1, max_factor, step)`` (relative factors:
+    nothing to scale)."""
+
+    param_names = ("max_factor", "step")
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.zoom_blur(img, np.arange(1, self.max_factor, self.step))
+
+
+class GaussianBlur(ImageNetCTransform):
+    """ImageNet-C Gaussian blur of ``sigma`` px (scikit-image's: edges replicated, 4 sigma)."""
+
+    param_names = ("sigma",)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.gaussian_blur(img, self.sigma * self.scale(img.shape))
+
+
+class UnsharpMask(ImageNetCTransform):
+    """``x + alpha (x - G_sigma * x)``, ``sigma`` in px (no ImageNet-C counterpart)."""
+
+    param_names = ("sigma", "alpha")
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.unsharp_mask(img, self.sigma * self.scale(img.shape), self.alpha)
+
+
+# ----------------------------------------------------------------------------------- weather
+
+
+class Snow(ImageNetCTransform):
+    """ImageNet-C snow: a zoomed, thresholded, motion-blurred flake layer added twice, over a
+    brightened image. Scaled, the layer is made at ImageNet-C's scale and resized."""
+
+    param_names = ("loc", "spread", "zoom", "threshold", "radius", "sigma", "image_weight")
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        rh, rw = W.reference_shape(h, w, self.scale((h, w)))
+        normals = self.random_generator.standard_normal((rh, rw), dtype=np.float32)
+        angle = float(self.random_generator.uniform(-135.0, -45.0))
+        layer_params = {k: getattr(self, k) for k in self.param_names if k != "image_weight"}
+        layer = W.snow_layer(normals, angle=angle, **layer_params)
+        return {"layer": W.resize_layer(layer, h, w)}
+
+    def apply(self, img: np.ndarray, layer: np.ndarray, **params: Any) -> np.ndarray:
+        return W.snow(img, layer, self.image_weight)
+
+
+class Frost(ImageNetCTransform):
+    """ImageNet-C frost: ``image_weight x + frost_weight crop``, the crop drawn from one of
+    ImageNet-C's six frost photographs (resized by ``1.1 scale``), or from a procedural texture
+    when they are not installed (``source="procedural"`` forces it)."""
+
+    param_names = ("image_weight", "frost_weight")
+
+    def __init__(self, source: str = "auto", **kw: Any):
+        super().__init__(**kw)
+        if source not in ("auto", "reference", "procedural"):
+            raise ValueError(f"frost source must be auto, reference or procedural, not {source!r}")
+        if source == "reference" and W.frost_textures() is None:
+            raise ValueError(
+                "frost source 'reference' needs ImageNet-C's frost photographs: "
+                "pip install imagecorruptions-imaug"
+            )
+        self.source = source
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("scale", "shift")
+        return (*super().get_transform_init_args_names(), "source")
+
+    @property
+    def uses_reference_textures(self) -> bool:
+        return self.source != "procedural" and W.frost_textures() is not None
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        rng = self.random_generator
+        if not self.uses_reference_textures:
+            return {"texture": W.procedural_frost_texture(h, w, rng)}
+        index = int(rng.integers(len(W.FROST_FILES)))
+        tex = W.frost_texture_for(index, h, w, self.scale((h, w)))
+        top = int(rng.integers(0, max(1, tex.shape[0] - h)))
+        left = int(rng.integers(0, max(1, tex.shape[1] - w)))
+        return {"texture": tex[top : top + h, left : left + w]}
+
+    def apply(self, img: np.ndarray, texture: np.ndarray, **params: Any) -> np.ndarray:
+        return W.frost(img, texture, self.image_weight, self.frost_weight)
 
 
-class ScaledElasticTransform(A.ElasticTransform):
-    """ImageNet-C (imagecorruptions) elastic transform: parameters scale with the image size.
+class Fog(ImageNetCTransform):
+    """ImageNet-C fog: a plasma fractal on the next power-of-two map of the image's long side
+    (already relative to the image: nothing to scale)."""
 
-    Albumentations' ``ElasticTransform`` with uniform noise gives ImageNet-C's field with
-    ``alpha' = 0.005 H alpha`` and ``sigma' = 0.01 H`` (:func:`functional.elastic_maps`); this
-    subclass computes them from each image's height.
-    """
+    param_names = ("strength", "wibbledecay")
 
-    def __init__(self, imagenet_c_alpha: float = 12.5, p: float = 1.0):
-        super().__init__(
-            alpha=1.0,
-            sigma=1.0,
-            noise_distribution="uniform",
-            border_mode=cv2.BORDER_REFLECT_101,
-            p=p,
-        )
-        self.imagenet_c_alpha = float(imagenet_c_alpha)
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        uniforms = self.random_generator.random(W.plasma_draws(h, w))
+        return {"plasma": W.plasma(h, w, self.wibbledecay, uniforms)}
 
-    def get_params_dependent_on_data(
-        self, params: dict[str, Any], data: dict[str, Any]
-    ) -> dict[str, Any]:
-        height, width = params["shape"][:2]
-        map_x, map_y = F.elastic_maps(height, width, self.imagenet_c_alpha, self.random_generator)
-        return {"map_x": map_x, "map_y": map_y}
+    def apply(self, img: np.ndarray, plasma: np.ndarray, **params: Any) -> np.ndarray:
+        return W.fog(img, plasma, self.strength)
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("imagenet_c_alpha",)
+
+class Brightness(ImageNetCTransform):
+    """ImageNet-C brightness: HSV ``V <- clip(V + value)``."""
+
+    param_names = ("value",)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.brightness(img, self.value)
+
+
+# ----------------------------------------------------------------------------------- digital
+
+
+class Contrast(ImageNetCTransform):
+    """ImageNet-C contrast: ``(x - m) * factor + m``, ``m`` each channel's mean."""
+
+    param_names = ("factor",)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.contrast(img, self.factor)
+
+
+class ElasticTransform(ImageNetCTransform):
+    """ImageNet-C (imagecorruptions) elastic transform; its displacement (0.5% of the height)
+    and smoothing (1% of each side) are relative to the image already."""
+
+    param_names = ("alpha",)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        m = np.float32(0.005 * h)
+        rng = self.random_generator
+        noise_x = rng.random((h, w), dtype=np.float32) * (2 * m) - m
+        noise_y = rng.random((h, w), dtype=np.float32) * (2 * m) - m
+        return {"noise_x": noise_x, "noise_y": noise_y}
+
+    def apply(self, img: np.ndarray, noise_x: np.ndarray, noise_y: np.ndarray, **params: Any):
+        return F.elastic(img, self.alpha, noise_x, noise_y)
+
+
+class Pixelate(ImageNetCTransform):
+    """ImageNet-C pixelate: box down to ``factor`` of the size (explicit output size), nearest
+    up. Scaled, the blocks grow with the image (the image at 224 px would be ``factor``)."""
+
+    param_names = ("factor",)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.pixelate(img, self.factor, self.scale(img.shape))
+
+
+class JpegCompression(ImageNetCTransform):
+    """ImageNet-C JPEG compression of the RGB image at ``quality``."""
+
+    param_names = ("quality",)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.jpeg(img, self.quality)
+
+
+class Spatter(ImageNetCTransform):
+    """ImageNet-C spatter: rain drops (severities 1-3) or mud (4-5) from a thresholded liquid
+    layer, in ImageNet-C's RGB colours. Scaled, the layer is made at ImageNet-C's scale."""
+
+    param_names = ("mean", "std", "blur", "threshold", "intensity", "mode")
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw)
+        if self.mode not in ("rain", "mud"):
+            raise ValueError(f"spatter mode must be 'rain' or 'mud', not {self.mode!r}")
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        rh, rw = W.reference_shape(h, w, self.scale((h, w)))
+        normals = self.random_generator.standard_normal((rh, rw), dtype=np.float32)
+        liquid = W.liquid_layer(normals, self.mean, self.std, self.blur, self.threshold)
+        if self.mode == "rain":
+            layer = W.rain_drops(liquid, self.intensity)
+        else:
+            layer = W.mud_mask(liquid, self.threshold, self.intensity)
+        return {"layer": W.resize_layer(layer, h, w)}
+
+    def apply(self, img: np.ndarray, layer: np.ndarray, **params: Any) -> np.ndarray:
+        return W.add_rain(img, layer) if self.mode == "rain" else W.add_mud(img, layer)
+
+
+class Saturate(ImageNetCTransform):
+    """ImageNet-C saturate: in HSV, ``S <- clip(S * factor + shift, 0, 1)``."""
+
+    param_names = ("factor", "shift")
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return F.saturate(img, self.factor, self.shift)
 
 
 # ------------------------------------------------------- builders of stock transforms (p=1)
@@ -231,126 +369,34 @@ def fixed(value: float) -> tuple[float, float]:
     return (value, value)
 
 
-def gauss_noise(sigma: float) -> A.BasicTransform:
-    return A.GaussNoise(std_range=fixed(sigma), mean_range=(0.0, 0.0), per_channel=True, p=1.0)
-
-
-def salt_and_pepper(amount: float) -> A.BasicTransform:
-    return A.SaltAndPepper(amount=fixed(amount), salt_vs_pepper=(0.5, 0.5), p=1.0)
-
-
-def defocus(radius: int, alias_blur: float) -> A.BasicTransform:
-    return A.Defocus(radius=(radius, radius), alias_blur=fixed(alias_blur), p=1.0)
-
-
-def glass_blur(sigma: float, max_delta: int, iterations: int) -> A.BasicTransform:
-    return A.GlassBlur(sigma=sigma, max_delta=max_delta, iterations=iterations, mode="exact", p=1.0)
-
-
-def motion_blur(kernel: int) -> A.BasicTransform:
-    # ImageNet-C blurs along one side of a random direction in [-45, 45] degrees; Albumentations
-    # wants angles in [0, 360], so take the opposite half-line: angles [135, 225], backward only.
-    return A.MotionBlur(
-        blur_limit=(kernel, kernel),
-        angle_range=(135.0, 225.0),
-        direction_range=(-1.0, -1.0),
-        allow_shifted=False,
-        p=1.0,
-    )
-
-
-def zoom_blur(max_factor: float, step: float) -> A.BasicTransform:
-    return A.ZoomBlur(max_factor=fixed(max_factor), step_factor=fixed(step), p=1.0)
-
-
-def gaussian_blur(sigma: float) -> A.BasicTransform:
-    return A.GaussianBlur(blur_limit=0, sigma_limit=fixed(sigma), p=1.0)
-
-
-def brightness(value: float) -> A.BasicTransform:
-    # For uint8 images Albumentations shifts V on the 0..255 scale.
-    shift = value * 255.0
-    return A.HueSaturationValue(
-        hue_shift_limit=(0, 0), sat_shift_limit=(0, 0), val_shift_limit=fixed(shift), p=1.0
-    )
-
-
-def contrast(factor: float) -> A.BasicTransform:
-    # (x - mean) * c + mean == x * c + (1 - c) * mean: alpha = c, beta = (1 - c) * mean(image).
-    return A.RandomBrightnessContrast(
-        brightness_limit=fixed(1.0 - factor),
-        contrast_limit=fixed(factor - 1.0),
-        brightness_by_max=False,
-        p=1.0,
-    )
-
-
-def pixelate(scale: float) -> A.BasicTransform:
-    # ImageNet-C: PIL BOX down, NEAREST up. INTER_AREA is OpenCV's box filter; NEAREST_EXACT
-    # samples pixel centres like PIL (plain INTER_NEAREST is shifted by half a pixel).
-    return A.Downscale(
-        scale_range=fixed(scale),
-        interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_NEAREST_EXACT},
-        p=1.0,
-    )
-
-
-def jpeg(quality: int) -> A.BasicTransform:
-    return A.ImageCompression(compression_type="jpeg", quality_range=(quality, quality), p=1.0)
-
-
-def spatter(
-    mean: float,
-    std: float,
-    gauss_sigma: float,
-    cutout_threshold: float,
-    intensity: float,
-    mode: str,
-) -> A.BasicTransform:
-    return A.Spatter(
-        mean=fixed(mean),
-        std=fixed(std),
-        gauss_sigma=fixed(gauss_sigma),
-        cutout_threshold=fixed(cutout_threshold),
-        intensity=fixed(intensity),
-        mode=mode,
-        p=1.0,
-    )
-
-
-def sharpen(alpha: float) -> A.BasicTransform:
+def sharpen(alpha: float, reference_size: int | None = None) -> A.BasicTransform:
+    """3 x 3 Laplacian sharpening blended by ``alpha`` (a fixed stencil: not scaled)."""
     return A.Sharpen(alpha=fixed(alpha), lightness=(1.0, 1.0), method="kernel", p=1.0)
 
 
-def unsharp_mask(sigma: float, alpha: float) -> A.BasicTransform:
-    # UnsharpMask does not derive the kernel from sigma (0 becomes 3): use a +-3 sigma kernel.
-    k = 2 * math.ceil(3 * sigma) + 1
-    return A.UnsharpMask(
-        blur_limit=(k, k), sigma_limit=fixed(sigma), alpha=fixed(alpha), threshold=0, p=1.0
-    )
-
-
 __all__ = [
-    "FallingSnow",
-    "HSVSaturation",
-    "PlasmaFog",
-    "PoissonShotNoise",
-    "ProceduralFrost",
-    "ScaledElasticTransform",
+    "Brightness",
+    "Contrast",
+    "DefocusBlur",
+    "ElasticTransform",
+    "ElementNoise",
+    "Fog",
+    "Frost",
+    "GaussianBlur",
+    "GaussianNoise",
+    "GlassBlur",
+    "ImageNetCTransform",
+    "ImpulseNoise",
+    "JpegCompression",
+    "MotionBlur",
+    "Pixelate",
+    "Saturate",
+    "ShotNoise",
+    "Snow",
     "SpeckleNoise",
-    "brightness",
-    "contrast",
-    "defocus",
+    "Spatter",
+    "UnsharpMask",
+    "ZoomBlur",
     "fixed",
-    "gauss_noise",
-    "gaussian_blur",
-    "glass_blur",
-    "jpeg",
-    "motion_blur",
-    "pixelate",
-    "salt_and_pepper",
     "sharpen",
-    "spatter",
-    "unsharp_mask",
-    "zoom_blur",
 ]

@@ -29,10 +29,9 @@ import torch
 
 from hf_vitrobust.data import ProcessorSpec
 from hf_vitrobust.data.sources import column_array
+from hf_vitrobust.models import weights_fingerprint
 
 DIGEST_BYTES = 16
-# Config fields that do not change what a model computes from its weights.
-_CONFIG_SKIP = ("transformers_version", "torch_dtype", "dtype", "architectures")
 
 
 def _digest(*parts: Any) -> str:
@@ -44,12 +43,6 @@ def _digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def config_identity(config: Any) -> dict[str, Any]:
-    """The config fields that define the model (private ``_*`` and version-only keys dropped)."""
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return {k: v for k, v in values.items() if not k.startswith("_") and k not in _CONFIG_SKIP}
-
-
 def processor_identity(processor: Any) -> dict[str, Any]:
     """The processor's geometry and normalisation as the evaluation applies them."""
     return dataclasses.asdict(ProcessorSpec.from_processor(processor))
@@ -57,13 +50,7 @@ def processor_identity(processor: Any) -> dict[str, Any]:
 
 def model_fingerprint(model: torch.nn.Module, processor: Any) -> str:
     """Hex digest of a model's weights, config and processor (see the module docstring)."""
-    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
-    h.update(_digest(config_identity(model.config), processor_identity(processor)).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return _digest(weights_fingerprint(model, DIGEST_BYTES), processor_identity(processor))
 
 
 def example_ids_digest(dataset: Any) -> str | None:
@@ -93,7 +80,6 @@ def cell_fingerprint(
 
 __all__ = [
     "cell_fingerprint",
-    "config_identity",
     "data_fingerprint",
     "example_ids_digest",
     "model_fingerprint",

@@ -16,6 +16,7 @@ from .corruption_table import corruption_table_markdown
 from .inputs import SOURCES, StudyOutputs
 from .model import MISSING, Report, ReportPaths, Section
 from .render import write_report
+from .rules import VerdictRules
 from .sections import SECTION_SPECS, SectionSpec, describe_setup
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,12 @@ def build_report(
     analysis: str | os.PathLike | None = None,
     sae: str | os.PathLike | None = None,
     title: str | None = None,
+    rules: VerdictRules | None = None,
 ) -> ReportPaths:
     """Read a study's outputs and write `index.html`, `report.md` and `figures/` to `output_dir`
-    (default: `<study_dir>/report`)."""
+    (default: `<study_dir>/report`); claims are judged by `rules` (default: `VerdictRules()`)."""
     study = StudyOutputs.discover(study_dir, results=results, analysis=analysis, sae=sae)
+    study.rules = rules or VerdictRules()
     output_dir = Path(output_dir) if output_dir is not None else study.study_dir / "report"
     study.generated_dir = output_dir / ".generated"
     sections = [build_section(spec, study) for spec in SECTION_SPECS]
@@ -92,7 +95,8 @@ def build_report(
 
 @dataclass
 class ReportArguments:
-    """Build the report of any study's output folder (the demo's or a full-scale GPU run's)."""
+    """Build the report of any study's output folder (the demo's or a full-scale GPU run's); the
+    verdict rules' numbers are `VerdictRules` arguments of the same command."""
 
     study_dir: str | None = field(
         default=None,
@@ -114,7 +118,7 @@ class ReportArguments:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `recipes/report.py`."""
-    (args,) = parse_recipe((ReportArguments,), argv)
+    args, rules = parse_recipe((ReportArguments, VerdictRules), argv)
     if args.corruption_table:
         print(corruption_table_markdown())
         return 0
@@ -127,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         analysis=args.analysis,
         sae=args.sae,
         title=args.title,
+        rules=rules,
     )
     for section in paths.report.sections:
-        print(f"{section.verdict:>17}  {section.title}")
+        print(f"{section.verdict_text:>17}  {section.title}")
     print(f"wrote {paths.html} and {paths.markdown}")
     if args.check_browser:
         check = check_in_browser(paths.html, paths.html.with_name("screenshot.png"))

@@ -18,6 +18,7 @@ from hf_vitrobust.io import StageOutputError, StageOutputMissing
 from hf_vitrobust.runtime import read_stages
 
 from .model import Figure
+from .rules import VerdictRules
 
 
 class SectionUnavailable(StageOutputError):
@@ -80,6 +81,8 @@ class StudyOutputs:
     paths: dict[str, Path | None]
     # Where the report draws its own figures (set by build_report).
     generated_dir: Path | None = None
+    # The numbers of the verdict rules (margins, floors, correction).
+    rules: VerdictRules = field(default_factory=VerdictRules)
     _loaded: dict[str, dict[str, Any] | StageOutputError] = field(default_factory=dict, repr=False)
 
     @classmethod

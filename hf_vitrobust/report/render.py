@@ -30,6 +30,7 @@ figcaption{font-size:.9em;color:#57606a}
 .verdict{display:inline-block;padding:.1em .6em;border-radius:1em;color:#fff;font-size:.85em;
 font-weight:600}
 .claim{font-style:italic}
+.rule{font-size:.9em;background:#f6f8fa;border-left:3px solid #d0d7de;padding:.3em .6em}
 .definition{font-size:.9em;color:#57606a}
 .missing{color:#6e7781}
 """
@@ -59,9 +60,10 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-def _verdict_badge(verdict: str) -> str:
+def _verdict_badge(verdict: str, text: str | None = None) -> str:
     color = VERDICT_STYLE.get(verdict, "#6e7781")
-    return f'<span class="verdict" style="background:{color}">{html.escape(verdict)}</span>'
+    label = html.escape(text or verdict)
+    return f'<span class="verdict" style="background:{color}">{label}</span>'
 
 
 def figure_names(report: Report) -> dict[int, str]:
@@ -84,7 +86,7 @@ def figure_names(report: Report) -> dict[int, str]:
 
 def _summary_table(report: Report) -> Table:
     rows = [
-        [s.title, s.verdict, s.readings[0] if s.readings else ""]
+        [s.title, s.verdict_text, s.readings[0] if s.readings else ""]
         for s in report.sections
         if s.claim is not None
     ]
@@ -100,9 +102,10 @@ def render_markdown(report: Report, figure_names: Mapping[int, str]) -> str:
     out += ["", "## Claims at a glance", ""]
     out.append(markdown_table(_summary_table(report)))
     for section in report.sections:
-        out += ["", f"## {section.title}", "", f"**Verdict: {section.verdict}**", ""]
+        out += ["", f"## {section.title}", "", f"**Verdict: {section.verdict_text}**", ""]
         if section.claim:
             out += [f"*Claim:* {section.claim}", ""]
+        out.extend(f"*Rule:* {rule}\n" for rule in section.rules)
         out.extend(f"- {r}" for r in section.readings)
         for table in section.tables:
             out += ["", markdown_table(table)]
@@ -140,10 +143,11 @@ def _html_head(report: Report) -> list[str]:
         "<h2>Claims at a glance</h2>",
     ]
     summary = _summary_table(report)
+    claims = [s for s in report.sections if s.claim is not None]
     rows = "".join(
-        f'<tr><td><a href="#{slug(r[0])}">{esc(r[0])}</a></td><td>{_verdict_badge(r[1])}</td>'
-        f"<td>{esc(r[2])}</td></tr>"
-        for r in summary.rows
+        f'<tr><td><a href="#{slug(r[0])}">{esc(r[0])}</a></td>'
+        f"<td>{_verdict_badge(s.verdict, s.verdict_text)}</td><td>{esc(r[2])}</td></tr>"
+        for r, s in zip(summary.rows, claims)
     )
     head = "".join(f"<th>{esc(c)}</th>" for c in summary.columns)
     parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
@@ -159,9 +163,11 @@ def render_html(report: Report, figure_names: Mapping[int, str], embed: dict[int
             f'<section id="{slug(section.title)}" data-section="{esc(section.key)}" '
             f'data-verdict="{esc(section.verdict)}">'
         )
-        parts.append(f"<h2>{esc(section.title)} {_verdict_badge(section.verdict)}</h2>")
+        badge = _verdict_badge(section.verdict, section.verdict_text)
+        parts.append(f"<h2>{esc(section.title)} {badge}</h2>")
         if section.claim:
             parts.append(f'<p class="claim">Claim: {esc(section.claim)}</p>')
+        parts.extend(f'<p class="rule"><b>Rule:</b> {esc(rule)}</p>' for rule in section.rules)
         if section.readings:
             cls = ' class="missing"' if section.verdict == MISSING else ""
             parts.append(f"<ul{cls}>" + "".join(f"<li>{esc(r)}</li>" for r in section.readings))

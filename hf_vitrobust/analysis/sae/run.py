@@ -62,7 +62,7 @@ from hf_vitrobust.constants import SAE_FILE
 from hf_vitrobust.data import ProcessorSpec, load_dataset_split
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
-from hf_vitrobust.models import load_model_and_processor
+from hf_vitrobust.models import load_model_and_processor, weights_fingerprint
 from hf_vitrobust.plots.sae import plot_cosine_histograms, plot_dictionary_matching
 from hf_vitrobust.roles import BASE, match_controls, model_keys, read_robustness, role_of
 
@@ -159,15 +159,6 @@ def load_study_models(model_args: Any, args: SAEStudyArguments, state: Any = Non
     )
 
 
-@torch.no_grad()
-def weights_signature(model: torch.nn.Module) -> list[float]:
-    """Sum and sum of squares of every weight (float64): a checkpoint retrained in place gets
-    another signature, so an activation cache made from its old weights is refused."""
-    total = sum(float(p.double().sum()) for p in model.parameters())
-    squares = sum(float(p.double().pow(2).sum()) for p in model.parameters())
-    return [total, squares]
-
-
 def base_keys(args: SAEStudyArguments, layers: list[int]) -> list[tuple[str, int]]:
     """(SAE type, layer) of every base SAE, in the order they are trained and reported."""
     return [(t, layer) for t in args.sae_types for layer in layers]
@@ -231,7 +222,7 @@ def train_study_saes(
         cache_keys = {
             cached: {
                 "model": model_name,
-                "weights": weights_signature(models.model(name)),
+                "weights": weights_fingerprint(models.model(name)),
                 "layer": cached,
                 "tokens": args.tokens,
                 "max_tokens_per_image": args.max_tokens_per_image,

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from ..inputs import StudyOutputs
 from ..model import Section
-from .accuracy import build_accuracy, build_transfer
+from .accuracy import build_accuracy, build_certainty, build_transfer
 from .attention import build_entropy
-from .certainty import build_certainty
 from .cka import build_cka
 from .corruption_error import build_corruption_error
 from .logit_lens import build_first_correct
@@ -37,53 +36,58 @@ SECTION_SPECS: list[SectionSpec] = [
     SectionSpec(
         "accuracy",
         "Accuracy on seen corruptions (Fig. 2)",
-        "Adversarial fine-tuning raises accuracy on new instances of the corruptions it was "
-        "trained on (top-1/5/10, seen corruptions).",
+        "Adversarial fine-tuning raises top-1 accuracy on new instances of the corruptions it "
+        "was trained on, beyond what the same fine-tuning on clean images gives (the control).",
         "results",
         build_accuracy,
     ),
     SectionSpec(
         "transfer",
         "Transfer to unseen corruptions (Fig. 2, transfer matrix)",
-        "The gain does not transfer to corruption classes not seen in training.",
+        "The gain does not transfer: on every corruption group not seen in training, top-1 "
+        "accuracy is the control's, within a stated margin.",
         "results",
         build_transfer,
     ),
     SectionSpec(
         "certainty",
         "Certainty: probability of the true class (Fig. 4)",
-        "Fine-tuning raises the model's certainty (mean probability of the true class) on the "
-        "seen corruptions.",
+        "Adversarial fine-tuning raises the model's certainty (mean probability of the true "
+        "class) on the seen corruptions beyond the control's.",
         "results",
         build_certainty,
     ),
     SectionSpec(
         "first_correct_layer",
         "Layer-wise knowledge: first correct layer (Fig. 5)",
-        "Fine-tuning changes where in the network the correct class emerges (logit lens).",
+        "Adversarial fine-tuning changes where in the network the correct class emerges (logit "
+        "lens), beyond what the control's fine-tuning changes.",
         "analysis",
         build_first_correct,
     ),
     SectionSpec(
         "attention_entropy",
         "Attention entropy difference (Fig. 8)",
-        "Fine-tuning changes the models' attention (per-head attention entropy).",
+        "Adversarial fine-tuning changes the model's attention (attention entropy per layer), "
+        "beyond what the control's fine-tuning changes.",
         "analysis",
         build_entropy,
     ),
     SectionSpec(
         "sae_vanilla",
         "Sparse features, vanilla SAE (Fig. 9)",
-        "Fine-tuning does not fundamentally change the sparse representation: vanilla SAE "
-        "codes of base and fine-tuned activations on the same input stay highly similar.",
+        "Adversarial fine-tuning does not change the sparse representation beyond what the "
+        "control's fine-tuning does: vanilla SAE codes stay as close to the base's as the "
+        "control's, within a stated margin.",
         "sae",
         sae_section("standard"),
     ),
     SectionSpec(
         "sae_batchtopk",
         "Sparse features, BatchTopK SAE (Fig. 10)",
-        "Fine-tuning does not fundamentally change the sparse representation: BatchTopK SAE "
-        "codes of base and fine-tuned activations on the same input stay highly similar.",
+        "Adversarial fine-tuning does not change the sparse representation beyond what the "
+        "control's fine-tuning does: BatchTopK SAE codes stay as close to the base's as the "
+        "control's, within a stated margin.",
         "sae",
         sae_section("batchtopk"),
     ),

@@ -9,10 +9,9 @@ from hf_vitrobust.formatting import finite, fmt_ci
 
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Section, Table
-from .results import model_names
 
 
-def _mce_rows(ce: Any, names: Mapping[str, str]) -> list[list[str]]:
+def _mce_rows(ce: Any) -> list[list[str]]:
     rows = []
     for model, entry in ce.get("models", ce).items() if isinstance(ce, Mapping) else []:
         if not isinstance(entry, Mapping):
@@ -22,7 +21,7 @@ def _mce_rows(ce: Any, names: Mapping[str, str]) -> list[list[str]]:
             continue
         rows.append(
             [
-                names.get(model, model),
+                model,
                 fmt_ci(mce.get("value"), mce.get("ci_low"), mce.get("ci_high")),
                 fmt_ci(rel.get("value"), rel.get("ci_low"), rel.get("ci_high"))
                 if isinstance(rel, Mapping)
@@ -35,8 +34,7 @@ def _mce_rows(ce: Any, names: Mapping[str, str]) -> list[list[str]]:
 def build_corruption_error(study: StudyOutputs, section: Section) -> None:
     results = study.load("results")
     ce = study.field("results", "corruption_error")
-    names = model_names(results)
-    rows = _mce_rows(ce, names)
+    rows = _mce_rows(ce)
     if not rows:
         raise SectionUnavailable("results.json has no mCE per model")
     ref = ce.get("reference", "base") if isinstance(ce, Mapping) else "base"
@@ -55,7 +53,7 @@ def build_corruption_error(study: StudyOutputs, section: Section) -> None:
             else "no clear difference in corruption error from"
         )
         section.readings.append(
-            f"{names.get(model, model)}: mCE {fmt_ci(mce.get('value'), lo, hi)}: {where} the "
+            f"{model}: mCE {fmt_ci(mce.get('value'), lo, hi)}: {where} the "
             f"{ref} model (CI {'excludes' if hi < 1 or lo > 1 else 'includes'} 1)."
         )
     section.tables.append(

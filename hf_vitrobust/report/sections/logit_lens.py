@@ -1,92 +1,160 @@
-"""Section on layer-wise knowledge (Fig. 5): the first correct layer under the logit lens."""
+"""Section on layer-wise knowledge (Fig. 5): the first correct layer under the logit lens,
+against the clean control, corrected for multiplicity, with an effect floor."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from hf_vitrobust.formatting import finite, fmt_ci
+from hf_vitrobust.formatting import finite, fmt, fmt_ci
 
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Section, Table
-from ..readings import Comparison, as_comparison
-from ..verdicts import changed_verdict
+from ..verdicts import (
+    changed_rule,
+    combine_judgements,
+    judge_changed,
+)
+from .claims import apply_judgement, claim_inputs, decomposition_table, no_control
 
-_COLUMNS = [
-    "model",
+METRICS = ("first_correct_layer", "first_always_correct_layer")
+LABELS = {
+    "first_correct_layer": "first correct",
+    "first_always_correct_layer": "stays correct from",
+}
+COLUMNS = [
+    "adversarial model",
     "condition",
+    "statistic",
     "images (both correct)",
-    "base: first",
-    "fine-tuned: first",
-    "Δ first [CI]",
-    "base: stable from",
-    "fine-tuned: stable from",
-    "Δ stable [CI]",
+    "adversarial mean",
+    "control mean",
+    "adversarial − control [95% CI] (test)",
+    "corrected p",
+    "state",
 ]
 
 
-def _comparison_rows(
-    lens: dict[str, Any],
-) -> tuple[list[list[str]], int, list[tuple[str, str, str, Comparison]]]:
-    """Table rows, the number of paired differences with a CI, and those that exclude zero."""
-    rows, n_tot, shifts = [], 0, []
-    for cond, block in lens.items():
-        base_fc = block["models"]["base"]["first_correct_layer"]
-        for model, comp in block["comparisons"].items():
-            ft_fc = block["models"][model]["first_correct_layer"]
-            fcl = comp["first_correct_layer"]
-            cells = [model, cond, str(fcl.get("count", ""))]
-            for key in ("first", "stable"):
-                b, f = base_fc[key], ft_fc[key]
-                entry = fcl.get(key)
-                diff = as_comparison(entry["paired_bootstrap"]) if entry else None
-                cells += [
-                    fmt_ci(b["value"], b.get("ci_low"), b.get("ci_high"), 2),
-                    fmt_ci(f["value"], f.get("ci_low"), f.get("ci_high"), 2),
-                    diff.format(2) if diff else "n/a",
+def _counts_table(lens: dict) -> Table | None:
+    """Per model and condition: images, those correct at the last layer, the share never correct
+    at any layer 1..L, and the side-by-side means over the images every model gets right."""
+    rows = []
+    for condition, block in lens.items():
+        common = block.get("common") or {}
+        for model, entry in block.get("models", {}).items():
+            fcl = entry.get("first_correct_layer") if isinstance(entry, dict) else None
+            never = (fcl or {}).get("never_correct")
+            if not isinstance(never, dict):
+                continue
+            means = (common.get("models") or {}).get(model) or {}
+            rows.append(
+                [
+                    model,
+                    condition,
+                    str(fcl.get("n_images", "?")),
+                    str(fcl.get("count", "?")),
+                    f"{fmt(never.get('share'), 1, 100)}% ({never.get('count', '?')})",
+                    str(common.get("n_images", "n/a")),
+                    *(
+                        fmt_ci(m.get("value"), m.get("ci_low"), m.get("ci_high"), 2)
+                        for m in (means.get("first") or {}, means.get("stable") or {})
+                    ),
                 ]
-                if diff is not None and diff.has_ci:
-                    n_tot += 1
-                    if diff.direction:
-                        shifts.append((model, cond, key, diff))
-            rows.append(cells)
-    return rows, n_tot, shifts
+            )
+    if not rows:
+        return None
+    return Table(
+        [
+            "model",
+            "condition",
+            "images",
+            "correct at the last layer",
+            "never correct (1..L)",
+            "correct for every model",
+            "first correct, mean [CI] (those images)",
+            "stays correct from, mean [CI]",
+        ],
+        rows,
+        caption="Logit-lens counts per model; the means side by side use the same images (those "
+        "every model classifies correctly at the last layer)",
+    )
 
 
 def build_first_correct(study: StudyOutputs, section: Section) -> None:
     a = study.load("analysis")
-    lens = a["logit_lens"]
-    rows, n_tot, shifts = _comparison_rows(lens)
-    if n_tot == 0:
+    inputs = claim_inputs(study, "analysis")
+    rules = study.rules
+    floor = rules.layer_floor
+    in_family = {"metric": lambda m: m in METRICS}
+    if not inputs.records.select(**in_family):
         raise SectionUnavailable("analysis.json has no first-correct-layer comparisons")
-    section.verdict, reading = changed_verdict(
-        len(shifts), n_tot, "paired first-correct-layer differences (model × condition × statistic)"
-    )
-    section.readings.append(reading)
-    for model, cond, key, diff in shifts[:6]:
-        what = "first correct layer" if key == "first" else "layer from which it stays correct"
-        section.readings.append(
-            f"{model} on {cond}: the {what} moves "
-            f"{'later' if diff.direction > 0 else 'earlier'} by {diff.format(2)} layers."
+    judgements, readings, rows = [], [], []
+    for model in inputs.adversarial:
+        control = inputs.control(model)
+        if control is None:
+            judgements.append(no_control(model, readings))
+            continue
+        family = inputs.records.select(model=model, reference=control, **in_family)
+        judgement = judge_changed(family, floor, rules, " layers")
+        judgements.append(judgement)
+        changed = sum(c.state == "changed" for c in judgement.cells)
+        readings.append(
+            f"{model} − {control}: {changed} of {len(family)} (condition × statistic) cells "
+            f"changed → {judgement.verdict}"
+            + (f" ({judgement.reason})" if judgement.reason else "")
+            + "."
         )
-    if len(shifts) > 6:
-        section.readings.append(f"… and {len(shifts) - 6} more shifts with CIs excluding zero.")
-    section.tables.append(
+        for cell in judgement.cells:
+            r = cell.record
+            rows.append(
+                [
+                    model,
+                    r.scope,
+                    LABELS.get(r.metric, r.metric),
+                    str(r.get("n_images", r.n)),
+                    fmt(r.get("model_mean"), 2),
+                    fmt(r.get("reference_mean"), 2),
+                    r.format(2),
+                    fmt(cell.adjusted_p, 3),
+                    cell.state,
+                ]
+            )
+            if cell.state == "changed":
+                readings.append(
+                    f"{model} on {r.scope}: the layer where it is {LABELS[r.metric]} moves "
+                    f"{'later' if r.estimate > 0 else 'earlier'} than in the control by "
+                    f"{r.format(2, unit=' layers')}."
+                )
+    for model in inputs.adversarial:
+        section.tables.append(decomposition_table(inputs, model, floor, " layers", **in_family))
+    apply_judgement(
+        section,
+        combine_judgements(judgements),
+        changed_rule(
+            rules, "first-correct-layer differences (condition × statistic)", floor, " layers"
+        ),
+        readings,
+    )
+    section.tables.insert(
+        0,
         Table(
-            _COLUMNS,
+            COLUMNS,
             rows,
-            caption="Layer index (0 = embeddings); means with 95% CIs; Δ = fine-tuned − base, "
-            "paired over images both models classify correctly at the last layer",
-        )
+            caption="Layers 1..L (block outputs; the embeddings are excluded); means over the "
+            "images both models classify correctly at the last layer; corrected p: "
+            f"{rules.correction} across each model's cells",
+        ),
     )
+    counts = _counts_table(a["logit_lens"])
+    if counts is not None:
+        section.tables.append(counts)
     section.figures += study.figures_or_missing("analysis", "First correct layer", "first_correct")
     section.figures += study.figures_or_missing("analysis", "Logit-lens accuracy", "lens")
     section.definition = a.get("definitions", {}).get("first_correct_layer")
     checks = [
-        m.get("last_layer_max_abs_diff")
-        for block in lens.values()
-        for m in block["models"].values()
+        finite(m.get("last_layer_max_abs_diff"))
+        for block in a["logit_lens"].values()
+        for m in block.get("models", {}).values()
+        if isinstance(m, dict)
     ]
-    checks = [c for c in checks if finite(c) is not None]
+    checks = [c for c in checks if c is not None]
     if checks:
         section.notes.append(
             f"Logit lens at the last layer reproduces the model's logits to within "

@@ -3,6 +3,7 @@ SAE quality, and the matching of base and fine-tuned SAE dictionaries."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,21 +13,31 @@ from hf_vitrobust.formatting import finite, fmt
 
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Figure, Section, Table
-from ..readings import as_comparison, median_text
-from ..verdicts import SAE_UNCHANGED_MEDIAN, sae_code_unchanged, sae_unchanged_verdict
+from ..readings import median_text
+from ..verdicts import (
+    Judgement,
+    combine_judgements,
+    judge_sae,
+    sae_quality_failures,
+    sae_rule,
+)
+from .claims import ClaimInputs, apply_judgement, claim_inputs, no_control
 
-_COMPARISON_COLUMNS = [
-    "fine-tuned model",
+#: The metric of the SAE comparison records.
+METRIC = "code_cosine_to_base"
+
+_JUDGED_COLUMNS = [
+    "adversarial model",
     "SAE",
+    "layer",
+    "token",
     "condition",
-    "code cosine, median [CI]",
-    "different images",
-    "raw activations",
-    "top-k Jaccard",
+    "code cosine to base: adversarial − control [95% CI] (test)",
+    "state",
 ]
 
 
-def _quality_table(entries: list[Mapping[str, Any]]) -> Table:
+def _quality_table(entries: list[Mapping[str, Any]], failures: Mapping[str, list[str]]) -> Table:
     rows = []
     for e in entries:
         m = e["metrics"]["base"]
@@ -35,53 +46,77 @@ def _quality_table(entries: list[Mapping[str, Any]]) -> Table:
                 e["sae_id"],
                 str(e["layer"]),
                 f"{e['d_in']}→{e['d_sae']}",
-                fmt(m.get("l0"), 1),
+                fmt((e.get("l0_vs_k") or {}).get("k", e.get("k")), 0),
+                fmt(m.get("inference_l0", m.get("l0")), 1),
                 fmt(m.get("explained_variance")),
                 fmt(m.get("dead_fraction", m.get("dead_features")), 3),
-                "FLAGGED: " + str(e.get("flag_reason")) if e.get("flagged") else "ok",
+                "passes" if not failures[e["sae_id"]] else "; ".join(failures[e["sae_id"]]),
             ]
         )
     return Table(
-        ["SAE", "layer", "d_in→d_sae", "L0", "explained var.", "dead fraction", "quality"],
+        ["SAE", "layer", "d_in→d_sae", "k", "L0 (inference)", "explained var.", "dead", "quality"],
         rows,
-        caption="SAE quality on held-out base activations",
+        caption="SAE quality on held-out base activations (the bar a judged SAE must pass)",
     )
 
 
-def _compare(
-    data: Mapping[str, Any], flagged: Mapping[str, bool]
-) -> tuple[list[list[str]], int, int, tuple[float, str] | None]:
-    """Comparison rows of the SAEs in `flagged`, how many unflagged comparisons count as
-    unchanged, how many were judged, and the lowest median code cosine (with where)."""
-    rows, unchanged, judged = [], 0, 0
-    worst: tuple[float, str] | None = None
-    for model, by_sae in data["comparisons"].items():
-        for sid, comp in by_sae.items():
-            if sid not in flagged:
+def _distributions_table(data: Mapping[str, Any], sae_ids: Mapping[str, Any]) -> Table | None:
+    """Each model's code cosine to the base with its baselines (medians [CI]), as measured."""
+    rows = []
+    for model, by_sae in (data.get("distributions") or {}).items():
+        for sid, entry in by_sae.items():
+            if sid not in sae_ids:
                 continue
-            for cond, cell in comp["conditions"].items():
-                code = cell["code_cosine"]
-                gap = as_comparison(cell.get("code_cosine_minus_different_image"))
-                median = finite(code.get("median"))
+            for condition, cell in entry.get("conditions", {}).items():
+                for token, summaries in cell.get("tokens", {}).items():
+                    rows.append(
+                        [
+                            model,
+                            sid,
+                            condition,
+                            token,
+                            median_text(summaries.get("code_cosine")),
+                            median_text(summaries.get("code_cosine_different_image")),
+                            median_text(summaries.get("raw_cosine")),
+                            str(summaries.get("both_zero_tokens", "n/a")),
+                        ]
+                    )
+    if not rows:
+        return None
+    return Table(
+        [
+            "model",
+            "SAE",
+            "condition",
+            "token",
+            "code cosine to base, median [CI]",
+            "different images",
+            "raw activations (centred)",
+            "both-zero tokens excluded",
+        ],
+        rows,
+        caption="Each model's codes against the base model's on the same input (medians with "
+        "95% CIs), with the different-image baseline",
+    )
+
+
+def _through_base_table(entries: list[Mapping[str, Any]]) -> Table | None:
+    """Each model's activations through the base SAE: a second line of evidence."""
+    rows = []
+    for e in entries:
+        for who, m in e["metrics"].items():
+            if isinstance(m, Mapping):
+                name = who.removeprefix("finetuned:")
                 rows.append(
-                    [
-                        model,
-                        sid,
-                        cond,
-                        median_text(code),
-                        median_text(cell.get("code_cosine_different_image")),
-                        median_text(cell.get("raw_cosine")),
-                        median_text(cell.get("topk_jaccard")),
-                    ]
+                    [e["sae_id"], name, fmt(m.get("explained_variance")), fmt(m.get("l0"), 1)]
                 )
-                if flagged[sid]:
-                    continue
-                judged += 1
-                low = finite((code.get("median_ci") or [None])[0])
-                unchanged += sae_code_unchanged(low, gap.direction if gap else 0)
-                if median is not None and (worst is None or median < worst[0]):
-                    worst = (median, f"{model}, {sid}, {cond}")
-    return rows, unchanged, judged, worst
+    if len(rows) <= len(entries):
+        return None
+    return Table(
+        ["SAE", "activations of", "explained variance", "L0"],
+        rows,
+        caption="Each model's held-out activations through the base SAE",
+    )
 
 
 def _figures(study: StudyOutputs, data: Mapping[str, Any], sae_type: str, label: str) -> list:
@@ -99,7 +134,7 @@ def _figures(study: StudyOutputs, data: Mapping[str, Any], sae_type: str, label:
     return figures
 
 
-def _matching_table(data: Mapping[str, Any], sae_ids: Mapping[str, bool]) -> Table | None:
+def _matching_table(data: Mapping[str, Any], sae_ids: Mapping[str, Any]) -> Table | None:
     rows = []
     for sid, row in data.get("dictionary_matching", {}).items():
         if sid in sae_ids:
@@ -113,45 +148,82 @@ def _matching_table(data: Mapping[str, Any], sae_ids: Mapping[str, bool]) -> Tab
     )
 
 
+def _judge(
+    inputs: ClaimInputs, entries: list[Mapping[str, Any]], failures: Mapping[str, list[str]]
+) -> tuple[list[Judgement], list[list[str]], list[str]]:
+    judgements, rows, readings = [], [], []
+    margin = inputs.rules.sae_margin
+    for model in inputs.adversarial:
+        control = inputs.control(model)
+        if control is None:
+            judgements.append(no_control(model, readings))
+            continue
+        by_sae = {
+            e["sae_id"]: inputs.records.select(
+                model=model, reference=control, metric=METRIC, sae_id=e["sae_id"]
+            )
+            for e in entries
+        }
+        judgement = judge_sae(by_sae, failures, margin)
+        judgements.append(judgement)
+        for cell in judgement.cells:
+            r = cell.record
+            if r is None:
+                rows.append([model, "", "", "", "", "n/a", cell.state])
+                continue
+            rows.append(
+                [
+                    model,
+                    str(r.get("sae_id")),
+                    str(r.get("layer")),
+                    str(r.get("token")),
+                    r.scope,
+                    r.format(3),
+                    cell.state,
+                ]
+            )
+        states = Counter(c.state.split(":")[0].split(" (")[0] for c in judgement.cells)
+        readings.append(
+            f"{model} − {control}: "
+            + ", ".join(f"{n} {state}" for state, n in states.items())
+            + f" → {judgement.verdict}"
+            + (f" ({judgement.reason})" if judgement.reason else "")
+            + "."
+        )
+    return judgements, rows, readings
+
+
 def _build_sae(study: StudyOutputs, section: Section, sae_type: str) -> None:
     data = study.load("sae")
     entries = [e for e in data["saes"] if e["sae_type"] == sae_type]
     if not entries:
         raise SectionUnavailable(f"no {sae_type} SAE in sae.json")
-    flagged = {e["sae_id"]: bool(e.get("flagged")) for e in entries}
-    rows, unchanged, judged, worst = _compare(data, flagged)
+    inputs = claim_inputs(study, "sae")
+    failures = {e["sae_id"]: sae_quality_failures(e, study.rules) for e in entries}
+    judgements, rows, readings = _judge(inputs, entries, failures)
+    apply_judgement(section, combine_judgements(judgements), sae_rule(study.rules), readings)
     label = SAE_TYPE_LABELS.get(sae_type, sae_type)
-    n_flag = sum(flagged.values())
-    section.verdict = sae_unchanged_verdict(unchanged, judged)
-    if judged == 0:
+    below = [sid for sid, f in failures.items() if f]
+    if below:
         section.readings.append(
-            f"Every {label} SAE is flagged for low explained variance, so its codes cannot "
-            "show whether the sparse representation changed: not supported at this scale."
-        )
-    else:
-        section.readings.append(
-            f"In {unchanged} of {judged} comparisons (fine-tuned model × SAE × condition) the "
-            f"median cosine between the {label} SAE codes of the base and fine-tuned activations "
-            f"has a 95% CI at or above {SAE_UNCHANGED_MEDIAN} and lies above the different-image "
-            "baseline (paired CI excluding zero)."
-        )
-        if worst is not None:
-            section.readings.append(f"Lowest median code cosine: {worst[0]:.3f} ({worst[1]}).")
-    if n_flag:
-        section.readings.append(
-            f"{n_flag} of {len(flagged)} {label} SAEs are flagged (held-out explained variance "
-            "below the threshold) and are left out of the verdict."
+            f"{len(below)} of {len(entries)} {label} SAEs are below the quality bar and are not "
+            f"judged: {', '.join(below)}."
         )
     section.tables.append(
         Table(
-            _COMPARISON_COLUMNS,
+            _JUDGED_COLUMNS,
             rows,
-            caption="Base vs fine-tuned on the same held-out input (medians with 95% CIs)",
+            caption="Per image: the cosine between the base SAE's codes of the base model's and "
+            "the fine-tuned model's activations (same input); adversarial minus control, paired "
+            "on the same images",
         )
     )
-    section.tables.append(_quality_table(entries))
+    section.tables.append(_quality_table(entries, failures))
+    for extra in (_through_base_table(entries), _distributions_table(data, failures)):
+        if extra is not None:
+            section.tables.append(extra)
     section.figures += _figures(study, data, sae_type, label)
-    matching = _matching_table(data, flagged)
+    matching = _matching_table(data, failures)
     if matching is not None:
         section.tables.append(matching)
     defs = data.get("definitions", {})

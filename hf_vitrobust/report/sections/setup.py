@@ -6,10 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from hf_vitrobust.io import StageOutputError
+from hf_vitrobust.roles import match_controls, read_robustness, role_of
 
 from ..inputs import SOURCES, StudyOutputs
 from ..model import Table
-from .results import short_name
 
 
 def _evaluation_line(r: Mapping[str, Any]) -> str:
@@ -29,25 +29,41 @@ def _evaluation_line(r: Mapping[str, Any]) -> str:
 
 
 def _models_table(r: Mapping[str, Any]) -> Table | None:
+    """Every model by its unique key, with its role (from its config.robustness, never from its
+    name or position) and, for an adversarial fine-tune, the controls it is judged against."""
+    robustness = {m["key"]: read_robustness(m.get("robustness") or {}) for m in r["models"]}
+    controls = match_controls(robustness)
     rows = []
     for m in r.get("models", []):
-        rb = m.get("robustness") or {}
+        rb = robustness[m["key"]]
+        found = controls.get(m["key"])
         rows.append(
             [
-                short_name(m.get("name") or m.get("key")),
-                m.get("role", ""),
+                m["key"],
+                str(m.get("name", "")),
+                role_of(rb) if m.get("role") != "base" else "base",
                 rb.get("adversary") or "—",
-                rb.get("train_family") or "—",
-                ", ".join(m.get("train_corruptions") or []) or "—",
+                ", ".join(rb.get("train_corruptions") or m.get("train_corruptions") or []) or "—",
                 ", ".join(str(v) for v in rb.get("severities") or []) or "—",
+                (found.clean or "none") if found else "—",
+                (found.random_view or "none") if found else "—",
             ]
         )
     if not rows:
         return None
     return Table(
-        ["model", "role", "adversary", "training family", "training corruptions", "severities"],
+        [
+            "model (key)",
+            "checkpoint",
+            "role",
+            "adversary",
+            "training corruptions",
+            "severities",
+            "clean control",
+            "random-view control",
+        ],
         rows,
-        caption="Models compared",
+        caption="Models compared; roles come from each checkpoint's config.robustness",
     )
 
 

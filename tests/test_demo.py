@@ -418,6 +418,8 @@ def test_reduced_demo_end_to_end(tmp_path):
     )
     assert rp.MISSING not in verdicts.values(), verdicts
     assert verdicts["accuracy"] in (rp.SUPPORTED, rp.INCONCLUSIVE, rp.NOT_SUPPORTED)
+    # Claims are judged against the clean control the demo trained (and not "no control").
+    assert "low_frequency: top-1 on its seen corruptions, minus its clean control" in md
     for text in ("Fig. 2", "Fig. 4", "Fig. 5", "Fig. 8", "Fig. 9", "Fig. 10", "CI"):
         assert text in md
     assert page.count("data:image/png;base64,") >= 8

@@ -17,7 +17,13 @@ from hf_vitrobust import report as rp
 from hf_vitrobust.configs import RENAMED_KEYS, parse_recipe
 from hf_vitrobust.demo import runner
 from hf_vitrobust.demo import stages as demo_stages
-from hf_vitrobust.roles import read_robustness
+from hf_vitrobust.roles import (
+    ADVERSARIAL,
+    CLEAN_CONTROL,
+    RANDOM_VIEW_CONTROL,
+    read_robustness,
+    role_of,
+)
 from hf_vitrobust.runtime import read_stages
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,6 +164,10 @@ def test_bad_sizes_are_refused(tmp_path):
         demo.read_sizes(_sizes_file(tmp_path, finetunes=[]))
     with pytest.raises(ValueError, match="no fine-tune recipe"):
         demo.read_sizes(_sizes_file(tmp_path, finetunes=["nowhere"]))
+    with pytest.raises(ValueError, match="no fine-tune recipe"):
+        demo.read_sizes(_sizes_file(tmp_path, controls=["nowhere"]))
+    with pytest.raises(ValueError, match="listed twice"):
+        demo.read_sizes(_sizes_file(tmp_path, controls=["control", "low_frequency"]))
     with pytest.raises(ValueError, match="did you mean 'evaluate'"):
         demo.read_sizes(_sizes_file(tmp_path, evalute={"max_eval_examples": 3}))
     # Old recipe key names are refused here (the recipes still read them, with a warning).
@@ -196,13 +206,19 @@ def test_stage_commands_are_the_recipes_a_user_runs():
     args = demo.DemoArguments(output_dir="outputs/demo", seed=7)
     stages = demo_stages.build_stages(args, demo.read_sizes())
     names = [s.name for s in stages]
+    controls = [
+        "finetune_control",
+        "finetune_control_random_view_low_frequency",
+        "finetune_control_random_view_high_frequency",
+    ]
     assert names == [
         "base",
         "finetune_low_frequency",
         "finetune_high_frequency",
+        *controls,
+        "sae",
         "evaluate",
         "analyze",
-        "sae",
         "cards",
         "report",
     ]
@@ -211,6 +227,7 @@ def test_stage_commands_are_the_recipes_a_user_runs():
         "base": "finetune.py",
         "finetune_low_frequency": "finetune.py",
         "finetune_high_frequency": "finetune.py",
+        **dict.fromkeys(controls, "finetune.py"),
         "evaluate": "evaluate.py",
         "analyze": "analyze.py",
         "sae": "train_sae.py",
@@ -223,32 +240,37 @@ def test_stage_commands_are_the_recipes_a_user_runs():
 
     # The command lines: the demo's wiring, then demo.yaml's sizes under the new key names.
     tail = {s.name: " ".join(s.commands[0][3:]) for s in stages if s.commands}
+    sizes = demo.read_sizes()
+    finetune_flags = " ".join(demo.recipe_flags(sizes["finetune"]))
+    for name in ("low_frequency", "high_frequency", *(c[len("finetune_") :] for c in controls)):
+        # Every fine-tune and control: the same base, seed and flags (so the controls match).
+        assert tail[f"finetune_{name}"] == (
+            f"--model_name_or_path outputs/demo/base --output_dir outputs/demo/{name} "
+            f"--seed 7 {finetune_flags}"
+        )
     models = (
         "--base_model outputs/demo/base --finetuned_models outputs/demo/low_frequency "
-        "outputs/demo/high_frequency"
+        "outputs/demo/high_frequency outputs/demo/control "
+        "outputs/demo/control_random_view_low_frequency "
+        "outputs/demo/control_random_view_high_frequency --seed 7"
     )
-    assert tail == {
-        "base": "--output_dir outputs/demo/base --seed 7 --dataloader_num_workers 1 "
-        "--num_train_epochs 2 --max_eval_examples 2000",
-        "finetune_low_frequency": "--model_name_or_path outputs/demo/base --output_dir "
-        "outputs/demo/low_frequency --seed 7 --max_steps 100 --num_views 4 "
-        "--per_device_train_batch_size 128 --max_eval_examples 1000",
-        "finetune_high_frequency": "--model_name_or_path outputs/demo/base --output_dir "
-        "outputs/demo/high_frequency --seed 7 --max_steps 100 --num_views 4 "
-        "--per_device_train_batch_size 128 --max_eval_examples 1000",
-        "evaluate": f"{models} --seed 7 --output_dir outputs/demo/eval --max_eval_examples 300 "
-        "--corruptions all --severities 1 2 3 4 5",
-        "analyze": f"{models} --seed 7 --output_dir outputs/demo/analysis "
-        "--max_eval_examples 500 --corruptions all",
-        "sae": f"{models} --seed 7 --cache_dir outputs/demo/sae/activation_cache --output_dir "
-        "outputs/demo/sae --training_tokens 100000 --max_train_examples 20000 "
-        "--num_eval_images 300 --corruptions all --train_finetuned_saes true "
-        "--seed_baseline true",
-    }
+    assert tail["evaluate"].startswith(f"{models} --output_dir outputs/demo/eval ")
+    assert tail["analyze"].startswith(f"{models} --output_dir outputs/demo/analysis ")
+    assert tail["sae"].startswith(
+        f"{models} --cache_dir outputs/demo/sae/activation_cache --output_dir outputs/demo/sae "
+    )
+    assert tail["base"].startswith("--output_dir outputs/demo/base --seed 7 ")
+    for name, section in (("evaluate", "evaluate"), ("analyze", "analyze"), ("sae", "sae")):
+        assert tail[name].endswith(" ".join(demo.recipe_flags(sizes[section])))
+    descriptions = {s.name: s.description for s in stages}
+    assert descriptions["finetune_low_frequency"].startswith("worst-of-4 fine-tune")
+    assert descriptions["finetune_control"].startswith("clean control")
+    assert descriptions["finetune_control_random_view_high_frequency"].startswith(
+        "random-view control on high_frequency"
+    )
     # No deprecated recipe key in any command (configs.RENAMED_KEYS would warn about it).
     flags = {a[2:] for s in stages for cmd in s.commands for a in cmd if a.startswith("--")}
     assert not flags & ({"models"} | set(RENAMED_KEYS)), flags & set(RENAMED_KEYS)
-    assert "worst-of-4" in stages[1].description
 
 
 class _Parsed(Exception):
@@ -281,7 +303,7 @@ def test_every_stage_command_parses_in_its_recipe(monkeypatch):
             assert str(values["output_dir"]).startswith("outputs/demo"), stage.name
             if stage.name in ("evaluate", "analyze", "sae"):
                 assert values["base_model"] == "outputs/demo/base"
-                assert len(values["finetuned_models"]) == 2
+                assert len(values["finetuned_models"]) == 5
                 assert values["corruptions"] == ["all"]
 
 
@@ -304,9 +326,11 @@ def test_sizes_file_is_given_first(tmp_path, monkeypatch):
     assert seen["sizes"] == demo.read_sizes(demo.SIZES_FILE)
 
 
-# Reduced sizes: every stage runs for real on tiny data, in about two minutes on 2 idle cores.
+# Reduced sizes: every stage runs for real on tiny data, in about three minutes on 2 cores.
 REDUCED = {
-    "finetunes": ["low_frequency", "high_frequency"],
+    # One family with both its controls: every kind of training run, at the least cost.
+    "finetunes": ["low_frequency"],
+    "controls": ["control", "control_random_view_low_frequency"],
     "base": {"max_steps": 40, "max_eval_examples": 200},
     "finetune": {
         "max_steps": 4,
@@ -355,11 +379,20 @@ def test_reduced_demo_end_to_end(tmp_path):
     # Models load with plain from_pretrained, and carry their cards.
     from transformers import ViTForImageClassification
 
-    for fam in ("low_frequency", "high_frequency"):
+    for fam in REDUCED["finetunes"]:
         model = ViTForImageClassification.from_pretrained(out / fam)
         assert read_robustness(model.config)["corruptions"] == [fam]
+        assert role_of(read_robustness(model.config)) == ADVERSARIAL
         card = (out / fam / "README.md").read_text()
-        assert "model-index" in card
+        assert "model-index" in card and "fine-tuned adversarially" in card
+        control = read_robustness(
+            ViTForImageClassification.from_pretrained(out / f"control_random_view_{fam}").config
+        )
+        assert role_of(control) == RANDOM_VIEW_CONTROL and control["corruptions"] == [fam]
+        assert control["max_steps"] == read_robustness(model.config)["max_steps"]
+    clean = ViTForImageClassification.from_pretrained(out / "control")
+    assert role_of(read_robustness(clean.config)) == CLEAN_CONTROL
+    assert "Clean fine-tuning" in (out / "control" / "README.md").read_text()
     sae_cards = list((out / "sae").rglob("README.md"))
     assert sae_cards, "the SAE folder has no card"
 
@@ -385,6 +418,8 @@ def test_reduced_demo_end_to_end(tmp_path):
     )
     assert rp.MISSING not in verdicts.values(), verdicts
     assert verdicts["accuracy"] in (rp.SUPPORTED, rp.INCONCLUSIVE, rp.NOT_SUPPORTED)
+    # Claims are judged against the clean control the demo trained (and not "no control").
+    assert "low_frequency: top-1 on its seen corruptions, minus its clean control" in md
     for text in ("Fig. 2", "Fig. 4", "Fig. 5", "Fig. 8", "Fig. 9", "Fig. 10", "CI"):
         assert text in md
     assert page.count("data:image/png;base64,") >= 8

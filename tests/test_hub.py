@@ -198,7 +198,8 @@ def test_card_from_evaluation_results_json(tmp_path, tiny_vit_kwargs, fashion_mn
 
 
 def _evaluation_results(finetuned: str) -> dict:
-    """A small results.json of recipes/evaluate.py (base + one fine-tuned model)."""
+    """A small results.json of recipes/evaluate.py (schema v3): the base, one adversarial
+    fine-tune and its clean control, with comparison records against both."""
     from hf_vitrobust.evaluation.schema import header
 
     def block(value: float) -> dict:
@@ -208,16 +209,55 @@ def _evaluation_results(finetuned: str) -> dict:
         names = ("top_1_accuracy", "top_5_accuracy", "p_true", "ece")
         return {m: block(0.5 + shift + i / 10) for i, m in enumerate(names)}
 
-    keys = {"base": 0.0, "ft": 0.1}
+    keys = {"base": 0.0, "ft": 0.1, "ctrl": 0.05}
     diff = {"estimate": 0.1, "ci_low": 0.02, "ci_high": 0.18, "p_value": 0.01, "seen": True}
+
+    def comparison(reference: str, role: str, scope: str, estimate: float, **extra) -> dict:
+        return {
+            "model": "ft",
+            "reference": reference,
+            "reference_role": role,
+            "metric": "top_1_accuracy",
+            "scope": scope,
+            "estimate": estimate,
+            "ci_low": estimate - 0.03,
+            "ci_high": estimate + 0.03,
+            "p_value": 0.02,
+            "test": "mcnemar_exact",
+            "n": 16,
+            **extra,
+        }
+
+    comparisons = [
+        comparison(ref, role, scope, estimate, **extra)
+        for ref, role, shift in (("base", "base", 0.0), ("ctrl", "clean_control", -0.05))
+        for scope, estimate, extra in (
+            ("clean", 0.04 + shift, {}),
+            ("group:noise", 0.1 + shift, {"seen": True, "seen_fraction": 1.0}),
+            ("seen", 0.1 + shift, {}),
+        )
+    ]
+    control = {"key": "ctrl", "name": "outputs/control", "role": "clean_control"}
     return {
         **header(),
         "dataset": {"name": "fashion_mnist", "split": "test", "n_images": 16, "num_classes": 10},
         "models": [
             {"key": "base", "name": "outputs/base", "role": "base", "robustness": None},
-            {"key": "ft", "name": finetuned, "role": "fine_tuned", "robustness": ROBUSTNESS},
+            {
+                "key": "ft",
+                "name": finetuned,
+                "role": "adversarial",
+                "controls": {"clean": "ctrl", "random_view": None},
+                "robustness": ROBUSTNESS,
+            },
+            {**control, "robustness": {**ROBUSTNESS, "adversary": "none", "corruptions": []}},
         ],
-        "grid": {"cells": ["clean", "gaussian_noise@1"], "severities": [1], "clean": True},
+        "grid": {
+            "cells": ["clean", "gaussian_noise@1"],
+            "severities": [1],
+            "clean": True,
+            "groups": {"gaussian_noise": "noise"},
+        },
         "settings": {"n_resamples": 1000, "confidence": 0.95, "bootstrap_seed": 0},
         "cells": [
             {"model": k, "corruption": "clean", "severity": 0, "metrics": metrics(v)}
@@ -244,14 +284,15 @@ def _evaluation_results(finetuned: str) -> dict:
         "corruption_error": {
             "reference": "base",
             "corruptions": ["gaussian_noise"],
-            "models": {"base": {"mce": block(1.0)}, "ft": {"mce": block(0.9)}},
+            "models": {k: {"mce": block(1.0 - v)} for k, v in keys.items()},
         },
         "transfer_matrix": {
             "metric": "top_1_accuracy",
-            "rows": ["ft"],
+            "rows": ["ft", "ctrl"],
             "columns": ["clean", "noise"],
-            "cells": [[diff, diff]],
+            "cells": [[diff, diff], [diff, diff]],
         },
+        "comparisons": comparisons,
     }
 
 
@@ -289,12 +330,22 @@ def test_model_index_rows_from_results_json(tmp_path, tiny_vit_kwargs):
     with pytest.raises(ValueError, match="level must be"):
         eval_results_for_model(results, "ft", level="cell")
 
-    # The card of the checkpoint takes its own model's rows (top-1/top-5) and transfer row.
+    # The card of the checkpoint takes its own model's rows (top-1/top-5), and its changes
+    # against the base and against its clean control (model minus reference, per group).
     card = ModelCard.load(write_robust_model_card(folder, path))
     expected = [EvalResult(**e) for e in load_results(path, folder=folder)["eval_results"]]
     assert card.data.eval_results == expected and len(expected) == 9
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
-    assert "| vs base model | +0.1000 [+0.0200, +0.1800] (p=0.01)" in card.text
+    assert "| | clean | noise (seen) |" in card.text
+    assert (
+        "| vs base model | +0.0400 [+0.0100, +0.0700] (p=0.02) | +0.1000 [+0.0700, +0.1300] "
+        "(p=0.02) |" in card.text
+    )
+    assert "| vs clean control (control) | -0.0100 [-0.0400, +0.0200] (p=0.02) |" in card.text
+    # The control's card: changes against the base only (the records are the adversarial
+    # model's), and it says it is a control.
+    control = _card_for(tmp_path / "control", {**CLEAN}, tiny_vit_kwargs, results=path)
+    assert "vs clean control" not in control.text and "Clean fine-tuning" in control.text
 
     # A results.json of another schema version is refused by the reader, naming the fix.
     path.write_text(json.dumps({**results, "schema_version": 1}))

@@ -118,6 +118,8 @@ def run_demo(
         flush=True,
     )
     env = _stage_env(threads)
+    if parallel > 1:  # progress bars of stages running at once would interleave
+        env["TQDM_DISABLE"] = "1"
     plan = Plan(parallel, threads, force, set(args.only) if args.only else None)
     invocation, t0 = time.time(), time.perf_counter()
     console, groups = Console(out / LOG_FILE), ProcessGroups()

@@ -99,8 +99,10 @@ class Console:
 
     def write(self, text: str | bytes, prefix: str = "") -> None:
         data = text.encode() if isinstance(text, str) else text
-        if prefix:
-            data = b"".join(prefix.encode() + line for line in data.splitlines(keepends=True))
+        if prefix:  # every line (split on "\n" only: a progress bar's "\r" stays in its line)
+            head = prefix.encode()
+            *lines, rest = data.split(b"\n")
+            data = b"".join(head + line + b"\n" for line in lines) + (head + rest if rest else b"")
         with self._lock:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()

@@ -356,17 +356,17 @@ def _changes_table(results: Mapping[str, Any], entry: Mapping[str, Any]) -> dict
         column = c["scope"].removeprefix("group:") + (" (seen)" if c.get("seen") else "")
         if column not in columns:
             columns.append(column)
-    grid = {field: [[None] * len(columns) for _ in rows] for field in _CELL_FIELDS}
+    grid = {key: [[None] * len(columns) for _ in rows] for key in _CELL_FIELDS}
     for c in mine:
         i = [r for r, _ in rows].index(c["reference"])
         column = c["scope"].removeprefix("group:") + (" (seen)" if c.get("seen") else "")
-        for field, values in grid.items():
-            values[i][columns.index(column)] = c.get(field)
+        for key, field in _CELL_FIELDS.items():
+            grid[key][i][columns.index(column)] = c.get(field)
     return {
         "metric": "top-1 accuracy",
         "rows": [label for _, label in rows],
         "columns": columns,
-        **{key: grid[field] for key, field in _CELL_FIELDS.items()},
+        **grid,
     }
 
 

@@ -30,32 +30,6 @@ from hf_vitrobust.corruptions import transforms as T
 from hf_vitrobust.corruptions.functional import REFERENCE_SIZE
 from hf_vitrobust.corruptions.rng import seeded_compose
 
-LF = {
-    n: (0.5, 0.1)
-    for n in [
-        "gaussian_noise",
-        "shot_noise",
-        "impulse_noise",
-        "defocus_blur",
-        "glass_blur",
-        "motion_blur",
-        "zoom_blur",
-        "snow",
-        "frost",
-        "fog",
-        "brightness",
-        "contrast",
-        "elastic_transform",
-        "pixelate",
-        "jpeg_compression",
-        "speckle_noise",
-        "gaussian_blur",
-        "spatter",
-        "saturate",
-        "sharpen",
-        "unsharp_mask",
-    ]
-}  # TEMP
 REGISTRY_VERSION = "2.0"
 """Bumped whenever a corruption's parameters or algorithm change (stored in fine-tuned configs).
 2.0: every ImageNet-C corruption a port of the reference (severity order kept), resolution-aware

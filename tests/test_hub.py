@@ -369,6 +369,12 @@ def test_card_reads_the_new_and_old_training_names(tmp_path, tiny_vit_kwargs):
     card = ModelCard.load(write_robust_model_card(folder))
     assert "| Training family | low_frequency |" in card.text
     assert "| Corruptions |" not in card.text  # shown once, in its own row
+    # Which meaning of "low frequency" the family follows: the paper's, or the measured band.
+    assert "| Family definition | image_content: the paper's definition" in card.text
+    config["robustness"]["corruptions"] = ["band_low"]
+    (folder / "config.json").write_text(json.dumps(config))
+    card = ModelCard.load(write_robust_model_card(folder))
+    assert "| Family definition | perturbation_band: by the measured band" in card.text
 
 
 def test_card_without_results_and_packaged_templates(tmp_path, tiny_vit_kwargs, monkeypatch):

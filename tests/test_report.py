@@ -571,3 +571,21 @@ def test_the_report_reads_the_real_stage_outputs(tmp_path, tiny_vit_kwargs, fash
     # The report's quality bar and the SAE stage's flag agree (same EV and L0-vs-k bounds).
     for entry in json.loads((study / "sae" / "sae.json").read_text())["saes"]:
         assert bool(rp.sae_quality_failures(entry, rp.VerdictRules())) == entry["flagged"], entry
+
+
+def test_models_table_says_which_definition_each_family_follows():
+    from hf_vitrobust.report.sections.setup import _models_table
+
+    def model(key, corruptions):
+        robustness = {"adversary": "worst_of_k", "corruptions": corruptions, "num_views": 4}
+        robustness["train_corruptions"] = ["gaussian_blur"]
+        return {"key": key, "name": key, "robustness": robustness}
+
+    table = _models_table({"models": [model("a", ["low_frequency"]), model("b", "band_low")]})
+    column = table.columns.index("training family (definition)")
+    assert [row[column] for row in table.rows] == [
+        "low_frequency (image_content)",
+        "band_low (perturbation_band)",
+    ]
+    assert "image_content: the paper's definition" in table.caption
+    assert "perturbation_band: by the measured band" in table.caption

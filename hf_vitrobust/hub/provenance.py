@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from hf_vitrobust.corruptions import FAMILY_DEFINITIONS, family_definition
 from hf_vitrobust.hub.common import DATASET_HUB_IDS, HUB_ID, MISSING, cell, inline
 from hf_vitrobust.roles import (
     ADVERSARIAL,
@@ -232,6 +233,15 @@ def _data_cell(dataset: DatasetRef | None) -> str:
     return text
 
 
+def _family_definition(robustness: Mapping[str, Any]) -> str | None:
+    """Which meaning of low/high frequency the recorded family follows, in words."""
+    spec = robustness.get("corruptions")
+    if not spec:
+        return None
+    key = family_definition([spec] if isinstance(spec, str) else list(spec))
+    return f"{key}: {FAMILY_DEFINITIONS[key]}"
+
+
 def recipe_rows(
     robustness: Mapping[str, Any],
     base_text: str | None,
@@ -262,6 +272,7 @@ def recipe_rows(
     else:
         rows += [
             ("Training family", _recorded(robustness, "corruptions")),
+            ("Family definition", _family_definition(robustness)),
             ("Training corruptions", _recorded(robustness, "train_corruptions")),
             ("Severities", _recorded(robustness, "severities")),
             ("Views per image", _recorded(robustness, "num_views", "k")),

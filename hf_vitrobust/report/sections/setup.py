@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from hf_vitrobust.corruptions import FAMILY_DEFINITIONS, family_definition
 from hf_vitrobust.io import StageOutputError
 from hf_vitrobust.roles import match_controls, read_robustness, role_of
 
@@ -28,14 +29,27 @@ def _evaluation_line(r: Mapping[str, Any]) -> str:
     )
 
 
+def _family(robustness: Mapping[str, Any]) -> tuple[str, str | None]:
+    """The recipe's family spec and the definition of low/high frequency it follows."""
+    spec = robustness.get("corruptions")
+    if not spec or not robustness.get("train_corruptions"):
+        return "—", None
+    names = [spec] if isinstance(spec, str) else [str(s) for s in spec]
+    definition = family_definition(names)
+    return f"{', '.join(names)} ({definition})", definition
+
+
 def _models_table(r: Mapping[str, Any]) -> Table | None:
     """Every model by its unique key, with its role (from its config.robustness, never from its
     name or position) and, for an adversarial fine-tune, the controls it is judged against."""
     robustness = {m["key"]: read_robustness(m.get("robustness") or {}) for m in r["models"]}
     controls = match_controls(robustness)
     rows = []
+    used = set()
     for m in r.get("models", []):
         rb = robustness[m["key"]]
+        family, definition = _family(rb)
+        used.add(definition)
         found = controls.get(m["key"])
         rows.append(
             [
@@ -43,6 +57,7 @@ def _models_table(r: Mapping[str, Any]) -> Table | None:
                 str(m.get("name", "")),
                 role_of(rb) if m.get("role") != "base" else "base",
                 rb.get("adversary") or "—",
+                family,
                 ", ".join(rb.get("train_corruptions") or m.get("train_corruptions") or []) or "—",
                 ", ".join(str(v) for v in rb.get("severities") or []) or "—",
                 (found.clean or "none") if found else "—",
@@ -57,13 +72,15 @@ def _models_table(r: Mapping[str, Any]) -> Table | None:
             "checkpoint",
             "role",
             "adversary",
+            "training family (definition)",
             "training corruptions",
             "severities",
             "clean control",
             "random-view control",
         ],
         rows,
-        caption="Models compared; roles come from each checkpoint's config.robustness",
+        caption="Models compared; roles come from each checkpoint's config.robustness"
+        + "".join(f"; {key}: {FAMILY_DEFINITIONS[key]}" for key in sorted(used - {None})),
     )
 
 

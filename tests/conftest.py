@@ -40,6 +40,17 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI, which must run every test: {reason}"
 
 
+@pytest.fixture()
+def two_torch_threads():
+    """Torch uses the machine's two cores for the test (ViT-B-size tests), then what it had."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_vit_kwargs() -> dict:
     """Config of the test-size ViT: 28 px Fashion-MNIST, patch 7, 2 layers."""

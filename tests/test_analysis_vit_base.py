@@ -25,13 +25,8 @@ VIT_B16 = dict(image_size=224, patch_size=16, hidden_size=768, num_hidden_layers
 
 
 @pytest.mark.slow
-def test_vit_b16_shapes_through_every_analysis(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        _run(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
+def test_vit_b16_shapes_through_every_analysis(tmp_path, two_torch_threads):
+    _run(tmp_path)
 
 
 def _run(tmp_path):

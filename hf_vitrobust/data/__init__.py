@@ -19,8 +19,12 @@ same corruptions.
 
 from __future__ import annotations
 
-from hf_vitrobust.data.bad_images import BadImageTracker, TooManyBadImagesError
-from hf_vitrobust.data.bad_images_callback import BAD_IMAGES_FILE, BadImageCallback
+from hf_vitrobust.data.bad_images import (
+    BAD_IMAGES_FILE,
+    BadImageTracker,
+    TooManyBadImagesError,
+)
+from hf_vitrobust.data.bad_images_callback import BadImageCallback
 from hf_vitrobust.data.check import scan_dataset
 from hf_vitrobust.data.collate import COLLATOR_EXTRA_KEYS, CorruptionCollator
 from hf_vitrobust.data.decode import (

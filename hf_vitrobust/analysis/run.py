@@ -34,7 +34,7 @@ from hf_vitrobust.constants import ANALYSIS_FILE
 from hf_vitrobust.corruptions import check_severity
 from hf_vitrobust.data import ProcessorSpec, check_labels, label_names, load_dataset_split
 from hf_vitrobust.distributed import process_state
-from hf_vitrobust.io import write_json_atomic
+from hf_vitrobust.io import atomic_path, write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
 from hf_vitrobust.plots.analysis import plot_all
 from hf_vitrobust.roles import BASE, model_keys, read_robustness, role_of
@@ -390,9 +390,8 @@ def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any] | No
     panel = None
     if args.num_panel_images > 0:
         panel = _panel(models, batches, processor, args.num_panel_images, device)
-        np.savez_compressed(
-            out / "attention_panel.npz", **{k: np.asarray(v) for k, v in panel.items()}
-        )
+        with atomic_path(out / "attention_panel.npz") as tmp:
+            np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in panel.items()})
     result["figures"] = [p.name for p in plot_all(result, out, panel)]
     write_json_atomic(result, out / ANALYSIS_FILE)
     return result

@@ -165,7 +165,7 @@ def _summarize_set(
 
 
 # --------------------------------------------------------------------------------------------
-# Corruption error (DESIGN.md section 4)
+# Corruption error (docs/definitions.md, "Corruption error")
 # --------------------------------------------------------------------------------------------
 
 
@@ -271,7 +271,7 @@ def corruption_errors(
     reference: str,
     s: SummarySettings,
 ) -> dict[str, Any]:
-    """CE_c, mCE, relative CE_c and relative mCE of every model (DESIGN.md section 4)."""
+    """CE_c, mCE, relative CE_c and relative mCE of every model (docs/definitions.md)."""
     by_c: dict[str, list[str]] = {}
     for cell in cells:
         if cell.corruption != CLEAN:

@@ -5,9 +5,9 @@
     metric = evaluate.load(str(TOP_K_METRIC_PATH))
     metric.compute(predictions=logits, references=labels, k=[1, 5])
 
-Definition (DESIGN.md section 4): an image is correct at k when its true label is among the k
-largest logits, k capped at the number of classes. Ties count in the image's favour: the true
-label's rank is the number of classes whose logit is strictly larger.
+Definition (docs/definitions.md, "Accuracy and certainty"): an image is correct at k when its true
+label is among the k largest logits, k capped at the number of classes. Ties count in the image's
+favour: the true label's rank is the number of classes whose logit is strictly larger.
 """
 
 import datasets

@@ -51,14 +51,6 @@ def true_label_rank(logits, references):
     return (logits > true[:, None]).sum(axis=1)
 
 
-def top_k_correct(logits, references, k):
-    """Per-example correctness (bool array) at k, k capped at the number of classes."""
-    k_eff = min(int(k), np.asarray(logits).shape[1])
-    if k_eff < 1:
-        raise ValueError(f"k must be >= 1; got {k}.")
-    return true_label_rank(logits, references) < k_eff
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class TopKAccuracy(evaluate.Metric):
     """Top-k accuracy over logits."""

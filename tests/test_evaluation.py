@@ -163,6 +163,13 @@ def test_build_grid_and_cells():
     assert Cell.from_key("fog@2") == Cell("fog", 2)
     with pytest.raises(ValueError):
         build_grid(["not_a_corruption"])
+    # The one recipe-list normaliser: comma items split, `none` means no corruptions.
+    assert [c.key for c in build_grid(["fog, contrast"], [1], include_clean=False)] == [
+        "fog@1", "contrast@1"
+    ]  # fmt: skip
+    assert build_grid(["none"], [1]) == [Cell(CLEAN, 0)]
+    with pytest.raises(ValueError, match="at least one severity"):
+        build_grid(["fog"], [])
 
 
 # ---------------------------------------------------------------------------------------------

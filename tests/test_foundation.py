@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from hf_vitrobust.configs import ComparisonArguments, DataArguments, parse_recipe
+from hf_vitrobust.configs import ComparisonArguments, DataArguments, name_list, parse_recipe
 from hf_vitrobust.corruptions.measure import read_measurements
 from hf_vitrobust.formatting import fmt, fmt_ci, fmt_p, slug
 from hf_vitrobust.images import as_rgb_uint8
@@ -174,6 +174,13 @@ def test_formatting():
 @dataclass
 class _Recipe(ComparisonArguments):
     output_dir: str = "out"
+
+
+def test_name_list_is_the_one_recipe_list_normaliser():
+    assert name_list(None) == [] and name_list(3) == [3] and name_list([1, 2]) == [1, 2]
+    assert name_list("blur, fog,,") == ["blur", "fog"]
+    assert name_list(["blur,fog", " None ", "", "noise"]) == ["blur", "fog", "noise"]
+    assert name_list("none") == []
 
 
 def test_parse_recipe_yaml_cli_and_scalars_for_lists(tmp_path):

@@ -31,7 +31,7 @@ from hf_vitrobust.analysis.schema import SECTIONS, header
 from hf_vitrobust.analysis.summary import summarize_condition
 from hf_vitrobust.configs import ComparisonArguments, ModelArguments
 from hf_vitrobust.constants import ANALYSIS_FILE
-from hf_vitrobust.corruptions import check_severity
+from hf_vitrobust.corruptions import check_severities
 from hf_vitrobust.data import ProcessorSpec, check_labels, label_names, load_dataset_split
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import atomic_path, write_json_atomic
@@ -279,11 +279,7 @@ class AnalysisArguments(ComparisonArguments):
         parent = getattr(super(), "__post_init__", None)
         if parent is not None:
             parent()
-        if len(self.severities) != 1:
-            raise ValueError(
-                f"severities: the analysis takes exactly one severity, got {self.severities}."
-            )
-        check_severity(self.severities[0])
+        self.severities = check_severities(self.severities, exactly_one="the analysis")
 
     @property
     def severity(self) -> int:

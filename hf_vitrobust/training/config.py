@@ -22,15 +22,9 @@ from typing import Any
 from transformers import TrainingArguments
 
 from hf_vitrobust import corruptions as registry
+from hf_vitrobust.configs import name_list
 from hf_vitrobust.constants import SEVERITIES
 from hf_vitrobust.training.adversary import BANDS, parse_adversary
-
-
-def _names(values: Any) -> list[str]:
-    """A list of family/corruption names: comma strings split, blanks and `none` dropped."""
-    items = [values] if isinstance(values, str) else list(values or [])
-    parts = (part.strip() for item in items for part in str(item).split(","))
-    return [part for part in parts if part and part.lower() != "none"]
 
 
 def _resolve(spec: list[str], setting: str) -> tuple[str, ...]:
@@ -119,9 +113,9 @@ class AdversarialTrainingArguments(TrainingArguments):
         elif isinstance(self.accelerator_config, dict):
             self.accelerator_config.setdefault("dispatch_batches", False)
         super().__post_init__()
-        self.corruptions = _names(self.corruptions)
+        self.corruptions = name_list(self.corruptions)
         if self.unseen_corruptions is not None:
-            self.unseen_corruptions = _names(self.unseen_corruptions)
+            self.unseen_corruptions = name_list(self.unseen_corruptions)
         # The robust model is pushed once at the end by the recipe (`hub.push_robust_model`:
         # card + weights), not by the Trainer at every checkpoint.
         self.push_robust_model = bool(self.push_to_hub)
@@ -177,9 +171,7 @@ class AdversarialTrainingArguments(TrainingArguments):
                 "then restart each epoch with the new epoch's draws)."
             )
         if names:
-            self.severities = [registry.check_severity(s) for s in self.severities]
-            if not self.severities:
-                raise ValueError("severities must list at least one severity in 1..5.")
+            self.severities = registry.check_severities(self.severities)
         if self.unseen_corruptions:
             _resolve(self.unseen_corruptions, "unseen_corruptions")
 

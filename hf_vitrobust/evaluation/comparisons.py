@@ -36,7 +36,7 @@ from hf_vitrobust import roles, stats
 from hf_vitrobust.constants import CLEAN
 from hf_vitrobust.corruptions import GROUPS
 from hf_vitrobust.evaluation.grid import Cell
-from hf_vitrobust.evaluation.models import EvalModel, model_controls, model_roles
+from hf_vitrobust.evaluation.models import EvalModel, base_of, model_controls, model_roles
 from hf_vitrobust.evaluation.store import CellRecord
 
 COMPARISON_METRICS = ("top_1_accuracy", "p_true")
@@ -64,11 +64,11 @@ def paired_test(
 
 def reference_pairs(models: Sequence[EvalModel]) -> list[tuple[str, str, str]]:
     """(model, reference, reference role) of every comparison, in model order."""
-    base = models[0].key
+    base = base_of(models)
     controls = model_controls(models)
     out = []
-    for m in models[1:]:
-        out.append((m.key, base, roles.BASE))
+    for m in (m for m in models if m is not base):
+        out.append((m.key, base.key, roles.BASE))
         found = controls.get(m.key)
         if found is not None:
             if found.clean is not None:

@@ -30,7 +30,12 @@ from hf_vitrobust.evaluation.metrics import (
     ece_bin_sums,
     ece_statistic,
 )
-from hf_vitrobust.evaluation.models import EvalModel, model_controls, model_roles
+from hf_vitrobust.evaluation.models import (
+    EvalModel,
+    base_first,
+    model_controls,
+    model_roles,
+)
 from hf_vitrobust.evaluation.schema import header
 from hf_vitrobust.evaluation.store import CellRecord
 
@@ -491,11 +496,13 @@ def summarize(
 ) -> dict[str, Any]:
     """Every figure of the benchmark, with definitions, CIs, n and paired tests (JSON-ready).
 
-    `models[0]` is the base model: the reference of every `vs_base` difference (and of the
-    corruption error off ImageNet); `comparisons` pair each fine-tuned model with the base and
-    its matched controls. The result is the body of `results.json` (see `schema`).
+    The base model (`models.base_of`, listed first in the output) is the reference of every
+    `vs_base` difference (and of the corruption error off ImageNet); `comparisons` pair each
+    fine-tuned model with the base and its matched controls. The result is the body of
+    `results.json` (see `schema`).
     """
     s = SummarySettings(num_classes, int(n_resamples), float(confidence), int(seed))
+    models = base_first(models)
     keys = [m.key for m in models]
     base = keys[0]
     if reference == "auto":

@@ -711,3 +711,12 @@ def test_training_never_imports_publishing(tmp_path):
     ).stdout
     assert "hf_vitrobust.training.trainer" in loaded
     assert not [m for m in above if f"'{m}" in loaded], loaded
+
+
+def test_pin_memory_only_on_cuda_unless_set(tmp_path, monkeypatch):
+    # Without CUDA the default is off (pinning would only warn); an explicit value wins.
+    # (transformers itself turns pinning off under use_cpu=True.)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert make_args(tmp_path, use_cpu=False).dataloader_pin_memory is False
+    explicit = make_args(tmp_path, use_cpu=False, dataloader_pin_memory=True)
+    assert explicit.dataloader_pin_memory is True

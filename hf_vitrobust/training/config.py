@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
 from hf_vitrobust import corruptions as registry
@@ -106,8 +107,15 @@ class AdversarialTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False)
     ddp_find_unused_parameters: bool | None = field(default=False)
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
+    # None: pinned only where it helps (a CUDA device is used); pinning on CPU only warns.
+    dataloader_pin_memory: bool | None = field(
+        default=None,
+        metadata={"help": "Pin DataLoader memory (default: only when training on CUDA)."},
+    )
 
     def __post_init__(self) -> None:
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu
         if self.accelerator_config is None:
             self.accelerator_config = {"dispatch_batches": False}
         elif isinstance(self.accelerator_config, dict):

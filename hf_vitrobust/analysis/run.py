@@ -23,7 +23,7 @@ from torch import nn
 
 from hf_vitrobust.analysis.attention import grad_cam
 from hf_vitrobust.analysis.capture import capture_batch
-from hf_vitrobust.analysis.comparisons import WILCOXON, comparison_pairs
+from hf_vitrobust.analysis.comparisons import WILCOXON
 from hf_vitrobust.analysis.conditions import DatasetBatches
 from hf_vitrobust.analysis.definitions import CORRUPTION_NOTE, DEFINITIONS
 from hf_vitrobust.analysis.records import Sections, stream_condition
@@ -37,7 +37,7 @@ from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import atomic_path, write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
 from hf_vitrobust.plots.analysis import plot_all
-from hf_vitrobust.roles import BASE, model_keys, read_robustness, role_of
+from hf_vitrobust.roles import BASE, comparison_pairs, model_keys, read_robustness, role_of
 from hf_vitrobust.vit import ViTLayout, check_vit_classifier
 
 __all__ = [

@@ -64,7 +64,14 @@ from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor, weights_fingerprint
 from hf_vitrobust.plots.sae import plot_cosine_histograms, plot_dictionary_matching
-from hf_vitrobust.roles import BASE, match_controls, model_keys, read_robustness, role_of
+from hf_vitrobust.roles import (
+    BASE,
+    comparison_pairs,
+    match_controls,
+    model_keys,
+    read_robustness,
+    role_of,
+)
 
 #: (role, fine-tuned model key or None, SAE type, layer); role: base, seed_baseline, finetuned.
 SAEKey = tuple[str, str | None, str, int]
@@ -481,7 +488,7 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
     )
     distributions = summaries.distributions(list(models.finetuned), conditions, args.severity)
     controls = match_controls(models.robustness)
-    comparisons = summaries.comparisons(controls)
+    comparisons = summaries.comparisons(comparison_pairs(models.robustness))
     matching, curves = match_study_dictionaries(models, trained, args)
     figures = write_figures(summaries.figure_data(list(models.finetuned)), curves, out)
     roles = models.roles

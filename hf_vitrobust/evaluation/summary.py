@@ -9,7 +9,7 @@ corruption errors (CE, mCE, relative CE/mCE) and the transfer matrix. CIs resamp
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -480,6 +480,34 @@ def _model_rows(
     return rows
 
 
+def _dataset_record(
+    first: CellRecord, dataset_info: dict[str, Any], num_classes: int
+) -> dict[str, Any]:
+    """The ``dataset`` of results.json: the given info, image count and class counts."""
+    counts = np.bincount(first.labels, minlength=num_classes).tolist()
+    label_names = dataset_info.get("label_names") or [str(i) for i in range(num_classes)]
+    return {
+        **dataset_info,
+        "n_images": int(first.example_ids.size),
+        "num_classes": num_classes,
+        "class_counts": dict(zip(label_names, counts)),
+    }
+
+
+def _grid_record(
+    cells: Sequence[Cell], names: Sequence[str], group_of: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``grid`` of results.json: cells, corruptions, severities, groups, registry version."""
+    return {
+        "cells": [c.key for c in cells],
+        "corruptions": list(names),
+        "severities": sorted({c.severity for c in cells if c.corruption != CLEAN}),
+        "clean": any(c.corruption == CLEAN for c in cells),
+        "groups": dict(group_of),
+        "registry_version": REGISTRY_VERSION,
+    }
+
+
 def summarize(
     records: Records,
     models: Sequence[EvalModel],
@@ -532,27 +560,13 @@ def summarize(
     )
     first = next(iter(records[base].values()))
     n_images = int(first.example_ids.size)
-    counts = np.bincount(first.labels, minlength=num_classes).tolist()
-    label_names = dataset_info.get("label_names") or [str(i) for i in range(num_classes)]
     return {
         **header(),
         "definitions": DEFINITIONS,
         "corruption_note": CORRUPTION_NOTE,
-        "dataset": {
-            **dataset_info,
-            "n_images": n_images,
-            "num_classes": num_classes,
-            "class_counts": dict(zip(label_names, counts)),
-        },
+        "dataset": _dataset_record(first, dataset_info, num_classes),
         "models": _model_rows(models, seen, fingerprints or {}),
-        "grid": {
-            "cells": [c.key for c in cells],
-            "corruptions": names,
-            "severities": sorted({c.severity for c in corrupted}),
-            "clean": any(c.corruption == CLEAN for c in cells),
-            "groups": group_of,
-            "registry_version": REGISTRY_VERSION,
-        },
+        "grid": _grid_record(cells, names, group_of),
         "settings": {
             "n_resamples": s.n_resamples,
             "confidence": s.confidence,

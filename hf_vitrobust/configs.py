@@ -143,33 +143,39 @@ class ComparisonArguments:
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
+def name_list(values: Any) -> list[Any]:
+    """A recipe's list value: comma strings split (inside lists too), blanks and ``none`` (any
+    case: "no corruptions") dropped; None is ``[]`` and any other scalar a one-item list."""
+    items = (
+        list(values) if isinstance(values, (list, tuple)) else [] if values is None else [values]
+    )
+    out: list[Any] = []
+    for item in items:
+        if not isinstance(item, str):
+            out.append(item)
+            continue
+        parts = (part.strip() for part in item.split(","))
+        out.extend(part for part in parts if part and part.lower() != "none")
+    return out
 
 
 #: old key -> (new key, converter of the old value). Applied only when the recipe's dataclasses
 #: do not know the old key and do know the new one.
 RENAMED_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "train_family": ("corruptions", _as_list),
-    "eval_unseen_group": ("unseen_corruptions", _as_list),
-    "groups": ("corruptions", _as_list),
-    "severity": ("severities", _as_list),
-    "eval_severity": ("severities", _as_list),
-    "eval_corruption_family": ("corruptions", _as_list),
-    "train_corruption_family": ("train_corruptions", _as_list),
+    "train_family": ("corruptions", name_list),
+    "eval_unseen_group": ("unseen_corruptions", name_list),
+    "groups": ("corruptions", name_list),
+    "severity": ("severities", name_list),
+    "eval_severity": ("severities", name_list),
+    "eval_corruption_family": ("corruptions", name_list),
+    "train_corruption_family": ("train_corruptions", name_list),
     "image_batch_size": ("batch_size", int),
 }
 REMOVED_IN = "0.3"
 
 
 def _split_models(value: Any) -> dict[str, Any]:
-    models = _as_list(value)
+    models = name_list(value)
     if not models:
         raise ValueError("'models' (deprecated) needs at least the base model.")
     return {"base_model": models[0], "finetuned_models": models[1:]}
@@ -267,7 +273,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
             raise _unknown_key_error(unknown, known, f"Recipe {str(recipe)!r}")
         # A scalar given for a list field is a one-element (or comma-separated) list.
         values = {
-            k: _as_list(v) if k in list_fields and not isinstance(v, list) else v
+            k: name_list(v) if k in list_fields and not isinstance(v, list) else v
             for k, v in values.items()
         }
         parser.set_defaults(**values)
@@ -294,5 +300,6 @@ __all__ = [
     "DataArguments",
     "ModelArguments",
     "RENAMED_KEYS",
+    "name_list",
     "parse_recipe",
 ]

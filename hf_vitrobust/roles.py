@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
 from hf_vitrobust.configs import RENAMED_KEYS
 
@@ -135,6 +135,41 @@ def match_controls(
     return out
 
 
+class Pair(NamedTuple):
+    """One paired comparison: ``model`` minus ``reference`` (model keys), and the reference's
+    role (``base``, ``clean_control`` or ``random_view_control``)."""
+
+    model: str
+    reference: str
+    reference_role: str
+
+
+def comparison_pairs(
+    robustness_by_key: Mapping[str, Mapping[str, Any] | None], base: str = BASE
+) -> list[Pair]:
+    """Every comparison of a study, the one pairing every stage uses, in the given model order.
+
+    ``robustness_by_key``: each fine-tuned model's ``config.robustness`` (``None`` or ``{}`` for
+    a fine-tune that records none). Every fine-tuned model is compared with ``base``; an
+    adversarial one also with its clean control, then its random-view control, when the study
+    has them (``match_controls``).
+    """
+    controls = match_controls(robustness_by_key)
+    pairs = []
+    for key in robustness_by_key:
+        pairs.append(Pair(key, base, BASE))
+        matched = controls.get(key)
+        if matched is None:
+            continue
+        for reference, role in (
+            (matched.clean, CLEAN_CONTROL),
+            (matched.random_view, RANDOM_VIEW_CONTROL),
+        ):
+            if reference is not None:
+                pairs.append(Pair(key, reference, role))
+    return pairs
+
+
 def model_keys(paths: Sequence[str], names: Sequence[str] | None = None) -> list[str]:
     """Unique, readable keys for fine-tuned models: ``names`` when given, else path suffixes.
 
@@ -173,8 +208,10 @@ __all__ = [
     "CLEAN_CONTROL",
     "CONTROL_ROLES",
     "Controls",
+    "Pair",
     "RANDOM_VIEW_CONTROL",
     "ROLES",
+    "comparison_pairs",
     "match_controls",
     "read_robustness",
     "model_keys",

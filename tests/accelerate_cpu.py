@@ -1,7 +1,7 @@
 """Helpers for tests that run a script on several real CPU processes under `accelerate launch`.
 
-Without a GPU, `--multi_gpu --num_processes N` starts N processes joined over gloo (DESIGN.md
-section 5); each gets one thread, like a single-process run it is compared with.
+Without a GPU, `--multi_gpu --num_processes N` starts N processes joined over gloo (docs/data.md,
+"Distributed"); each gets one thread, like a single-process run it is compared with.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hf_vitrobust.seeding import stream_seed
 from hf_vitrobust.training.adversary import (
     band_energy_fraction,
     band_mask,
@@ -176,6 +177,14 @@ def test_pgd_is_deterministic_given_generator(tiny_model, batch):
     b = pgd(model, x, labels, generator=step_generator(3, 10), **kw)
     c = pgd(model, x, labels, generator=step_generator(3, 11), **kw)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_step_generator_uses_the_package_stream_seed():
+    expected = torch.Generator().manual_seed(stream_seed(3, "pgd_start", 10, 1))
+    got = step_generator(3, 10, rank=1)
+    assert torch.equal(torch.rand(4, generator=got), torch.rand(4, generator=expected))
+    other_rank = step_generator(3, 10, rank=0)
+    assert not torch.equal(torch.rand(4, generator=other_rank), torch.rand(4, generator=expected))
 
 
 def test_pgd_rejects_bad_settings_and_zero_epsilon_is_identity(tiny_model, batch):

@@ -315,6 +315,17 @@ def test_bad_severity(severity):
         C.corrupt(np.zeros((8, 8, 3), np.uint8), "contrast", severity)
 
 
+def test_check_severities_is_the_one_list_check():
+    assert C.check_severities([1, np.int64(3)]) == [1, 3]
+    with pytest.raises(ValueError, match="at least one severity in 1..5"):
+        C.check_severities([])
+    with pytest.raises(ValueError, match="severity must be in 1..5"):
+        C.check_severities([1, 6])
+    assert C.check_severities((3,), exactly_one="the analysis") == [3]
+    with pytest.raises(ValueError, match=r"severities=\[2, 3\]: the analysis takes exactly one"):
+        C.check_severities([2, 3], exactly_one="the analysis")
+
+
 @pytest.mark.parametrize("ref", [0, -3, 22.4, "224", True])
 def test_bad_reference_size(ref):
     with pytest.raises(ValueError, match="reference_size"):

@@ -163,6 +163,13 @@ def test_build_grid_and_cells():
     assert Cell.from_key("fog@2") == Cell("fog", 2)
     with pytest.raises(ValueError):
         build_grid(["not_a_corruption"])
+    # The one recipe-list normaliser: comma items split, `none` means no corruptions.
+    assert [c.key for c in build_grid(["fog, contrast"], [1], include_clean=False)] == [
+        "fog@1", "contrast@1"
+    ]  # fmt: skip
+    assert build_grid(["none"], [1]) == [Cell(CLEAN, 0)]
+    with pytest.raises(ValueError, match="at least one severity"):
+        build_grid(["fog"], [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +218,7 @@ def test_models_see_identical_corrupted_images(tiny_vit_kwargs, class_names, tes
 def test_label_count_and_name_mismatch_fail_before_work(
     tmp_path, tiny_vit_kwargs, class_names, test_images
 ):
-    base = EvalModel("base", *_tiny(tiny_vit_kwargs, class_names, 0))
+    base = EvalModel("base", *_tiny(tiny_vit_kwargs, class_names, 0), base=True)
     five = EvalModel("five", *_tiny(tiny_vit_kwargs, class_names[:5], 0))
     with pytest.raises(ValueError, match="5 output classes"):
         evaluate_robustness([base, five], test_images, tmp_path / "a", EvaluationSettings(**FAST))
@@ -689,7 +696,7 @@ def test_photo_folder_bad_files_counted_once_with_paths(tmp_path, photo_folder, 
     data = load_image_dataset(str(root), "train")
     names = label_names(data)
     models = [
-        EvalModel("base", *_tiny(tiny_vit_kwargs, names, 0)),
+        EvalModel("base", *_tiny(tiny_vit_kwargs, names, 0), base=True),
         EvalModel("ft", *_tiny(tiny_vit_kwargs, names, 1)),
     ]
     settings = EvaluationSettings(
@@ -917,3 +924,31 @@ def test_pooled_seen_comparison_holds_its_error_rate_with_correlated_cells():
     assert naive_hits >= 2 * max(null_hits, 5)  # the cells really are correlated here
     found = [_seen_top1(_simulated_records(rng, 150, 0.8), models, cells) for _ in range(20)]
     assert sum(r["excludes_zero"] and r["estimate"] > 0 for r in found) >= 16
+
+
+def test_the_base_comes_from_roles_never_from_the_list_order():
+    from types import SimpleNamespace
+
+    from hf_vitrobust.evaluation import assign_keys, base_of, model_roles
+    from hf_vitrobust.evaluation.comparisons import reference_pairs
+
+    def stand_in(name, robustness, **kw):
+        model = SimpleNamespace(config=SimpleNamespace(robustness=robustness))
+        return EvalModel(name, model, None, **kw)
+
+    adv = stand_in("/runs/adv", _robust("worst_of_k", ["gaussian_noise"]))
+    clean = stand_in("/runs/clean", _robust("none", []))
+    base = stand_in("/hub/vit", None)
+    models = [adv, clean, base]  # the base last: found by its missing config.robustness
+    assign_keys(models)
+    assert base_of(models) is base and base.key == "base" and base.label == "vit"
+    assert model_roles(models) == {"adv": "adversarial", "clean": "clean_control", "base": "base"}
+    assert reference_pairs(models) == [
+        ("adv", "base", "base"), ("adv", "clean", "clean_control"), ("clean", "base", "base")
+    ]  # fmt: skip
+    # A fine-tune trained elsewhere has no config.robustness either: the base must be marked.
+    elsewhere = stand_in("/runs/elsewhere", None, key="elsewhere")
+    with pytest.raises(ValueError, match="Cannot tell the base model"):
+        base_of([elsewhere, stand_in("/hub/vit", None, key="base")])
+    marked = stand_in("/hub/vit", None, key="base", base=True)
+    assert model_roles([elsewhere, marked]) == {"elsewhere": "fine_tuned", "base": "base"}

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from hf_vitrobust.configs import ComparisonArguments, DataArguments, parse_recipe
+from hf_vitrobust.configs import ComparisonArguments, DataArguments, name_list, parse_recipe
+from hf_vitrobust.corruptions.measure import read_measurements
 from hf_vitrobust.formatting import fmt, fmt_ci, fmt_p, slug
 from hf_vitrobust.images import as_rgb_uint8
 from hf_vitrobust.io import (
@@ -24,6 +25,7 @@ from hf_vitrobust.io import (
     read_stage_output,
     write_json_atomic,
 )
+from hf_vitrobust.plots import save_figure
 from hf_vitrobust.seeding import image_seed, stream_seed, view_words
 
 u64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -79,6 +81,23 @@ def test_atomic_writes_keep_the_old_file_on_failure(tmp_path):
         raise RuntimeError
     assert read_json(path)["b"] == 1.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_save_figure_writes_atomically_and_closes(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    path = save_figure(fig, tmp_path / "sub" / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["f.png"]
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_read_measurements_goes_through_read_json(tmp_path):
+    assert read_measurements(tmp_path / "none.json") == {}
+    (tmp_path / "half.json").write_text('{"a": ')
+    with pytest.raises(StageOutputError, match="half.json"):
+        read_measurements(tmp_path / "half.json")
 
 
 def test_read_json_names_the_file(tmp_path):
@@ -155,6 +174,13 @@ def test_formatting():
 @dataclass
 class _Recipe(ComparisonArguments):
     output_dir: str = "out"
+
+
+def test_name_list_is_the_one_recipe_list_normaliser():
+    assert name_list(None) == [] and name_list(3) == [3] and name_list([1, 2]) == [1, 2]
+    assert name_list("blur, fog,,") == ["blur", "fog"]
+    assert name_list(["blur,fog", " None ", "", "noise"]) == ["blur", "fog", "noise"]
+    assert name_list("none") == []
 
 
 def test_parse_recipe_yaml_cli_and_scalars_for_lists(tmp_path):

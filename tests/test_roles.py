@@ -9,6 +9,8 @@ from hf_vitrobust.roles import (
     BASE,
     CLEAN_CONTROL,
     RANDOM_VIEW_CONTROL,
+    Pair,
+    comparison_pairs,
     match_controls,
     model_keys,
     role_of,
@@ -89,3 +91,28 @@ def test_model_keys_are_unique_and_readable():
         model_keys(["final", "final"])
     with pytest.raises(ValueError, match="reserved"):
         model_keys(["a/base"])
+
+
+def test_every_model_against_the_base_and_adversarial_ones_against_their_controls():
+    pairs = comparison_pairs(
+        {
+            "runA/final": _rob("worst_of_k", LOW, num_views=4),
+            "clean": _rob("none"),
+            "rv": _rob("random_view", LOW),
+            "runB/final": _rob("worst_of_k", ["gaussian_noise"], num_views=4),
+            "old": {},  # no robustness record: compared with the base only
+        }
+    )
+    assert pairs == [
+        Pair("runA/final", "base", "base"),
+        Pair("runA/final", "clean", "clean_control"),
+        Pair("runA/final", "rv", "random_view_control"),
+        Pair("clean", "base", "base"),
+        Pair("rv", "base", "base"),
+        Pair("runB/final", "base", "base"),
+        Pair("runB/final", "clean", "clean_control"),  # no random-view control on its corruptions
+        Pair("old", "base", "base"),
+    ]
+    # The base key is the caller's; an empty study has no pairs.
+    assert comparison_pairs({"ft": _rob("none")}, base="vit") == [Pair("ft", "vit", "base")]
+    assert comparison_pairs({}) == []

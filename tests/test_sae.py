@@ -29,7 +29,7 @@ from hf_vitrobust.data import ProcessorSpec, load_dataset_split
 from hf_vitrobust.distributed import EXAMPLE_IDS
 from hf_vitrobust.io import SchemaMismatch, write_json_atomic
 from hf_vitrobust.models import weights_fingerprint
-from hf_vitrobust.roles import Controls
+from hf_vitrobust.roles import Pair
 
 
 @pytest.fixture()
@@ -382,14 +382,14 @@ def test_code_cosine_records_on_simulated_studies():
     (n = 30, correlated images), an injected effect is found, and with many images a null
     difference's CI falls inside a small equivalence margin."""
     sae = S.ComparedSAE("sid", "batchtopk", 1, None)
-    controls = {"adv": Controls(clean="ctl", random_view=None)}
+    pairs = [Pair("adv", "base", "base"), Pair("adv", "ctl", "clean_control")]
 
     def records(rng, n, effect):
         summaries = S.StudySummaries(
             {"clean": _records(rng, n, effect)}, [sae], ["cls"], {"sid": False},
             n_resamples=1000, seed=int(rng.integers(1 << 30)), confidence=0.95,
         )  # fmt: skip
-        return {r["metric"]: r for r in summaries.comparisons(controls)}
+        return {r["metric"]: r for r in summaries.comparisons(pairs)}
 
     rng = np.random.default_rng(0)
     studies = 150

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback, ViTForImageClassification
 
 import hf_vitrobust.training.config as config_mod
+from hf_vitrobust.corruptions import check_severities
 from hf_vitrobust.models import tiny_vit
 from hf_vitrobust.roles import CLEAN_CONTROL, RANDOM_VIEW_CONTROL, read_robustness, role_of
 from hf_vitrobust.training.adversary import eval_mode, gather_views, per_example_loss, worst_of_k
@@ -35,9 +36,6 @@ FAKE = types.SimpleNamespace(
         "blur": ("blur_a", "blur_b"),
         "low_frequency": ("blur_a", "blur_b"),
     },
-    check_severity=lambda s: (
-        int(s) if 1 <= int(s) <= 5 else (_ for _ in ()).throw(ValueError(f"severity {s}"))
-    ),
 )
 
 
@@ -53,6 +51,7 @@ def _resolve(spec):
 
 
 FAKE.resolve_corruptions = _resolve
+FAKE.check_severities = check_severities  # pure: the severity list check needs no registry rows
 
 
 @pytest.fixture(autouse=True)
@@ -712,3 +711,12 @@ def test_training_never_imports_publishing(tmp_path):
     ).stdout
     assert "hf_vitrobust.training.trainer" in loaded
     assert not [m for m in above if f"'{m}" in loaded], loaded
+
+
+def test_pin_memory_only_on_cuda_unless_set(tmp_path, monkeypatch):
+    # Without CUDA the default is off (pinning would only warn); an explicit value wins.
+    # (transformers itself turns pinning off under use_cpu=True.)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert make_args(tmp_path, use_cpu=False).dataloader_pin_memory is False
+    explicit = make_args(tmp_path, use_cpu=False, dataloader_pin_memory=True)
+    assert explicit.dataloader_pin_memory is True

@@ -28,8 +28,6 @@ from hf_vitrobust.analysis.attention import (
 )
 from hf_vitrobust.analysis.capture import ActivationCapture, BatchCapture, capture_batch
 from hf_vitrobust.analysis.comparisons import (
-    Pair,
-    comparison_pairs,
     entropy_records,
     first_correct_records,
     paired_wilcoxon_many,
@@ -77,7 +75,6 @@ __all__ = [
     "DatasetBatches",
     "EntropyRecorder",
     "LensRecorder",
-    "Pair",
     "PatchingRecorder",
     "RolloutAccumulator",
     "StreamingLinearCKA",
@@ -88,7 +85,6 @@ __all__ = [
     "check_same_task",
     "common_first_correct",
     "compare_lens",
-    "comparison_pairs",
     "condition_groups",
     "corrupt_condition",
     "entropy_records",

@@ -1,8 +1,7 @@
 """Paired comparisons of the analysis: every model against the base and its matched controls.
 
-For every adversarial fine-tune: against the base and against each matched control
-(`roles.match_controls`, from each model's ``config.robustness``); for every control and every
-fine-tune whose role is not recorded: against the base. On each condition:
+The pairs are `roles.comparison_pairs` (the pairing every stage uses): every fine-tune against
+the base; an adversarial one also against each matched control (from ``config.robustness``). On each condition:
 
 - ``first_correct_layer`` / ``first_always_correct_layer``: per image, over the images both
   models classify correctly at the last layer (qualifier ``n_images``), layers 1..L;
@@ -24,21 +23,13 @@ Each record is flat: ``{model, reference, reference_role, metric, scope, <qualif
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import stats as _st
 
 from hf_vitrobust.analysis.lens import FIRST_CORRECT_METRICS, first_correct_layers
-from hf_vitrobust.roles import (
-    ADVERSARIAL,
-    BASE,
-    CLEAN_CONTROL,
-    RANDOM_VIEW_CONTROL,
-    match_controls,
-    role_of,
-)
+from hf_vitrobust.roles import BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL, Pair
 from hf_vitrobust.stats import PairedComparison, bootstrap_ci_many, ci_method_for
 
 __all__ = [
@@ -47,8 +38,6 @@ __all__ = [
     "QUALIFIERS",
     "REFERENCE_ROLES",
     "WILCOXON",
-    "Pair",
-    "comparison_pairs",
     "entropy_records",
     "first_correct_records",
     "paired_wilcoxon_many",
@@ -65,36 +54,6 @@ METRICS = tuple(QUALIFIERS)
 REFERENCE_ROLES = (BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL)
 #: The test name in every record (as `stats.wilcoxon_test` names it).
 WILCOXON = "wilcoxon_signed_rank"
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One paired comparison: `model` minus `reference` (model keys)."""
-
-    model: str
-    reference: str
-    reference_role: str
-
-
-def comparison_pairs(robustness_by_key: Mapping[str, Mapping[str, Any] | None]) -> list[Pair]:
-    """Every (model, reference) pair of a study, from each fine-tuned model's robustness record.
-
-    Every fine-tuned model is compared with ``"base"``; an adversarial one also with its clean
-    and random-view controls when the study has them (`roles.match_controls`).
-    """
-    controls = match_controls(robustness_by_key)
-    pairs = []
-    for key, robustness in robustness_by_key.items():
-        pairs.append(Pair(key, BASE, BASE))
-        if role_of(robustness) == ADVERSARIAL:
-            matched = controls[key]
-            for reference, role in (
-                (matched.clean, CLEAN_CONTROL),
-                (matched.random_view, RANDOM_VIEW_CONTROL),
-            ):
-                if reference is not None:
-                    pairs.append(Pair(key, reference, role))
-    return pairs
 
 
 def _wilcoxon_p(differences: np.ndarray) -> tuple[float, dict[str, Any]]:

@@ -23,7 +23,7 @@ from torch import nn
 
 from hf_vitrobust.analysis.attention import grad_cam
 from hf_vitrobust.analysis.capture import capture_batch
-from hf_vitrobust.analysis.comparisons import WILCOXON, comparison_pairs
+from hf_vitrobust.analysis.comparisons import WILCOXON
 from hf_vitrobust.analysis.conditions import DatasetBatches
 from hf_vitrobust.analysis.definitions import CORRUPTION_NOTE, DEFINITIONS
 from hf_vitrobust.analysis.records import Sections, stream_condition
@@ -31,13 +31,13 @@ from hf_vitrobust.analysis.schema import SECTIONS, header
 from hf_vitrobust.analysis.summary import summarize_condition
 from hf_vitrobust.configs import ComparisonArguments, ModelArguments
 from hf_vitrobust.constants import ANALYSIS_FILE
-from hf_vitrobust.corruptions import check_severity
+from hf_vitrobust.corruptions import check_severities
 from hf_vitrobust.data import ProcessorSpec, check_labels, label_names, load_dataset_split
 from hf_vitrobust.distributed import process_state
-from hf_vitrobust.io import write_json_atomic
+from hf_vitrobust.io import atomic_path, write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
 from hf_vitrobust.plots.analysis import plot_all
-from hf_vitrobust.roles import BASE, model_keys, read_robustness, role_of
+from hf_vitrobust.roles import BASE, comparison_pairs, model_keys, read_robustness, role_of
 from hf_vitrobust.vit import ViTLayout, check_vit_classifier
 
 __all__ = [
@@ -279,11 +279,7 @@ class AnalysisArguments(ComparisonArguments):
         parent = getattr(super(), "__post_init__", None)
         if parent is not None:
             parent()
-        if len(self.severities) != 1:
-            raise ValueError(
-                f"severities: the analysis takes exactly one severity, got {self.severities}."
-            )
-        check_severity(self.severities[0])
+        self.severities = check_severities(self.severities, exactly_one="the analysis")
 
     @property
     def severity(self) -> int:
@@ -390,9 +386,8 @@ def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any] | No
     panel = None
     if args.num_panel_images > 0:
         panel = _panel(models, batches, processor, args.num_panel_images, device)
-        np.savez_compressed(
-            out / "attention_panel.npz", **{k: np.asarray(v) for k, v in panel.items()}
-        )
+        with atomic_path(out / "attention_panel.npz") as tmp:
+            np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in panel.items()})
     result["figures"] = [p.name for p in plot_all(result, out, panel)]
     write_json_atomic(result, out / ANALYSIS_FILE)
     return result

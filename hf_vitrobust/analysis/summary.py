@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from hf_vitrobust.analysis.attention import summarize_entropy
-from hf_vitrobust.analysis.comparisons import Pair, entropy_records, first_correct_records
+from hf_vitrobust.analysis.comparisons import entropy_records, first_correct_records
 from hf_vitrobust.analysis.lens import common_first_correct, compare_lens, summarize_lens
 from hf_vitrobust.analysis.patching import summarize_patching
+from hf_vitrobust.roles import Pair
 
 __all__ = ["summarize_condition"]
 

@@ -44,6 +44,7 @@ from hf_vitrobust.corruptions.registry import (
     Gap,
     band_of,
     check_reference_size,
+    check_severities,
     check_severity,
     get_corruption,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "band_of",
     "check_reference_size",
     "check_seed",
+    "check_severities",
     "check_severity",
     "corrupt",
     "corrupt_batch",

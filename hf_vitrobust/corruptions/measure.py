@@ -6,7 +6,6 @@ gap to the reference implementation); docs/corruptions.md gives the definitions.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from hf_vitrobust.corruptions import kernels
+from hf_vitrobust.io import read_json
 
 MEASUREMENTS_PATH = Path(__file__).with_name("measurements.json")
 """Stored measurements of the registry: fidelity to the reference, speeds (package data; written
@@ -95,7 +95,7 @@ def read_measurements(path: str | Path = MEASUREMENTS_PATH) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    return read_json(path, what="corruption measurements")
 
 
 __all__ = [

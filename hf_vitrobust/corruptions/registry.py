@@ -71,6 +71,22 @@ def check_severity(severity: Any) -> int:
     return int(severity)
 
 
+def check_severities(severities: Sequence[Any], exactly_one: str | None = None) -> list[int]:
+    """Every severity checked (:func:`check_severity`); at least one, or exactly one when
+    ``exactly_one`` names the stage that compares at a single severity."""
+    values = list(severities)
+    if exactly_one is not None and len(values) != 1:
+        raise ValueError(
+            f"severities={values}: {exactly_one} takes exactly one severity; give one value, "
+            "e.g. severities: [3]."
+        )
+    if not values:
+        raise ValueError(
+            f"severities must list at least one severity in {SEVERITIES[0]}..{SEVERITIES[-1]}."
+        )
+    return [check_severity(s) for s in values]
+
+
 def check_reference_size(reference_size: Any) -> int | None:
     """``reference_size`` as a positive int or None, or a ValueError naming the input."""
     if reference_size is None:
@@ -480,6 +496,7 @@ __all__ = [
     "Gap",
     "band_of",
     "check_reference_size",
+    "check_severities",
     "check_severity",
     "get_corruption",
     "per_severity",

@@ -19,8 +19,12 @@ same corruptions.
 
 from __future__ import annotations
 
-from hf_vitrobust.data.bad_images import BadImageTracker, TooManyBadImagesError
-from hf_vitrobust.data.bad_images_callback import BAD_IMAGES_FILE, BadImageCallback
+from hf_vitrobust.data.bad_images import (
+    BAD_IMAGES_FILE,
+    BadImageTracker,
+    TooManyBadImagesError,
+)
+from hf_vitrobust.data.bad_images_callback import BadImageCallback
 from hf_vitrobust.data.check import scan_dataset
 from hf_vitrobust.data.collate import COLLATOR_EXTRA_KEYS, CorruptionCollator
 from hf_vitrobust.data.decode import (
@@ -37,7 +41,6 @@ from hf_vitrobust.data.sources import (
     FASHION_MNIST_ENV,
     FASHION_MNIST_FILES,
     FASHION_MNIST_HUB_ID,
-    STANDARD_COLUMNS,
     STREAM_ID_STRIDE,
     find_fashion_mnist_dir,
     load_dataset_split,
@@ -54,7 +57,6 @@ __all__ = [
     "FASHION_MNIST_ENV",
     "FASHION_MNIST_FILES",
     "FASHION_MNIST_HUB_ID",
-    "STANDARD_COLUMNS",
     "STREAM_ID_STRIDE",
     "BadImage",
     "BadImageCallback",

@@ -27,6 +27,8 @@ from hf_vitrobust.distributed import gather_object, process_state
 
 logger = logging.getLogger(__name__)
 
+#: The file a run's tracker state is saved in (checkpoints, training output, evaluation cells).
+BAD_IMAGES_FILE = "bad_images.json"
 STATE_FORMAT = "hf_vitrobust.bad_images"
 STATE_VERSION = 1
 # Paths and reasons kept for the smallest bad ids (every bad id is counted regardless).
@@ -319,4 +321,4 @@ def _describe(item: Mapping[str, Any]) -> str:
     return f"id {item['id']} ({item['reason']})"
 
 
-__all__ = ["STATE_FORMAT", "BadImageTracker", "TooManyBadImagesError"]
+__all__ = ["BAD_IMAGES_FILE", "STATE_FORMAT", "BadImageTracker", "TooManyBadImagesError"]

@@ -20,13 +20,11 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hf_vitrobust.data.bad_images import BadImageTracker
+from hf_vitrobust.data.bad_images import BAD_IMAGES_FILE, BadImageTracker
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import read_json, write_text_atomic
 
 logger = logging.getLogger(__name__)
-
-BAD_IMAGES_FILE = "bad_images.json"
 
 
 class BadImageCallback(TrainerCallback):
@@ -95,4 +93,4 @@ def _write_state(tracker: BadImageTracker, path: Path) -> None:
     write_text_atomic(json.dumps(tracker.state_dict(), separators=(",", ":")) + "\n", path)
 
 
-__all__ = ["BAD_IMAGES_FILE", "BadImageCallback"]
+__all__ = ["BadImageCallback"]

@@ -62,7 +62,6 @@ MAX_STREAM_SHARDS = 1024
 # converted to this many shards when streamed: whole shards for every process and DataLoader
 # worker, and a shuffled shard order that mixes a class-sorted folder.
 LOCAL_STREAM_SHARDS = 256
-STANDARD_COLUMNS = ("image", "label", "example_id")
 _HUB_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, OSError, TimeoutError)
 # Suffixes that make a name a local file, never a Hub id.
 _FILE_SUFFIXES = (".parquet", ".arrow", ".csv", ".json", ".jsonl", ".jpg", ".jpeg", ".png", ".zip")

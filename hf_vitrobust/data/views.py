@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hf_vitrobust.constants import EVAL_STAGE, SEVERITIES, TRAIN_STAGE
-from hf_vitrobust.corruptions import check_severity, corrupt, resolve_corruptions
+from hf_vitrobust.corruptions import check_severities, corrupt, resolve_corruptions
 from hf_vitrobust.seeding import view_words
 
 _STAGES = (TRAIN_STAGE, EVAL_STAGE)
@@ -39,9 +39,7 @@ class CorruptionViews:
         self.names: tuple[str, ...] = tuple(resolve_corruptions(corruptions))
         if not self.names:
             raise ValueError(f"Corruptions {corruptions!r} name no corruption.")
-        self.severities: tuple[int, ...] = tuple(check_severity(s) for s in severities)
-        if not self.severities:
-            raise ValueError("severities must name at least one severity (1..5).")
+        self.severities: tuple[int, ...] = tuple(check_severities(severities))
         if stage not in _STAGES:
             raise ValueError(f"stage must be one of {list(_STAGES)}, not {stage!r}.")
         self.seed = int(seed)

@@ -48,6 +48,8 @@ from hf_vitrobust.evaluation.metrics import (
 from hf_vitrobust.evaluation.models import (
     EvalModel,
     assign_keys,
+    base_first,
+    base_of,
     label_permutation,
     load_eval_models,
     model_controls,
@@ -93,6 +95,8 @@ __all__ = [
     "GridResult",
     "SummarySettings",
     "assign_keys",
+    "base_first",
+    "base_of",
     "build_comparisons",
     "build_grid",
     "cell_fingerprint",

@@ -6,8 +6,9 @@ One flat record per (model, reference, metric, scope), the contract every stage 
 ``p_true``), ``scope`` and its qualifiers, and ``stats.PairedComparison.to_dict()``: the
 estimate is model minus reference, per image, on the same images and the same cells.
 
-Pairs: every adversarial model against the base and against each of its matched controls
-(``roles.match_controls``); every control (and any other fine-tuned model) against the base.
+Pairs (``roles.comparison_pairs``, the pairing every stage uses): every adversarial model
+against the base and against each of its matched controls; every control (and any other
+fine-tuned model) against the base.
 A missing control gives no record. Scopes, from the *model's* training corruptions (its
 ``config.robustness``), so a record against a control covers the adversarial model's seen
 corruptions:
@@ -36,7 +37,7 @@ from hf_vitrobust import roles, stats
 from hf_vitrobust.constants import CLEAN
 from hf_vitrobust.corruptions import GROUPS
 from hf_vitrobust.evaluation.grid import Cell
-from hf_vitrobust.evaluation.models import EvalModel, model_controls, model_roles
+from hf_vitrobust.evaluation.models import EvalModel, base_of, model_roles
 from hf_vitrobust.evaluation.store import CellRecord
 
 COMPARISON_METRICS = ("top_1_accuracy", "p_true")
@@ -62,20 +63,12 @@ def paired_test(
     return stats.paired_bootstrap(reference, model, **kw).to_dict()
 
 
-def reference_pairs(models: Sequence[EvalModel]) -> list[tuple[str, str, str]]:
-    """(model, reference, reference role) of every comparison, in model order."""
-    base = models[0].key
-    controls = model_controls(models)
-    out = []
-    for m in models[1:]:
-        out.append((m.key, base, roles.BASE))
-        found = controls.get(m.key)
-        if found is not None:
-            if found.clean is not None:
-                out.append((m.key, found.clean, roles.CLEAN_CONTROL))
-            if found.random_view is not None:
-                out.append((m.key, found.random_view, roles.RANDOM_VIEW_CONTROL))
-    return out
+def reference_pairs(models: Sequence[EvalModel]) -> list[roles.Pair]:
+    """(model, reference, reference role) of every comparison, in model order
+    (`roles.comparison_pairs` over the fine-tuned models' ``config.robustness``)."""
+    base = base_of(models)
+    robustness = {m.key: m.robustness for m in models if m is not base}
+    return roles.comparison_pairs(robustness, base.key)
 
 
 def scopes(

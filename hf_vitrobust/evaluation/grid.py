@@ -19,10 +19,11 @@ import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 
+from hf_vitrobust.configs import name_list
 from hf_vitrobust.constants import CLEAN, SEVERITIES
 from hf_vitrobust.corruptions import (
     REGISTRY_VERSION,
-    check_severity,
+    check_severities,
     corrupt_examples,
     resolve_corruptions,
 )
@@ -77,15 +78,9 @@ def build_grid(
     include_clean: bool = True,
 ) -> list[Cell]:
     """Clean first, then every corruption × severity (corruptions: family names or names)."""
-    if isinstance(corruptions, str):
-        names = list(resolve_corruptions(corruptions))
-    else:
-        names = []
-        for spec in corruptions:
-            for name in resolve_corruptions(spec):
-                if name not in names:
-                    names.append(name)
-    sevs = [check_severity(s) for s in severities]
+    specs = name_list(corruptions)
+    names = list(resolve_corruptions(specs)) if specs else []
+    sevs = check_severities(severities) if names else []
     cells = [Cell(CLEAN, 0)] if include_clean else []
     cells += [Cell(name, s) for name in names for s in sevs]
     if not cells:

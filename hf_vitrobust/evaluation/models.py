@@ -4,7 +4,9 @@ Every model has a unique key (``roles.model_keys``: ``"base"`` for the base mode
 suffixes or ``finetuned_names`` for the others, so two checkpoints both named ``final`` become
 ``runA/final`` and ``runB/final``), a role read from its own ``config.robustness``
 (``roles.role_of``; never from the order or the folder name) and, for an adversarial
-fine-tune, its matched controls (``roles.match_controls``).
+fine-tune, its matched controls (``roles.match_controls``). The base model is the one marked
+``base=True`` (``load_eval_models`` marks its ``base_model``), else the only model without a
+``config.robustness`` (``base_of``); never the first in a list.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class EvalModel:
     """A model under evaluation: its name (Hub id or path), the model, and its processor.
 
     `key` names its cells and its rows in results.json (default: assigned by `assign_keys`);
-    `label` is its display name (default: the key, or the base model's folder name or Hub id).
+    `label` is its display name (default: the key, or the base model's folder name or Hub id);
+    `base` marks the base model (see `base_of`).
     """
 
     name: str
@@ -45,6 +48,7 @@ class EvalModel:
     processor: Any
     key: str = ""
     label: str = ""
+    base: bool = False
 
     @property
     def robustness(self) -> dict[str, Any] | None:
@@ -63,39 +67,74 @@ class EvalModel:
         return tuple(rob.get("train_corruptions") or ())
 
 
+def _candidates(models: Sequence[EvalModel]) -> list[EvalModel]:
+    marked = [m for m in models if m.base]
+    if len(marked) > 1:
+        raise ValueError(f"Only one model can be the base; marked: {[m.name for m in marked]}.")
+    return marked or [m for m in models if roles.role_of(m.robustness) == roles.BASE]
+
+
+def base_of(models: Sequence[EvalModel]) -> EvalModel:
+    """The base model: the one marked ``base=True``, else the only model whose checkpoint has
+    no ``config.robustness`` (``roles.role_of`` calls it the base). Never chosen by position."""
+    if not models:
+        raise ValueError("No models to evaluate.")
+    found = _candidates(models)
+    if len(found) != 1:
+        raise ValueError(
+            f"Cannot tell the base model from config.robustness ({len(found)} of the models "
+            "have none): mark it with EvalModel(..., base=True), or load the models with "
+            "load_eval_models(base_model, finetuned_models)."
+        )
+    return found[0]
+
+
+def base_first(models: Sequence[EvalModel]) -> list[EvalModel]:
+    """The models with the base (`base_of`) first, the others in their given order."""
+    base = base_of(models)
+    return [base, *(m for m in models if m is not base)]
+
+
 def assign_keys(models: Sequence[EvalModel]) -> None:
     """Give keyless models their keys (`roles.model_keys`) and labels; keys must be unique.
 
-    `models[0]` is the base model: key ``"base"`` unless one is given.
+    The base model (`base_of`) is keyed ``"base"`` unless it has a key; when the models do not
+    tell their base (the grid alone needs none), every keyless model gets a path key.
     """
     if not models:
         raise ValueError("No models to evaluate.")
-    if not models[0].key:
-        models[0].key = roles.BASE
-    keyless = [m for m in models[1:] if not m.key]
+    found = _candidates(models)
+    base = found[0] if len(found) == 1 else None
+    if base is not None and not base.key:
+        base.key = roles.BASE
+    keyless = [m for m in models if not m.key]
     for m, key in zip(keyless, roles.model_keys([m.name for m in keyless])):
         m.key = key
     keys = [m.key for m in models]
     if len(set(keys)) != len(keys):
         raise ValueError(f"Model keys must be unique; got {keys}. Give finetuned_names.")
-    for i, m in enumerate(models):
+    for m in models:
         if not m.label:
-            m.label = (Path(m.name.rstrip("/")).name or m.name) if i == 0 else m.key
+            m.label = (Path(m.name.rstrip("/")).name or m.name) if m is base else m.key
 
 
 def model_roles(models: Sequence[EvalModel]) -> dict[str, str]:
-    """Model key -> role: ``base`` for `models[0]`, else `roles.role_of(config.robustness)`
-    (`UNRECORDED` for a fine-tuned checkpoint without one)."""
-    out = {models[0].key: roles.BASE}
-    for m in models[1:]:
+    """Model key -> role: ``base`` for the base model (`base_of`), else
+    `roles.role_of(config.robustness)` (`UNRECORDED` for a fine-tuned checkpoint without one)."""
+    base = base_of(models)
+    out = {}
+    for m in models:
         rob = m.robustness
-        out[m.key] = roles.role_of(rob) if rob else UNRECORDED
+        out[m.key] = roles.BASE if m is base else roles.role_of(rob) if rob else UNRECORDED
     return out
 
 
 def model_controls(models: Sequence[EvalModel]) -> dict[str, roles.Controls]:
     """Adversarial model key -> its matched controls among the fine-tuned models."""
-    return roles.match_controls({m.key: m.robustness for m in models[1:] if m.robustness})
+    base = base_of(models)
+    return roles.match_controls(
+        {m.key: m.robustness for m in models if m is not base and m.robustness}
+    )
 
 
 def load_eval_models(
@@ -108,7 +147,7 @@ def load_eval_models(
 ) -> list[EvalModel]:
     """Load the base model, then each fine-tuned one, as saved (own head and id2label).
 
-    Returns them base first (the order `evaluate_robustness` expects), keyed by
+    Returns them base first, the base marked ``base=True``, keyed by
     `roles.model_keys(finetuned_models, finetuned_names)`. Models stay on the CPU unless
     `device` is given (the grid moves them).
     """
@@ -131,7 +170,7 @@ def load_eval_models(
         model = model.eval()
         if device:
             model = model.to(resolve_device(device))
-        out.append(EvalModel(name=name, model=model, processor=processor, key=key))
+        out.append(EvalModel(name=name, model=model, processor=processor, key=key, base=not out))
     assign_keys(out)
     return out
 
@@ -180,6 +219,8 @@ __all__ = [
     "UNRECORDED",
     "EvalModel",
     "assign_keys",
+    "base_first",
+    "base_of",
     "label_permutation",
     "load_eval_models",
     "model_controls",

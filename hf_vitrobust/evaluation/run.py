@@ -21,7 +21,12 @@ from hf_vitrobust.data import label_names, load_dataset_split, selection_record
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.evaluation.grid import build_grid, run_grid
 from hf_vitrobust.evaluation.identity import data_fingerprint, example_ids_digest
-from hf_vitrobust.evaluation.models import EvalModel, label_permutation, load_eval_models
+from hf_vitrobust.evaluation.models import (
+    EvalModel,
+    base_of,
+    label_permutation,
+    load_eval_models,
+)
 from hf_vitrobust.evaluation.store import CellStore
 from hf_vitrobust.evaluation.summary import summarize
 from hf_vitrobust.io import write_json_atomic
@@ -111,12 +116,14 @@ def evaluate_robustness(
 ) -> dict[str, Any] | None:
     """Run the grid (resuming from `output_dir/cells`), summarise, write `results.json`.
 
-    `models[0]` is the base model (`load_eval_models` returns it first); models without a key
-    get one from `roles.model_keys`. Undecodable images are skipped and counted once each;
+    The base model is the one marked ``base=True`` (`load_eval_models` marks it), else the one
+    without ``config.robustness`` (`models.base_of`); models without a key get one from
+    `roles.model_keys`. Undecodable images are skipped and counted once each;
     above `max_bad_fraction` the run stops (finished cells are kept). Returns the results on
     the main process and None on the others (under `accelerate launch`).
     """
     st = settings or EvaluationSettings()
+    base_of(models)  # the base is known before any image is scored
     names = label_names(dataset)
     for m in models:  # labels are checked before the store or the grid is touched
         label_permutation(names, m.model.config)

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from hf_vitrobust.data.bad_images import BAD_IMAGES_FILE
 from hf_vitrobust.formatting import slug
 from hf_vitrobust.io import atomic_path, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-BAD_IMAGES_FILE = "bad_images.json"
 _FINGERPRINT = "fingerprint"
 
 
@@ -140,4 +140,4 @@ class CellStore:
             write_json_atomic(record, self.root / BAD_IMAGES_FILE)
 
 
-__all__ = ["BAD_IMAGES_FILE", "CellRecord", "CellStore", "model_dir_name"]
+__all__ = ["CellRecord", "CellStore", "model_dir_name"]

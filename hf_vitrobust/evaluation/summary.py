@@ -9,7 +9,7 @@ corruption errors (CE, mCE, relative CE/mCE) and the transfer matrix. CIs resamp
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,12 @@ from hf_vitrobust.evaluation.metrics import (
     ece_bin_sums,
     ece_statistic,
 )
-from hf_vitrobust.evaluation.models import EvalModel, model_controls, model_roles
+from hf_vitrobust.evaluation.models import (
+    EvalModel,
+    base_first,
+    model_controls,
+    model_roles,
+)
 from hf_vitrobust.evaluation.schema import header
 from hf_vitrobust.evaluation.store import CellRecord
 
@@ -165,7 +170,7 @@ def _summarize_set(
 
 
 # --------------------------------------------------------------------------------------------
-# Corruption error (DESIGN.md section 4)
+# Corruption error (docs/definitions.md, "Corruption error")
 # --------------------------------------------------------------------------------------------
 
 
@@ -271,7 +276,7 @@ def corruption_errors(
     reference: str,
     s: SummarySettings,
 ) -> dict[str, Any]:
-    """CE_c, mCE, relative CE_c and relative mCE of every model (DESIGN.md section 4)."""
+    """CE_c, mCE, relative CE_c and relative mCE of every model (docs/definitions.md)."""
     by_c: dict[str, list[str]] = {}
     for cell in cells:
         if cell.corruption != CLEAN:
@@ -475,6 +480,34 @@ def _model_rows(
     return rows
 
 
+def _dataset_record(
+    first: CellRecord, dataset_info: dict[str, Any], num_classes: int
+) -> dict[str, Any]:
+    """The ``dataset`` of results.json: the given info, image count and class counts."""
+    counts = np.bincount(first.labels, minlength=num_classes).tolist()
+    label_names = dataset_info.get("label_names") or [str(i) for i in range(num_classes)]
+    return {
+        **dataset_info,
+        "n_images": int(first.example_ids.size),
+        "num_classes": num_classes,
+        "class_counts": dict(zip(label_names, counts)),
+    }
+
+
+def _grid_record(
+    cells: Sequence[Cell], names: Sequence[str], group_of: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``grid`` of results.json: cells, corruptions, severities, groups, registry version."""
+    return {
+        "cells": [c.key for c in cells],
+        "corruptions": list(names),
+        "severities": sorted({c.severity for c in cells if c.corruption != CLEAN}),
+        "clean": any(c.corruption == CLEAN for c in cells),
+        "groups": dict(group_of),
+        "registry_version": REGISTRY_VERSION,
+    }
+
+
 def summarize(
     records: Records,
     models: Sequence[EvalModel],
@@ -491,11 +524,13 @@ def summarize(
 ) -> dict[str, Any]:
     """Every figure of the benchmark, with definitions, CIs, n and paired tests (JSON-ready).
 
-    `models[0]` is the base model: the reference of every `vs_base` difference (and of the
-    corruption error off ImageNet); `comparisons` pair each fine-tuned model with the base and
-    its matched controls. The result is the body of `results.json` (see `schema`).
+    The base model (`models.base_of`, listed first in the output) is the reference of every
+    `vs_base` difference (and of the corruption error off ImageNet); `comparisons` pair each
+    fine-tuned model with the base and its matched controls. The result is the body of
+    `results.json` (see `schema`).
     """
     s = SummarySettings(num_classes, int(n_resamples), float(confidence), int(seed))
+    models = base_first(models)
     keys = [m.key for m in models]
     base = keys[0]
     if reference == "auto":
@@ -525,27 +560,13 @@ def summarize(
     )
     first = next(iter(records[base].values()))
     n_images = int(first.example_ids.size)
-    counts = np.bincount(first.labels, minlength=num_classes).tolist()
-    label_names = dataset_info.get("label_names") or [str(i) for i in range(num_classes)]
     return {
         **header(),
         "definitions": DEFINITIONS,
         "corruption_note": CORRUPTION_NOTE,
-        "dataset": {
-            **dataset_info,
-            "n_images": n_images,
-            "num_classes": num_classes,
-            "class_counts": dict(zip(label_names, counts)),
-        },
+        "dataset": _dataset_record(first, dataset_info, num_classes),
         "models": _model_rows(models, seen, fingerprints or {}),
-        "grid": {
-            "cells": [c.key for c in cells],
-            "corruptions": names,
-            "severities": sorted({c.severity for c in corrupted}),
-            "clean": any(c.corruption == CLEAN for c in cells),
-            "groups": group_of,
-            "registry_version": REGISTRY_VERSION,
-        },
+        "grid": _grid_record(cells, names, group_of),
         "settings": {
             "n_resamples": s.n_resamples,
             "confidence": s.confidence,

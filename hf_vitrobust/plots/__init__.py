@@ -11,13 +11,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from hf_vitrobust.io import atomic_path  # noqa: E402
+
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
     """Write `fig` as a PNG (atomically: a crash never leaves half an image) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)

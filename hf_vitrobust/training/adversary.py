@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hf_vitrobust.seeding import stream_seed
+
 ADVERSARIES: tuple[str, ...] = (
     "none",
     "random_view",
@@ -28,6 +30,8 @@ ADVERSARIES: tuple[str, ...] = (
     "worst_of_k+fgsm",
 )
 BANDS: tuple[str, ...] = ("all", "low", "high")
+# The name of the random stream of PGD random starts (`step_generator`).
+PGD_START_STREAM = "pgd_start"
 
 
 @dataclass(frozen=True)
@@ -317,9 +321,13 @@ def fgsm(
 def step_generator(
     seed: int, step: int, rank: int = 0, device: torch.device | str = "cpu"
 ) -> torch.Generator:
-    """A generator seeded from (seed, step, rank): PGD random starts repeat after a resume."""
+    """A generator seeded from (seed, step, rank): PGD random starts repeat after a resume.
+
+    The seed is ``seeding.stream_seed(seed, "pgd_start", step, rank)``, the package's one
+    derivation of a named random stream.
+    """
     g = torch.Generator(device=device)
-    g.manual_seed((int(seed) * 1_000_003 + int(step) * 7919 + int(rank)) % (2**63 - 1))
+    g.manual_seed(stream_seed(seed, PGD_START_STREAM, step, rank))
     return g
 
 

@@ -19,18 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
 from hf_vitrobust import corruptions as registry
+from hf_vitrobust.configs import name_list
 from hf_vitrobust.constants import SEVERITIES
 from hf_vitrobust.training.adversary import BANDS, parse_adversary
-
-
-def _names(values: Any) -> list[str]:
-    """A list of family/corruption names: comma strings split, blanks and `none` dropped."""
-    items = [values] if isinstance(values, str) else list(values or [])
-    parts = (part.strip() for item in items for part in str(item).split(","))
-    return [part for part in parts if part and part.lower() != "none"]
 
 
 def _resolve(spec: list[str], setting: str) -> tuple[str, ...]:
@@ -112,16 +107,23 @@ class AdversarialTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False)
     ddp_find_unused_parameters: bool | None = field(default=False)
     label_names: list[str] | None = field(default_factory=lambda: ["labels"])
+    # None: pinned only where it helps (a CUDA device is used); pinning on CPU only warns.
+    dataloader_pin_memory: bool | None = field(
+        default=None,
+        metadata={"help": "Pin DataLoader memory (default: only when training on CUDA)."},
+    )
 
     def __post_init__(self) -> None:
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = torch.cuda.is_available() and not self.use_cpu
         if self.accelerator_config is None:
             self.accelerator_config = {"dispatch_batches": False}
         elif isinstance(self.accelerator_config, dict):
             self.accelerator_config.setdefault("dispatch_batches", False)
         super().__post_init__()
-        self.corruptions = _names(self.corruptions)
+        self.corruptions = name_list(self.corruptions)
         if self.unseen_corruptions is not None:
-            self.unseen_corruptions = _names(self.unseen_corruptions)
+            self.unseen_corruptions = name_list(self.unseen_corruptions)
         # The robust model is pushed once at the end by the recipe (`hub.push_robust_model`:
         # card + weights), not by the Trainer at every checkpoint.
         self.push_robust_model = bool(self.push_to_hub)
@@ -177,9 +179,7 @@ class AdversarialTrainingArguments(TrainingArguments):
                 "then restart each epoch with the new epoch's draws)."
             )
         if names:
-            self.severities = [registry.check_severity(s) for s in self.severities]
-            if not self.severities:
-                raise ValueError("severities must list at least one severity in 1..5.")
+            self.severities = registry.check_severities(self.severities)
         if self.unseen_corruptions:
             _resolve(self.unseen_corruptions, "unseen_corruptions")
 

@@ -151,13 +151,6 @@ class MetricsAccumulator:
         }
 
 
-def sae_metrics(sae: Any, acts: torch.Tensor, chunk_size: int = 8192) -> dict[str, float]:
-    """L0, explained variance, MSE and dead-feature fraction of an inference SAE on ``[..., d]``."""
-    acc = MetricsAccumulator(sae, chunk_size)
-    acc.update(acts)
-    return acc.result()
-
-
 def row_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Cosine of matching rows of ``[..., F]`` tensors; cos(0, 0) = 1, cos(0, v≠0) = 0."""
     a = a.double()
@@ -418,7 +411,6 @@ __all__ = [
     "pair_values",
     "random_directions",
     "row_cosine",
-    "sae_metrics",
     "summarize",
     "token_slices",
     "topk_jaccard",

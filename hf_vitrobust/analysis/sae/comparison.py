@@ -36,7 +36,7 @@ from hf_vitrobust.analysis.sae.compare import (
 )
 from hf_vitrobust.analysis.sae.heldout import ReferenceImages
 from hf_vitrobust.distributed import EXAMPLE_IDS, gather_records, process_state
-from hf_vitrobust.roles import BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL, Controls
+from hf_vitrobust.roles import BASE, Pair
 from hf_vitrobust.stats import paired_bootstrap
 
 #: The ``who`` of the different-image baseline's records (base model, image vs its partner).
@@ -337,24 +337,18 @@ class StudySummaries:
                 out[model][s.sae_id] = {"flagged": self.flagged[s.sae_id], "conditions": cells}
         return out
 
-    def comparisons(self, controls: Mapping[str, Controls]) -> list[dict[str, Any]]:
-        """Comparison records: every adversarial model against each matched control, per SAE,
-        condition and token type: ``code_cosine_to_base`` and ``l0_through_base`` (model minus
-        control, paired on the images where both are defined)."""
+    def comparisons(self, pairs: Sequence[Pair]) -> list[dict[str, Any]]:
+        """Comparison records of the control pairs among ``pairs`` (`roles.comparison_pairs`):
+        every adversarial model against each matched control, per SAE, condition and token
+        type: ``code_cosine_to_base`` and ``l0_through_base`` (model minus control, paired on
+        the images where both are defined). The base pairs have no record here: the metrics
+        are themselves measured against the base."""
         out = []
-        for model, matched in controls.items():
-            references = [
-                (reference, role)
-                for reference, role in (
-                    (matched.clean, CLEAN_CONTROL),
-                    (matched.random_view, RANDOM_VIEW_CONTROL),
-                )
-                if reference is not None
-            ]
-            cells = product(
-                references, self.saes, self.records, self.tokens, RECORD_METRICS.items()
-            )
-            for (reference, role), s, cond, token, (metric, value) in cells:
+        for model, reference, role in pairs:
+            if role == BASE:
+                continue
+            cells = product(self.saes, self.records, self.tokens, RECORD_METRICS.items())
+            for s, cond, token, (metric, value) in cells:
                 a = _values(self.records[cond], (model, s.sae_id, token, value))
                 r = _values(self.records[cond], (reference, s.sae_id, token, value))
                 ok = np.isfinite(a) & np.isfinite(r)

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from hf_vitrobust.analysis.sae.activations import check_tokens
-from hf_vitrobust.configs import ComparisonArguments
+from hf_vitrobust.configs import ComparisonArguments, name_list
 from hf_vitrobust.constants import SEVERITIES
-from hf_vitrobust.corruptions import check_severity, resolve_corruptions
+from hf_vitrobust.corruptions import check_severities, resolve_corruptions
 
 #: SAE type -> its label in figures, tables and the report (the one table of SAE types).
 SAE_TYPE_LABELS: dict[str, str] = {
@@ -74,11 +74,6 @@ class SAETrainConfig:
 def config_dict(config: SAETrainConfig) -> dict[str, Any]:
     """A JSON-able copy of a training config (for metadata and sae.json)."""
     return asdict(config)
-
-
-def _without_none(names: list[str]) -> list[str]:
-    # `none` (or an empty string) in a list means "no corruptions", as it does in a comma string.
-    return [n for n in names if n.strip() and n.strip().lower() != "none"]
 
 
 @dataclass
@@ -166,17 +161,12 @@ class SAEStudyArguments(ComparisonArguments):
     def __post_init__(self) -> None:
         if not self.base_model:
             raise ValueError("base_model is required: the checkpoint whose activations train SAEs.")
-        if len(self.severities) != 1:
-            raise ValueError(
-                f"severities={list(self.severities)}: the SAE stage compares at exactly one "
-                "severity for now; give one value, e.g. severities: [3]."
-            )
-        check_severity(self.severities[0])
+        self.severities = check_severities(self.severities, exactly_one="the SAE stage")
         self.tokens = check_tokens(self.tokens)
         for sae_type in self.sae_types:
             check_sae_type(sae_type)
-        self.corruptions = _without_none(list(self.corruptions))
-        self.train_corruptions = _without_none(list(self.train_corruptions))
+        self.corruptions = name_list(self.corruptions)
+        self.train_corruptions = name_list(self.train_corruptions)
         for names in (self.corruptions, self.train_corruptions):
             if names:
                 resolve_corruptions(names)  # unknown names fail here, with "did you mean"

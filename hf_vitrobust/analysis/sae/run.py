@@ -12,6 +12,7 @@ figures; write ``sae.json``. Under ``accelerate launch`` every process runs this
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,14 @@ from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor, weights_fingerprint
 from hf_vitrobust.plots.sae import plot_cosine_histograms, plot_dictionary_matching
-from hf_vitrobust.roles import BASE, match_controls, model_keys, read_robustness, role_of
+from hf_vitrobust.roles import (
+    BASE,
+    comparison_pairs,
+    match_controls,
+    model_keys,
+    read_robustness,
+    role_of,
+)
 
 #: (role, fine-tuned model key or None, SAE type, layer); role: base, seed_baseline, finetuned.
 SAEKey = tuple[str, str | None, str, int]
@@ -433,6 +441,90 @@ def write_figures(
     return figures
 
 
+def _calibrate_and_save(
+    models: StudyModels,
+    trained: Any,
+    reference: ReferenceImages,
+    conditions: Mapping[str, Sequence[str]],
+    args: SAEStudyArguments,
+    out: Path,
+    state: Any,
+) -> dict[SAEKey, dict[str, Any]]:
+    """On the main process: calibrate the BatchTopK thresholds and save every SAE; then every
+    process waits, so all of them compare with the SAEs as saved."""
+    calibration: dict[SAEKey, dict[str, Any]] = {}
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        calibration = calibrate_study_saes(models, trained, reference, list(conditions), args)
+        save_study_saes(models, trained, calibration, args, out)
+    state.wait_for_everyone()
+    return calibration
+
+
+def _saved_base_saes(models: StudyModels, args: SAEStudyArguments, out: Path) -> list[ComparedSAE]:
+    """The base SAEs as saved (sae-lens' inference format): what every process compares with."""
+    return [
+        ComparedSAE(sid, t, layer, load_sae(out / "saes" / sid, device=models.device))
+        for t, layer in base_keys(args, models.layers)
+        for sid in [sae_id(t, layer, args.tokens)]
+    ]
+
+
+def _study_results(
+    models: StudyModels,
+    trained: Any,
+    calibration: dict[SAEKey, dict[str, Any]],
+    saes: list[ComparedSAE],
+    records: Any,
+    metrics: Any,
+    conditions: Mapping[str, Sequence[str]],
+    args: SAEStudyArguments,
+    out: Path,
+) -> dict[str, Any]:
+    """The SAE entries, flags, comparison records, distributions, dictionary matching and
+    figures of ``sae.json`` (main process)."""
+    entries, notes = save_study_saes(models, trained, calibration, args, out, metrics)
+    flagged = {e["sae_id"]: e["flagged"] for e in entries}
+    summaries = StudySummaries(
+        records,
+        saes,
+        list(token_slices(args.tokens)),
+        flagged,
+        n_resamples=args.n_resamples,
+        seed=args.seed,
+        confidence=args.confidence,
+    )
+    distributions = summaries.distributions(list(models.finetuned), conditions, args.severity)
+    comparisons = summaries.comparisons(comparison_pairs(models.robustness))
+    matching, curves = match_study_dictionaries(models, trained, args)
+    figures = write_figures(summaries.figure_data(list(models.finetuned)), curves, out)
+    return {
+        "saes": entries,
+        "flags": notes,
+        "comparisons": comparisons,
+        "distributions": distributions,
+        "dictionary_matching": matching,
+        "figures": figures,
+    }
+
+
+def _models_record(models: StudyModels) -> dict[str, Any]:
+    """The ``base_model``, ``finetuned_models``, ``models`` and ``controls`` of ``sae.json``."""
+    controls = match_controls(models.robustness)
+    return {
+        "base_model": models.base_name,
+        "finetuned_models": dict(models.finetuned_paths),
+        "models": {
+            key: {"path": models.model_name(None if key == BASE else key), "role": role}
+            for key, role in models.roles.items()
+        },
+        "controls": {
+            key: {"clean_control": c.clean, "random_view_control": c.random_view}
+            for key, c in controls.items()
+        },
+    }
+
+
 def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> dict[str, Any]:
     """Train base (and fine-tuned) SAEs, calibrate, compare, write outputs.
 
@@ -451,53 +543,17 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
         data_args, compared_example_ids(compared_ds), args, models.spec
     )
     conditions = heldout_conditions(args.corruptions)
-    calibration: dict[SAEKey, dict[str, Any]] = {}
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        calibration = calibrate_study_saes(models, trained, reference, list(conditions), args)
-        save_study_saes(models, trained, calibration, args, out)
-    state.wait_for_everyone()
-    # Every process compares with the SAEs as saved (sae-lens' inference format).
-    saes = [
-        ComparedSAE(sid, t, layer, load_sae(out / "saes" / sid, device=models.device))
-        for t, layer in base_keys(args, models.layers)
-        for sid in [sae_id(t, layer, args.tokens)]
-    ]
+    calibration = _calibrate_and_save(models, trained, reference, conditions, args, out, state)
+    saes = _saved_base_saes(models, args, out)
     records, metrics, bad_images = heldout_pass(
         models, saes, reference, compared_ds, conditions, data_args, args, state
     )
     if not state.is_main_process:
         return {}
-    entries, notes = save_study_saes(models, trained, calibration, args, out, metrics)
-    flagged = {e["sae_id"]: e["flagged"] for e in entries}
-    summaries = StudySummaries(
-        records,
-        saes,
-        list(token_slices(args.tokens)),
-        flagged,
-        n_resamples=args.n_resamples,
-        seed=args.seed,
-        confidence=args.confidence,
-    )
-    distributions = summaries.distributions(list(models.finetuned), conditions, args.severity)
-    controls = match_controls(models.robustness)
-    comparisons = summaries.comparisons(controls)
-    matching, curves = match_study_dictionaries(models, trained, args)
-    figures = write_figures(summaries.figure_data(list(models.finetuned)), curves, out)
-    roles = models.roles
     result = {
         **header(),
         "definitions": DEFINITIONS,
-        "base_model": models.base_name,
-        "finetuned_models": dict(models.finetuned_paths),
-        "models": {
-            key: {"path": models.model_name(None if key == BASE else key), "role": role}
-            for key, role in roles.items()
-        },
-        "controls": {
-            key: {"clean_control": c.clean, "random_view_control": c.random_view}
-            for key, c in controls.items()
-        },
+        **_models_record(models),
         "layers": models.layers,
         "tokens": args.tokens,
         "token_types": list(token_slices(args.tokens)),
@@ -517,12 +573,9 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
         },
         "training_data": {**training_data, "bad_images": training_bad_images},
         "config": asdict(args),
-        "saes": entries,
-        "flags": notes,
-        "comparisons": comparisons,
-        "distributions": distributions,
-        "dictionary_matching": matching,
-        "figures": figures,
+        **_study_results(
+            models, trained, calibration, saes, records, metrics, conditions, args, out
+        ),
         "versions": {"hf_vitrobust": __version__, "sae_lens": import_sae_lens().__version__},
     }
     write_json_atomic(result, out / SAE_FILE)

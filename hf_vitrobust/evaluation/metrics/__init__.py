@@ -2,8 +2,8 @@
 
 Every number in ``results.json`` is built from four per-image quantities (``per_image_outputs``:
 the true label's rank, its probability, its NLL and the top-1 confidence), so aggregates and
-their bootstrap CIs resample images. ``DEFINITIONS`` (DESIGN.md section 4) is written into
-``results.json`` beside the numbers.
+their bootstrap CIs resample images. ``DEFINITIONS`` (docs/definitions.md, "Accuracy and
+certainty") is written into ``results.json`` beside the numbers.
 
 ``top_k_accuracy.py`` in this folder is the same top-k definition as an ``evaluate`` metric,
 shipped inside the package and loaded by path (``load_top_k_metric``), so it works offline.

@@ -5,9 +5,9 @@
     metric = evaluate.load(str(TOP_K_METRIC_PATH))
     metric.compute(predictions=logits, references=labels, k=[1, 5])
 
-Definition (DESIGN.md section 4): an image is correct at k when its true label is among the k
-largest logits, k capped at the number of classes. Ties count in the image's favour: the true
-label's rank is the number of classes whose logit is strictly larger.
+Definition (docs/definitions.md, "Accuracy and certainty"): an image is correct at k when its true
+label is among the k largest logits, k capped at the number of classes. Ties count in the image's
+favour: the true label's rank is the number of classes whose logit is strictly larger.
 """
 
 import datasets
@@ -49,14 +49,6 @@ def true_label_rank(logits, references):
         raise ValueError(f"references must be label indices in [0, {logits.shape[1] - 1}].")
     true = logits[np.arange(logits.shape[0]), references]
     return (logits > true[:, None]).sum(axis=1)
-
-
-def top_k_correct(logits, references, k):
-    """Per-example correctness (bool array) at k, k capped at the number of classes."""
-    k_eff = min(int(k), np.asarray(logits).shape[1])
-    if k_eff < 1:
-        raise ValueError(f"k must be >= 1; got {k}.")
-    return true_label_rank(logits, references) < k_eff
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)

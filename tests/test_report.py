@@ -589,3 +589,16 @@ def test_models_table_says_which_definition_each_family_follows():
     ]
     assert "image_content: the paper's definition" in table.caption
     assert "perturbation_band: by the measured band" in table.caption
+
+
+@pytest.mark.parametrize("parallel", [None, 2])
+def test_runtime_says_what_the_peak_memory_covers(tmp_path, parallel):
+    study = _golden(tmp_path)
+    stages = json.loads((study / "stages.json").read_text())
+    stages["parallel"] = parallel
+    (study / "stages.json").write_text(json.dumps(stages))
+    reading = _section(study, "runtime").readings[0]
+    if parallel:
+        assert "whole process tree, up to 2 stages running at once" in reading
+    else:
+        assert "largest stage's process tree" in reading

@@ -3,6 +3,8 @@ stages.json)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hf_vitrobust.formatting import fmt
 
 from ..inputs import StudyOutputs
@@ -39,8 +41,8 @@ def build_runtime(study: StudyOutputs, section: Section) -> None:
     section.readings.append(
         f"The study took {total / 60:.1f} minutes in all "
         f"({'within' if within_time else 'over'} the {budget / 60:.0f}-minute "
-        f"budget) on {st.get('cpu_count', '?')} CPU cores; peak memory of any stage (process "
-        f"tree) {peak:.2f} GB ({'within' if within_memory else 'over'} the "
+        f"budget) on {st.get('cpu_count', '?')} CPU cores; peak memory {peak:.2f} GB "
+        f"({_peak_words(st.get('parallel'))}; {'within' if within_memory else 'over'} the "
         f"{mem_budget:.0f} GB budget)."
     )
     load = st.get("load_average_at_end")
@@ -55,3 +57,10 @@ def build_runtime(study: StudyOutputs, section: Section) -> None:
             "Skipped stages ran in an earlier invocation; their time is the recorded one and "
             "their memory was measured then."
         )
+
+
+def _peak_words(parallel: Any) -> str:
+    """What the study's peak memory covers: stages running at once add up."""
+    if isinstance(parallel, int) and parallel > 1:
+        return f"the demo's whole process tree, up to {parallel} stages running at once"
+    return "the largest stage's process tree; stages ran one after the other"

@@ -9,9 +9,15 @@ Interval method: BCa (bias-corrected and accelerated) up to `BCA_MAX_N` values; 
 jackknife inside BCa costs O(n²) and the percentile interval is used (at that size the two agree
 to well within the Monte Carlo error). The method used is recorded in every result.
 
+A sample whose paired differences are all zero has no bootstrap spread; for values in [0, 1]
+(correctness, accuracy fractions, probabilities) its interval is the exact bound
+±(1 − (α/2)^(1/n)) on the share of images that differ (`no_difference_interval`), never [0, 0].
+
 Primitives of the report's verdict rules live here too: multiple-comparison corrections
-(`holm`, `benjamini_hochberg`), where a CI lies relative to a margin (`interval_position`), and
-how many images would decide an undecided one (`images_to_resolve`).
+(`holm`, `benjamini_hochberg`), where a CI lies relative to a margin (`interval_position`), the
+minimum-effect test of |δ| ≤ floor from a CI (`min_effect_p`), the smallest p-value a recorded
+test can give (`smallest_attainable_p`), and how many images would decide an undecided CI
+(`images_to_resolve`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ BCA_MAX_N = 5000
 _MAX_BATCH_ELEMENTS = 20_000_000
 #: The toolkit's floor on resamples (DESIGN.md section 4).
 MIN_RESAMPLES = 1000
+#: `ci_method` of the exact interval of a sample whose paired differences are all zero.
+NO_DIFFERENCE_CI = "exact_no_difference"
+#: Default level and correction of every significance decision (the report's `VerdictRules`).
+ALPHA = 0.05
+CORRECTION = "holm"
 
 
 @dataclass
@@ -86,6 +97,17 @@ def _check_args(n_resamples: int, confidence: float) -> None:
 def ci_method_for(n: int) -> str:
     """The interval method used for a sample of size `n` ("BCa" or "percentile")."""
     return "BCa" if n <= BCA_MAX_N else "percentile"
+
+
+def no_difference_interval(n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The CI of a mean paired difference in [−1, 1] when all `n` observed differences are zero.
+
+    The share of images that differ has the exact (Clopper–Pearson) upper bound
+    u = 1 − (α/2)^(1/n) at 0 of n (α = 1 − confidence), and |mean difference| ≤ that share, so
+    the interval is (−u, u): ±0.71 at n = 3, ±0.07 at n = 50 — never the zero-width [0, 0].
+    """
+    upper = 1.0 - ((1.0 - float(confidence)) / 2) ** (1.0 / int(n))
+    return -upper, upper
 
 
 def _bootstrap(
@@ -197,6 +219,7 @@ def _comparison(
     confidence: float,
     seed: int,
     details: dict[str, Any] | None = None,
+    ci_method: str | None = None,
 ) -> PairedComparison:
     return PairedComparison(
         estimate=float(estimate),
@@ -208,9 +231,13 @@ def _comparison(
         confidence=float(confidence),
         n_resamples=int(n_resamples),
         seed=int(seed),
-        ci_method=ci_method_for(n),
+        ci_method=ci_method or ci_method_for(n),
         details=details or {},
     )
+
+
+def _in_unit_interval(*arrays: np.ndarray) -> bool:
+    return all(bool(np.all((arr >= 0) & (arr <= 1))) for arr in arrays)
 
 
 def paired_bootstrap(
@@ -229,7 +256,8 @@ def paired_bootstrap(
 
     The p-value is the two-sided bootstrap test of a zero difference: the bootstrap distribution
     is shifted to mean zero (the null) and p = (1 + #{|diff*| ≥ |observed|}) / (1 + resamples)
-    (Efron & Tibshirani 1993, section 16.4).
+    (Efron & Tibshirani 1993, section 16.4). Values in [0, 1] whose per-image differences are
+    all zero get `no_difference_interval` (ci_method `NO_DIFFERENCE_CI`).
     """
     as_array = _as_1d if statistic is None else _as_images_last
     a_arr, b_arr = as_array(a, "a"), as_array(b, "b")
@@ -253,6 +281,9 @@ def paired_bootstrap(
     # test can give (never an exact 0).
     point_p = 1.0 if estimate == 0 else 1.0 / (1 + int(n_resamples))
     if np.ptp(data, axis=-1).max() == 0:
+        if statistic is None and estimate == 0 and _in_unit_interval(a_arr, b_arr):
+            ci = no_difference_interval(n, confidence)
+            return _comparison(0.0, ci, 1.0, *args, ci_method=NO_DIFFERENCE_CI)
         return _comparison(estimate, (estimate, estimate), point_p, *args)
     res = _bootstrap(data, stat, n_resamples, confidence, seed)
     if np.ptp(res.bootstrap_distribution) <= 1e-12 * max(1.0, abs(estimate)):
@@ -281,12 +312,16 @@ def _difference_test(
     _check_args(n_resamples, confidence)
     name, p_value, details = test(a_arr, b_arr)
     d = b_arr - a_arr
-    if np.ptp(d) == 0:
+    method = None
+    if not d.any() and _in_unit_interval(a_arr, b_arr):
+        ci, method = no_difference_interval(d.size, confidence), NO_DIFFERENCE_CI
+    elif np.ptp(d) == 0:
         ci = (float(d[0]), float(d[0]))
     else:
         res = _bootstrap(d, np.mean, n_resamples, confidence, seed)
         ci = (res.confidence_interval.low, res.confidence_interval.high)
-    return _comparison(d.mean(), ci, p_value, name, d.size, n_resamples, confidence, seed, details)
+    args = (name, d.size, n_resamples, confidence, seed, details, method)
+    return _comparison(d.mean(), ci, p_value, *args)
 
 
 def mcnemar_test(
@@ -300,7 +335,9 @@ def mcnemar_test(
 
     Estimate: accuracy(b) − accuracy(a). p-value: exact two-sided binomial test (scipy
     `binomtest`, p = 0.5) on the discordant pairs; 1.0 when there are none. The counts of
-    discordant pairs are in `details` (`a_only`: a right, b wrong; `b_only`: b right, a wrong).
+    discordant pairs are in `details` (`a_only`: a right, b wrong; `b_only`: b right, a wrong;
+    their sum d gives the smallest attainable p, 2 · 0.5^d). With no discordant pair the CI is
+    the exact ±(1 − (α/2)^(1/n)) (`no_difference_interval`).
     """
 
     def exact(a: np.ndarray, b: np.ndarray) -> tuple[str, float, dict[str, Any]]:
@@ -333,13 +370,29 @@ def wilcoxon_test(
     """
 
     def signed_rank(a: np.ndarray, b: np.ndarray) -> tuple[str, float, dict[str, Any]]:
-        d = b - a
-        nonzero = int(np.count_nonzero(d))
-        p_value = 1.0 if nonzero == 0 else float(_st.wilcoxon(d, zero_method="wilcox").pvalue)
-        details = {"nonzero_differences": nonzero, "median_difference": float(np.median(d))}
-        return "wilcoxon_signed_rank", p_value, details
+        return ("wilcoxon_signed_rank", *wilcoxon_p(b - a))
 
     return _difference_test(a, b, ("a", "b"), signed_rank, n_resamples, confidence, seed)
+
+
+def wilcoxon_p(differences: Any) -> tuple[float, dict[str, Any]]:
+    """Two-sided Wilcoxon signed-rank p-value of per-image differences (scipy, zeros dropped;
+    1.0 when all are zero) and its details: `nonzero_differences`, `median_difference` and
+    `smallest_p`, the p-value of the most extreme outcome with the same |differences| (all of
+    one sign; scipy picks the same exact, permutation or normal method for it)."""
+    d = np.asarray(differences, dtype=np.float64)
+    nonzero = int(np.count_nonzero(d))
+    if nonzero == 0:
+        p_value = smallest = 1.0
+    else:
+        p_value = float(_st.wilcoxon(d, zero_method="wilcox").pvalue)
+        smallest = float(_st.wilcoxon(np.abs(d), zero_method="wilcox").pvalue)
+    details = {
+        "nonzero_differences": nonzero,
+        "median_difference": float(np.median(d)),
+        "smallest_p": smallest,
+    }
+    return p_value, details
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,12 +455,88 @@ def adjust_p_values(p_values: Any, method: str = "holm") -> np.ndarray:
     raise ValueError(f"unknown correction {method!r}; use one of {sorted(CORRECTIONS)}.")
 
 
-def smallest_attainable_p(test: str, n_resamples: int | None) -> float:
-    """The smallest p-value a recorded test can give: 1/(1 + resamples) for the paired
-    bootstrap test (see `paired_bootstrap`), 0 for the exact and rank tests."""
+def significant(p_values: Any, alpha: float = ALPHA, correction: str = CORRECTION) -> np.ndarray:
+    """Which tests of a family pass `alpha` after `correction` (a missing p-value, None or NaN,
+    counts as 1: it stays in the family and never passes). The one decision behind every
+    significance mark (tables and figures)."""
+    p = np.array([1.0 if v is None else float(v) for v in np.ravel(p_values)])
+    p = np.where(np.isfinite(p), p, 1.0)
+    return adjust_p_values(p, correction) < alpha if p.size else np.zeros(0, dtype=bool)
+
+
+def _mcnemar_floor(discordant: int) -> float:
+    """The smallest exact two-sided McNemar p-value with d discordant pairs: 2 · 0.5^d."""
+    return 1.0 if discordant == 0 else min(1.0, 2.0 * 0.5**discordant)
+
+
+def _wilcoxon_floor(nonzero: int, n: int | None) -> float:
+    """A lower bound on the two-sided Wilcoxon p-value with m non-zero differences of n.
+
+    Exact and permutation p-values (scipy's choice up to 13 images, or without ties and zeros
+    up to 50) cannot go below 2/2^m; the normal approximation (no continuity correction) is
+    largest when every |difference| is tied, where z = √m, so p ≥ 2Φ(−√m) whatever the ties.
+    """
+    if nonzero == 0:
+        return 1.0
+    exact = min(1.0, 2.0 * 0.5**nonzero)
+    if n is not None and n <= 13:
+        return exact
+    return min(exact, float(2 * _st.norm.sf(math.sqrt(nonzero))))
+
+
+def smallest_attainable_p(
+    test: str,
+    n_resamples: int | None = None,
+    details: dict[str, Any] | None = None,
+    n: int | None = None,
+) -> float:
+    """The smallest p-value a recorded test can give.
+
+    Paired bootstrap: 1/(1 + resamples). Otherwise the `smallest_p` its details record, else
+    from its counts: exact McNemar with d discordant pairs 2 · 0.5^d; Wilcoxon with m non-zero
+    differences (of `n`) 2/2^m for an exact test, or the bound of `_wilcoxon_floor`. 0 when
+    nothing about the test is known.
+    """
     if test == "paired_bootstrap" and n_resamples:
         return 1.0 / (1 + int(n_resamples))
+    details = details or {}
+    recorded = finite(details.get("smallest_p"))
+    if recorded is not None:
+        return recorded
+    if test == "mcnemar_exact" and {"a_only", "b_only"} <= details.keys():
+        return _mcnemar_floor(int(details["a_only"]) + int(details["b_only"]))
+    nonzero = finite(details.get("nonzero_differences"))
+    if test == "wilcoxon_signed_rank" and nonzero is not None:
+        return _wilcoxon_floor(int(nonzero), n)
     return 0.0
+
+
+def min_effect_p(
+    estimate: Any, ci_low: Any, ci_high: Any, floor: float, confidence: Any = 0.95
+) -> np.ndarray:
+    """p-values of the minimum-effect test H0: |δ| ≤ floor, from each CI (normal approximation).
+
+    With a = |estimate|, the standard error is each side's half-width / z₍₁₋α/2₎ of the CI's
+    `confidence`: the side facing +floor (towards zero when a ≥ floor) for the near term, the
+    side towards zero for the far one. p = Φ((floor − a)/se_near) + Φ(−(a + floor)/se_far): the
+    chance of an |estimate| at least a when δ = ±floor, the worst case of H0. With floor 0 this is
+    the two-sided test of a zero difference; at δ = floor it rejects at rate α (one-sided), and
+    far above the floor it agrees with the zero-null test. A zero-width side gives p 0 (beyond the
+    floor) or 1.
+    """
+    est, low, high = (np.asarray(v, dtype=np.float64) for v in (estimate, ci_low, ci_high))
+    z = _st.norm.ppf(1 - (1 - np.asarray(confidence, dtype=np.float64)) / 2)
+    flip = est < 0
+    a = np.abs(est)
+    towards_zero = np.where(flip, high - est, est - low) / z
+    away = np.where(flip, est - low, high - est) / z
+    near = np.where(a >= floor, towards_zero, away)
+    with np.errstate(all="ignore"):  # both branches of each `where` are evaluated
+        z_near = np.where(near > 0, (floor - a) / near, np.sign(floor - a) * np.inf)
+        z_far = np.where(towards_zero > 0, -(a + floor) / towards_zero, -np.inf)
+    # A zero-width CI exactly on the floor is no evidence of exceeding it.
+    z_near = np.where(np.isnan(z_near), np.inf, z_near)
+    return np.minimum(1.0, _st.norm.cdf(z_near) + _st.norm.cdf(z_far))
 
 
 INSIDE = "inside"

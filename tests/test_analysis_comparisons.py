@@ -12,6 +12,7 @@ from hf_vitrobust.analysis.comparisons import (
     paired_wilcoxon_many,
 )
 from hf_vitrobust.analysis.patching import (
+    NO_GAIN,
     PatchingRecorder,
     recovery_bootstrap,
     summarize_patching,
@@ -156,13 +157,47 @@ def test_patching_ci_is_finite_when_resamples_have_no_gain():
     recorder.update(logits(a3), logits(b3), sites, labels)
     summary = recorder.summary(**BOOT)
     assert summary["zero_gain_resamples"] > 100
+    # B's gain (1 image of 12) is not distinguishable from zero: no gain to recover, so the
+    # fractions have no CI (null, with the reason), whatever the resamples gave.
+    assert not summary["gain"]["excludes_zero"]
+    assert summary["ci_reason"].startswith(NO_GAIN)
     for site in summary["per_layer"]:
-        assert np.isfinite([site["ci_low"], site["ci_high"]]).all()
-        assert site["ci_low"] <= site["recovered"] <= site["ci_high"]
-    assert summary["per_layer"][2]["ci_low"] < 0 < summary["per_layer"][2]["ci_high"]
+        assert site["ci_low"] is None and site["ci_high"] is None
+        assert site["ci_reason"] == summary["ci_reason"]
     # No gain at all: the fraction and its CI are undefined (null), never NaN.
     none = summarize_patching({"correct_a": a, "correct_b": a, "correct_patched": patched}, **BOOT)
     assert none["per_layer"][2]["recovered"] is None and none["per_layer"][2]["ci_low"] is None
+
+
+def test_patching_ci_is_null_without_a_gain_and_covers_the_truth_with_one():
+    """Simulated patching with known truth on 400 images. No gain (B = A on every image but a
+    few flips each way): the old CI was finite (a ratio of near-zero gains, hundreds wide); now
+    it is null with "no gain to recover". A 30 pp gain of which site 1 carries half: its CI
+    holds 0.5, site 0 (nothing) holds 0 and site 2 (all) holds 1."""
+    rng = np.random.default_rng(4)
+    n = 400
+    a = rng.uniform(size=n) < 0.5
+    flips = rng.uniform(size=n) < 0.03
+    b = a ^ flips  # ~6 images each way: no gain
+    patched = np.column_stack([a, a ^ (flips & (rng.uniform(size=n) < 0.5)), b])
+    summary = summarize_patching(
+        {"correct_a": a, "correct_b": b, "correct_patched": patched}, **BOOT
+    )
+    assert not summary["gain"]["excludes_zero"]
+    assert summary["ci_reason"].startswith(NO_GAIN)
+    assert all(s["ci_low"] is None and s["ci_high"] is None for s in summary["per_layer"])
+    # A real gain: B right on 60% more of A's errors; patching site 1 recovers half of them.
+    gained = ~a & (rng.uniform(size=n) < 0.6)
+    b = a | gained
+    half = gained & (rng.uniform(size=n) < 0.5)
+    patched = np.column_stack([a, a | half, b])
+    summary = summarize_patching(
+        {"correct_a": a, "correct_b": b, "correct_patched": patched}, **BOOT
+    )
+    assert summary["gain"]["excludes_zero"] and summary["ci_reason"] is None
+    for site, truth in zip(summary["per_layer"], (0.0, 0.5, 1.0)):
+        assert site["ci_reason"] is None
+        assert site["ci_low"] <= truth <= site["ci_high"], (site, truth)
 
 
 def test_cka_sums_of_several_parts_merge_exactly():

@@ -393,7 +393,7 @@ def test_transfer_matrix_marks_are_corrected_for_multiplicity(tmp_path):
     table = next(
         t for t in _section(study, "transfer").tables if t.caption.startswith("Transfer matrix")
     )
-    assert "Holm" in table.caption and "20 cells" in table.caption and "(1 marked)" in table.caption
+    assert "Holm" in table.caption and "20 cells" in table.caption and "(1 marked;" in table.caption
     assert not table.rows[0][2].endswith("*") and "*" in table.rows[0][3]
 
 

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats as sst
 from scipy.stats import false_discovery_control
 
 from hf_vitrobust.stats import (
     ABOVE,
     BELOW,
     INSIDE,
+    NO_DIFFERENCE_CI,
     UNDECIDED,
     PairedComparison,
     adjust_p_values,
@@ -24,7 +26,10 @@ from hf_vitrobust.stats import (
     holm,
     interval_position,
     mcnemar_test,
+    min_effect_p,
+    no_difference_interval,
     paired_bootstrap,
+    significant,
     smallest_attainable_p,
     wilcoxon_test,
 )
@@ -104,8 +109,10 @@ def test_mcnemar_matches_hand_computed_binomial():
 def test_mcnemar_no_discordant_pairs_and_errors():
     a = np.array([1, 0, 1, 1])
     r = mcnemar_test(a, a)
-    assert r.p_value == 1.0 and r.estimate == 0.0 and (r.ci_low, r.ci_high) == (0.0, 0.0)
-    assert not r.excludes_zero
+    bound = 1 - 0.025 ** (1 / 4)  # exact upper bound on the discordant rate at 0 of 4
+    assert r.p_value == 1.0 and r.estimate == 0.0
+    assert (r.ci_low, r.ci_high) == pytest.approx((-bound, bound))
+    assert r.ci_method == NO_DIFFERENCE_CI and not r.excludes_zero
     with pytest.raises(ValueError, match="0/1"):
         mcnemar_test([0.5, 1.0], [1.0, 1.0])
     with pytest.raises(ValueError, match="paired"):
@@ -233,7 +240,7 @@ def test_benjamini_hochberg_is_scipys_and_bad_input_is_named():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         holm([0.1, 1.2])
     assert smallest_attainable_p("paired_bootstrap", 999) == pytest.approx(1e-3)
-    assert smallest_attainable_p("wilcoxon_signed_rank", 999) == 0.0
+    assert smallest_attainable_p("wilcoxon_signed_rank", 999) == 0.0  # nothing known: 0
 
 
 def test_interval_position():
@@ -247,3 +254,86 @@ def test_interval_position():
         interval_position(float("nan"), 0.1, 0.0, 0.0)
     with pytest.raises(ValueError, match="low <= high"):
         interval_position(0.2, 0.1, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny samples: no zero-width intervals, true smallest p-values, the minimum-effect test
+# ---------------------------------------------------------------------------------------------
+
+
+def test_no_discordant_pairs_give_an_interval_that_covers_the_truth():
+    """Simulated studies of 10 images with a true accuracy gain of 0.1 (b right wherever a is,
+    and on 10% more images): a third of them see no discordant pair. Their old CI [0, 0]
+    excluded the truth; the exact interval ±(1 − 0.025^(1/10)) = ±0.31 covers it."""
+    rng = np.random.default_rng(0)
+    zero_width, covered = 0, 0
+    for study in range(300):
+        a = rng.uniform(size=10) < 0.5
+        b = a | (rng.uniform(size=10) < 0.2)  # gains an image w.p. 0.2 · P(a wrong) = 0.1
+        r = mcnemar_test(a, b, n_resamples=1000, seed=study)
+        if r.details["a_only"] + r.details["b_only"] == 0:
+            zero_width += r.ci_low == r.ci_high
+            covered += r.ci_low <= 0.1 <= r.ci_high
+            assert r.ci_method == NO_DIFFERENCE_CI
+            assert r.ci_high == pytest.approx(no_difference_interval(10)[1])
+    assert zero_width == 0 and covered >= 60  # P(no discordant pair) = 0.9^10 ≈ 0.35
+    # Pooled accuracies (per-image fractions) with no difference get the same bound.
+    pooled = paired_bootstrap(np.full(3, 0.5), np.full(3, 0.5))
+    assert (pooled.ci_low, pooled.ci_high) == pytest.approx(no_difference_interval(3))
+    assert pooled.ci_high == pytest.approx(1 - 0.025 ** (1 / 3))
+
+
+def test_smallest_attainable_p_of_exact_and_rank_tests():
+    # McNemar with d discordant pairs all one way: 2 · 0.5^d.
+    a = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    b = np.array([1, 1, 1, 1, 1, 1, 1, 1])
+    r = mcnemar_test(a, b)
+    assert r.p_value == pytest.approx(0.25)  # 3 discordant pairs, all for b: the extreme
+    assert smallest_attainable_p(r.test, r.n_resamples, r.details, r.n) == pytest.approx(0.25)
+    # From the counts alone (records written before `smallest_p` was recorded).
+    counts = {"a_only": 0, "b_only": 3}
+    assert smallest_attainable_p("mcnemar_exact", details=counts) == pytest.approx(0.25)
+    assert smallest_attainable_p("mcnemar_exact", details={"a_only": 0, "b_only": 0}) == 1.0
+    # Wilcoxon, exact: 2 / 2^m with m non-zero differences; the test reaches it.
+    w = wilcoxon_test(np.zeros(6), np.arange(1, 7.0))
+    assert w.details["smallest_p"] == pytest.approx(2 / 64) == w.p_value
+    m6 = {"nonzero_differences": 6}
+    assert smallest_attainable_p("wilcoxon_signed_rank", details=m6, n=6) == pytest.approx(2 / 64)
+    # Ties and zeros (the normal approximation): the recorded value is what scipy gives for the
+    # most extreme signs, and the bound from the counts never exceeds it.
+    d = np.repeat([0.0, 1.0, 2.0], [30, 20, 10])
+    tied = wilcoxon_test(np.zeros(60), d)
+    extreme = tied.details["smallest_p"]
+    assert extreme == pytest.approx(wilcoxon_test(np.zeros(60), d).p_value)
+    counts = {"nonzero_differences": 30}
+    assert 0 < smallest_attainable_p("wilcoxon_signed_rank", details=counts, n=60) <= extreme
+
+
+def test_min_effect_p_by_hand_and_at_the_floor():
+    se = 0.01
+    half = 1.959964 * se
+    # Far above the floor: Φ((f − a)/se) + Φ(−(a + f)/se).
+    p = min_effect_p(0.1, 0.1 - half, 0.1 + half, 0.05)
+    assert p == pytest.approx(sst.norm.cdf(-5.0) + sst.norm.cdf(-15.0), rel=1e-6)
+    # Floor 0: the two-sided test of a zero difference.
+    assert min_effect_p(0.03, 0.03 - half, 0.03 + half, 0.0) == pytest.approx(
+        2 * sst.norm.sf(3.0), rel=1e-6
+    )
+    # Symmetric in the sign; inside the floor p ≥ 0.5; the side facing the floor is used.
+    assert min_effect_p(-0.1, -0.1 - half, -0.1 + half, 0.05) == pytest.approx(p)
+    assert min_effect_p(0.02, 0.0, 0.04, 0.05) > 0.5
+    wide_below = min_effect_p(0.1, 0.1 - 2 * half, 0.1 + half, 0.05)
+    assert wide_below > p  # a wider lower side (towards the floor) weakens the evidence
+    # Simulated estimates at δ = floor: rejected at rate α (one-sided), not half the time.
+    rng = np.random.default_rng(1)
+    est = 0.05 + se * rng.standard_normal(20_000)
+    rate = float((min_effect_p(est, est - half, est + half, 0.05) < 0.05).mean())
+    assert 0.04 < rate < 0.06, rate
+
+
+def test_significant_is_the_corrected_decision():
+    p = [0.01, 0.2, None, 0.001, float("nan")]
+    # Holm over 5: 0.001·5 = 0.005 < .05 passes, 0.01·4 = 0.04 < .05 passes.
+    assert significant(p).tolist() == [True, False, False, True, False]
+    assert significant(p, alpha=0.01).tolist() == [False, False, False, True, False]
+    assert significant([]).shape == (0,)

@@ -26,11 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats as _st
 
 from hf_vitrobust.analysis.lens import FIRST_CORRECT_METRICS, first_correct_layers
 from hf_vitrobust.roles import BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL, Pair
-from hf_vitrobust.stats import PairedComparison, bootstrap_ci_many, ci_method_for
+from hf_vitrobust.stats import PairedComparison, bootstrap_ci_many, ci_method_for, wilcoxon_p
 
 __all__ = [
     "ENTROPY_METRICS",
@@ -54,15 +53,6 @@ METRICS = tuple(QUALIFIERS)
 REFERENCE_ROLES = (BASE, CLEAN_CONTROL, RANDOM_VIEW_CONTROL)
 #: The test name in every record (as `stats.wilcoxon_test` names it).
 WILCOXON = "wilcoxon_signed_rank"
-
-
-def _wilcoxon_p(differences: np.ndarray) -> tuple[float, dict[str, Any]]:
-    """Two-sided Wilcoxon signed-rank p-value of per-image differences, as `stats.wilcoxon_test`
-    computes it (zeros dropped; 1.0 when every difference is zero)."""
-    nonzero = int(np.count_nonzero(differences))
-    p_value = 1.0 if nonzero == 0 else float(_st.wilcoxon(differences, zero_method="wilcox").pvalue)
-    details = {"nonzero_differences": nonzero, "median_difference": float(np.median(differences))}
-    return p_value, details
 
 
 def paired_wilcoxon_many(
@@ -89,7 +79,7 @@ def paired_wilcoxon_many(
     )
     out = []
     for column, (low, high) in zip(differences.T, cis):
-        p_value, details = _wilcoxon_p(column)
+        p_value, details = wilcoxon_p(column)
         out.append(
             PairedComparison(
                 estimate=float(column.mean()),

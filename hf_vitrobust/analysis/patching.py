@@ -9,7 +9,8 @@ layernorm and classifier applied to B's h_l, which is how `patched_logits` compu
 The reported number is the fraction of B's accuracy gain recovered:
 (acc(A patched at l) - acc(A)) / (acc(B) - acc(A)), with a percentile bootstrap CI over images
 of the same ratio of means in each resample; resamples where B gains nothing are left out and
-counted (`recovery_bootstrap`), so the CI is finite.
+counted (`recovery_bootstrap`), so the CI is finite. When the gain's own CI includes 0 there is
+no gain to recover: `summarize_patching` reports the fraction's CI as null, with that reason.
 Site L recovers everything when A and B share the final layernorm and classifier; any
 remainder there is what B's head changed.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "recovery_fraction",
     "summarize_patching",
     "PatchingRecorder",
+    "NO_GAIN",
 ]
 
 
@@ -192,6 +194,10 @@ class PatchingRecorder:
         return summarize_patching(self.arrays(), n_resamples, seed, confidence)
 
 
+#: Why a recovered fraction has no CI: B's gain over A is not distinguishable from zero.
+NO_GAIN = "no gain to recover"
+
+
 def summarize_patching(
     records: Mapping[str, np.ndarray],
     n_resamples: int = 1000,
@@ -199,17 +205,24 @@ def summarize_patching(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """B's gain over A (McNemar) and, per site, the fraction recovered with its percentile
-    bootstrap CI (`recovery_bootstrap`; `recovered` and the CI are null when undefined)."""
+    bootstrap CI (`recovery_bootstrap`).
+
+    The ratio is only defined for a gain: when the gain's CI includes 0, resamples with no or a
+    negative gain make the ratio unbounded, so each site's CI is null and `ci_reason` says
+    "no gain to recover" (`recovered`, the ratio of the whole sample, stays when B's accuracy
+    differs from A's, and is null when it does not)."""
     a, b, patched = (np.asarray(records[f]) for f in PatchingRecorder.FIELDS)
+    gain = mcnemar_test(a, b, n_resamples=n_resamples, confidence=confidence, seed=seed)
     boot = recovery_bootstrap(a, b, patched, n_resamples, confidence, seed)
-    gain_defined = a.mean() != b.mean()
+    reason = None if gain.excludes_zero else f"{NO_GAIN} (the gain's CI includes 0)"
     per_site = [
         {
             "layer": site,
             "accuracy_patched": float(patched[:, site].mean()),
             "recovered": _finite(recovery_fraction(a, b, patched[:, site])),
-            "ci_low": _finite(boot["ci_low"][site]) if gain_defined else None,
-            "ci_high": _finite(boot["ci_high"][site]) if gain_defined else None,
+            "ci_low": _finite(boot["ci_low"][site]) if reason is None else None,
+            "ci_high": _finite(boot["ci_high"][site]) if reason is None else None,
+            "ci_reason": reason,
         }
         for site in range(patched.shape[1])
     ]
@@ -217,10 +230,9 @@ def summarize_patching(
         "n_images": len(a),
         "accuracy_a": float(a.mean()),
         "accuracy_b": float(b.mean()),
-        "gain": mcnemar_test(
-            a, b, n_resamples=n_resamples, confidence=confidence, seed=seed
-        ).to_dict(),
+        "gain": gain.to_dict(),
         "ci_method": "percentile",
+        "ci_reason": reason,
         "zero_gain_resamples": boot["zero_gain_resamples"],
         "per_layer": per_site,
     }

@@ -8,13 +8,13 @@ from the JSON alone; `plot_attention_panel` also needs the arrays saved in
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import false_discovery_control
 
-from hf_vitrobust.plots import plt, save_figure
+from hf_vitrobust.plots import UNMARKED, plt, save_figure
 
 __all__ = [
     "plot_lens_accuracy",
@@ -116,13 +116,19 @@ def _entropy_panels(result: dict, metric: str) -> dict[tuple[str, str, str], np.
 
 
 def plot_entropy_difference(
-    result: dict, path: str | os.PathLike, kind: str = "all_queries"
+    result: dict,
+    path: str | os.PathLike,
+    kind: str = "all_queries",
+    marks: Mapping[tuple[str, str, str], Any] | None = None,
+    marks_text: str = UNMARKED,
 ) -> Path:
     """Model − reference attention entropy per layer × head (paper Fig. 8), from the paired
     comparison records: one row per (model, reference) pair (the base and each matched control),
-    one column per condition; '•' marks cells whose Wilcoxon p-value, Benjamini–Hochberg
-    adjusted over the panel's cells, is below 0.05."""
+    one column per condition. `marks` ({(model, reference, condition): (layer, head) pairs,
+    layers from 1}) are drawn as '•' and explained by `marks_text`: the report passes the cells
+    its corrected rule calls changed; the stage draws none."""
     metric = "attention_entropy" if kind == "all_queries" else "attention_entropy_cls"
+    marks = marks or {}
     panels = _entropy_panels(result, metric)
     conditions = [c for c in result["conditions"] if any(k[2] == c for k in panels)]
     pairs = list(dict.fromkeys(k[:2] for k in panels))
@@ -138,11 +144,10 @@ def plot_entropy_difference(
     for r, (model, reference) in enumerate(pairs):
         for c_i, condition in enumerate(conditions):
             ax = axes[r, c_i]
-            diff, p_value = panels[(model, reference, condition)]
+            diff = panels[(model, reference, condition)][0]
             image = ax.imshow(diff, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
-            adjusted = false_discovery_control(np.nan_to_num(p_value, nan=1.0), method="bh")
-            for layer, head in zip(*np.nonzero(adjusted < 0.05)):
-                ax.text(head, layer, "•", ha="center", va="center", fontsize=8)
+            for layer, head in marks.get((model, reference, condition), ()):
+                ax.text(head, layer - 1, "•", ha="center", va="center", fontsize=8)
             ax.set_title(f"{model} − {reference}\n{condition}", fontsize=8)
             ax.set_xlabel("head", fontsize=7)
             ax.set_ylabel("layer", fontsize=7)
@@ -151,7 +156,7 @@ def plot_entropy_difference(
             ax.tick_params(labelsize=6)
     fig.colorbar(image, ax=axes, shrink=0.8, label="Δ entropy (nats)")
     label = "all queries" if kind == "all_queries" else "CLS query"
-    fig.suptitle(f"Attention entropy difference ({label}); • BH-adjusted p < 0.05 within the panel")
+    fig.suptitle(f"Attention entropy difference ({label}); {marks_text}")
     return save_figure(fig, path)
 
 

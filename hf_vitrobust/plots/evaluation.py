@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from hf_vitrobust.constants import CLEAN
 from hf_vitrobust.formatting import fmt
-from hf_vitrobust.plots import plt, save_figure
+from hf_vitrobust.plots import UNMARKED, plt, save_figure
 
 _K_METRICS = (
     ("top_1_accuracy", "Top-1"),
@@ -149,10 +150,12 @@ def plot_accuracy_vs_severity(
 
 def _heatmap(
     matrix: dict[str, Any], results: dict[str, Any], path: str | os.PathLike,
-    empty: str, title: str, colorbar: str,
+    empty: str, title: str, colorbar: str, marks: Mapping[tuple[str, str], str] | None = None,
 ) -> Path:  # fmt: skip
     """Models × columns of paired differences with their CIs; seen cells boxed (`matrix`:
-    rows, columns, cells as in results.json's `transfer_matrix`; `empty`: the text without rows)."""
+    rows, columns, cells as in results.json's `transfer_matrix`; `empty`: the text without rows;
+    `marks`: {(row, column): text after the estimate}, the decision of whoever draws it)."""
+    marks = marks or {}
     rows, columns, cells = matrix["rows"], matrix["columns"], matrix["cells"]
     if not rows:
         return _nothing(path, empty)
@@ -163,9 +166,7 @@ def _heatmap(
     image = ax.imshow(est, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
     for i, row in enumerate(cells):
         for j, cell in enumerate(row):
-            star = (
-                "*" if cell.get("excludes_zero", cell["ci_low"] > 0 or cell["ci_high"] < 0) else ""
-            )
+            star = marks.get((rows[i], columns[j]), "")
             ax.text(
                 j,
                 i,
@@ -196,16 +197,24 @@ def _nothing(path: str | os.PathLike, text: str) -> Path:
     return save_figure(fig, path)
 
 
-def plot_transfer_matrix(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Heatmap of the top-1 change vs base (models × groups), CI in each cell, seen cells boxed."""
+def plot_transfer_matrix(
+    results: dict[str, Any],
+    path: str | os.PathLike,
+    marks: Mapping[tuple[str, str], str] | None = None,
+    marks_text: str = UNMARKED,
+) -> Path:
+    """Heatmap of the top-1 change vs base (models × groups), CI in each cell, seen cells boxed;
+    `marks` ({(model, column): mark}, explained by `marks_text`) come from the report's corrected
+    decision, and the stage draws none."""
     return _heatmap(
         results["transfer_matrix"],
         results,
         path,
         "No fine-tuned model: nothing to compare with the base.",
-        "Transfer: top-1 change vs base, % points [95% CI]\n"
-        "boxed = group contains a training corruption; * = CI excludes 0",
+        "Transfer: top-1 change vs base, % points [CI]\n"
+        f"boxed = group contains a training corruption; {marks_text}",
         "top-1 accuracy change vs base (fraction)",
+        marks,
     )
 
 
@@ -221,20 +230,31 @@ def control_matrix(results: dict[str, Any], metric: str = "top_1_accuracy") -> d
     rows = list(dict.fromkeys(r["model"] for r in records))
     columns = list(dict.fromkeys(r["scope"].removeprefix("group:") for r in records))
     at = {(r["model"], r["scope"].removeprefix("group:")): r for r in records}
-    cells = [[{**at[(m, c)], "seen": bool(at[(m, c)].get("seen"))} for c in columns] for m in rows]
+    missing = {"estimate": None, "ci_low": None, "ci_high": None}  # a cell with no record
+    cells = [
+        [{**at.get((m, c), missing), "seen": bool(at.get((m, c), {}).get("seen"))} for c in columns]
+        for m in rows
+    ]
     return {"rows": rows, "columns": columns, "cells": cells}
 
 
-def plot_transfer_vs_control(results: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Heatmap of each adversarial model's top-1 change beyond its clean control."""
+def plot_transfer_vs_control(
+    results: dict[str, Any],
+    path: str | os.PathLike,
+    marks: Mapping[tuple[str, str], str] | None = None,
+    marks_text: str = UNMARKED,
+) -> Path:
+    """Heatmap of each adversarial model's top-1 change beyond its clean control (`marks` as in
+    `plot_transfer_matrix`)."""
     return _heatmap(
         control_matrix(results),
         results,
         path,
         "No adversarial model with a matched clean control.",
         "Beyond the clean control: top-1 of the adversarial model minus its control,\n"
-        "% points [95% CI], same images; boxed = seen group; * = CI excludes 0",
+        f"% points [CI], same images; boxed = seen group; {marks_text}",
         "top-1 accuracy change vs clean control (fraction)",
+        marks,
     )
 
 

@@ -74,6 +74,8 @@ class Record:
     confidence: float = 0.95
     n_resamples: int | None = None
     qualifiers: Mapping[str, Any] = field(default_factory=dict)
+    #: The test's `details` (discordant pairs, non-zero differences, smallest attainable p).
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def has_ci(self) -> bool:
@@ -82,7 +84,8 @@ class Record:
     @property
     def p_floor(self) -> float:
         """The smallest p-value this record's test could have given."""
-        return smallest_attainable_p(self.test, self.n_resamples)
+        details = dict(self.details)
+        return smallest_attainable_p(self.test, self.n_resamples, details, self.n)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A qualifier (``seen``, ``layer``, ``head``, ``sae_id``, ``token``, ...)."""
@@ -121,6 +124,7 @@ def _record(raw: Any, where: str) -> Record:
         confidence=finite(raw.get("confidence")) or 0.95,
         n_resamples=int(resamples) if resamples is not None else None,
         qualifiers={k: v for k, v in raw.items() if k not in _NOT_QUALIFIERS},
+        details=details if isinstance(details := raw.get("details"), Mapping) else {},
     )
 
 

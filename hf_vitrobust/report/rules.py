@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_vitrobust.stats import CORRECTIONS
+from hf_vitrobust.stats import ALPHA, CORRECTION, CORRECTIONS
 
 
 @dataclass(frozen=True)
@@ -12,9 +12,15 @@ class VerdictRules:
     """The numbers of every verdict rule; the report prints each next to its verdict. Also the
     verdict arguments of `recipes/report.py` (``--seen_floor 0.02``, ``--correction bh``, ...)."""
 
-    alpha: float = field(default=0.05, metadata={"help": "Level of every verdict test."})
+    alpha: float = field(
+        default=ALPHA,
+        metadata={
+            "help": "Level of every verdict test; judged CIs must be recorded at 1 − alpha "
+            "confidence (0.05: 95% CIs)."
+        },
+    )
     correction: str = field(
-        default="holm",
+        default=CORRECTION,
         metadata={"help": "Multiple-comparison correction of the 'changed' rules: holm or bh."},
     )
     seen_floor: float = field(
@@ -51,6 +57,24 @@ class VerdictRules:
         default=0.1,
         metadata={"help": "C5 quality bar: BatchTopK inference L0 within this share of k."},
     )
+    min_images: int = field(
+        default=20,
+        metadata={
+            "help": "Every rule: a comparison of fewer images is inconclusive (too few images); "
+            "below ~20 a bootstrap CI does not hold its level."
+        },
+    )
+
+    @property
+    def confidence(self) -> float:
+        """The confidence of the CIs the rules read: 1 − alpha (a CI inside a band is then the
+        two one-sided tests at alpha/2 each)."""
+        return 1.0 - self.alpha
+
+    @property
+    def ci_label(self) -> str:
+        """``95% CI`` at the default alpha."""
+        return f"{self.confidence:.0%} CI"
 
     def __post_init__(self) -> None:
         if self.correction not in CORRECTIONS:
@@ -72,6 +96,8 @@ class VerdictRules:
         ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0.")
+        if not self.min_images >= 2:
+            raise ValueError(f"min_images={self.min_images} must be >= 2 (a CI needs two images).")
 
 
 __all__ = ["VerdictRules"]

@@ -6,19 +6,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from hf_vitrobust.formatting import fmt, fmt_ci
+from hf_vitrobust.plots.evaluation import (
+    control_matrix,
+    plot_transfer_matrix,
+    plot_transfer_vs_control,
+)
 from hf_vitrobust.roles import BASE
-from hf_vitrobust.stats import CORRECTIONS, adjust_p_values
+from hf_vitrobust.stats import CORRECTIONS, significant
 
+from ..comparisons import Record
 from ..inputs import StudyOutputs
-from ..model import Section, Table
+from ..model import Figure, Section, Table
 from ..rules import VerdictRules
 from ..verdicts import (
     INCONCLUSIVE,
+    NEGATIVE_TRANSFER,
     NO_CONTROL,
     NO_RECORD,
+    NO_TRANSFER,
+    TRANSFERS,
     Cell,
     Judgement,
     combine_judgements,
@@ -26,17 +33,19 @@ from ..verdicts import (
     judge_floor,
     judge_transfer,
     judgement_of,
-    transfer_margin,
+    missing_cell,
+    transfer_margins,
     transfer_rule,
 )
 from .claims import (
-    DECOMPOSITION_COLUMNS,
     DECOMPOSITION_NOTE,
     ClaimInputs,
     apply_judgement,
     cell_text,
+    ci_label,
     claim_inputs,
     decomposition,
+    decomposition_columns,
 )
 from .results import (
     ACC_METRICS,
@@ -60,9 +69,9 @@ def _gain_claim(
         control = inputs.control(model)
         record = inputs.judged(model, **match)
         if control is not None and record is None:
-            cell = Cell(None, NO_RECORD, INCONCLUSIVE)
+            cell = missing_cell("seen")
         else:
-            cell = judge_floor(record, floor, scale, unit)
+            cell = judge_floor(record, floor, scale, unit, inputs.rules)
         judgements.append(judgement_of(cell))
         rows.append(
             [
@@ -87,7 +96,7 @@ def _gain_claim(
             )
     table = Table(
         ["adversarial model", "clean control", "vs clean control (judged)", "verdict"]
-        + DECOMPOSITION_COLUMNS,
+        + decomposition_columns(inputs.rules),
         rows,
         caption=f"{label} on each model's seen corruptions (pooled over their cells), paired "
         f"on the same images. {DECOMPOSITION_NOTE}",
@@ -100,7 +109,8 @@ def build_accuracy(study: StudyOutputs, section: Section) -> None:
     inputs = claim_inputs(study, "results")
     floor = study.rules.seen_floor
     judgement, table, readings = _gain_claim(inputs, "top_1_accuracy", floor, 1, 100, " pp")
-    apply_judgement(section, judgement, gain_rule("top-1 accuracy", floor, 100, " pp"), readings)
+    rule = gain_rule("top-1 accuracy", floor, 100, " pp", study.rules)
+    apply_judgement(section, judgement, rule, readings)
     section.tables.append(table)
     if results["per_family"]:
         section.tables.append(seen_unseen_table(results, ACC_METRICS, 100))
@@ -141,7 +151,7 @@ def build_certainty(study: StudyOutputs, section: Section) -> None:
     apply_judgement(
         section,
         judgement,
-        gain_rule("probability of the true class", floor, 1, ""),
+        gain_rule("probability of the true class", floor, 1, "", study.rules),
         readings,
     )
     section.tables.append(table)
@@ -162,33 +172,58 @@ def build_certainty(study: StudyOutputs, section: Section) -> None:
     section.definition = results.get("definitions", {}).get("p_true")
 
 
-def _unseen_groups(inputs: ClaimInputs, model: str) -> list[str]:
-    """The scopes of the groups that hold none of `model`'s training corruptions."""
+def _unseen_groups(inputs: ClaimInputs, model: str, results: Mapping[str, Any]) -> list[str]:
+    """The scopes of the groups that hold none of `model`'s training corruptions: every such
+    group the stage recorded for it (against any reference) or put in its transfer-matrix row."""
     found = inputs.records.select(
         model=model,
         metric="top_1_accuracy",
         scope=lambda s: s.startswith(GROUP),
         seen=False,
     )
-    return sorted({r.scope for r in found})
+    scopes = {r.scope for r in found}
+    tm = results.get("transfer_matrix") or {}
+    for row, cells in zip(tm.get("rows", []), tm.get("cells", [])):
+        if row == model:
+            columns = zip(tm.get("columns", []), cells)
+            scopes |= {f"{GROUP}{c}" for c, cell in columns if c != "clean" and not cell["seen"]}
+    return sorted(scopes)
 
 
-def _transfer_claim(inputs: ClaimInputs) -> tuple[Judgement, Table, list[str]]:
+def _margin_text(
+    seen_gain: Record | None, margins: tuple[float, float], rules: VerdictRules
+) -> str:
+    """`±2.0 pp (transfers beyond ±2.8 pp; 20% of the CI bounds of its seen gain …)`."""
+    inner, outer = margins
+    text = f"±{fmt(inner, 1, 100)} pp"
+    if outer > inner:
+        text += f" (transfers beyond ±{fmt(outer, 1, 100)} pp)"
+    if seen_gain is not None and outer > rules.transfer_margin_min:
+        return text + (
+            f"; {rules.transfer_margin_share:.0%} of the CI bounds of its seen gain "
+            f"{seen_gain.format(1, 100, ' pp')}, at least {fmt(rules.transfer_margin_min, 1, 100)}"
+            " pp"
+        )
+    return text + f"; the {fmt(rules.transfer_margin_min, 1, 100)} pp minimum"
+
+
+def _transfer_claim(
+    inputs: ClaimInputs, results: Mapping[str, Any]
+) -> tuple[Judgement, Table, list[str]]:
     """C2: per adversarial model and unseen group, equivalence within ±margin vs the control."""
     rules = inputs.rules
     judgements, rows, readings = [], [], []
     for model in inputs.adversarial:
-        scopes = _unseen_groups(inputs, model)
+        scopes = _unseen_groups(inputs, model, results)
         seen_gain = inputs.judged(model, metric="top_1_accuracy", scope="seen")
-        margin = transfer_margin(seen_gain, rules)
+        margins = transfer_margins(seen_gain, rules)
         if inputs.control(model) is None:
             judgement = Judgement(INCONCLUSIVE, NO_CONTROL)
-            cells = [None] * len(scopes)
+            cells: list[Cell | None] = [None] * len(scopes)
         else:
             records = [inputs.judged(model, metric="top_1_accuracy", scope=s) for s in scopes]
-            judgement = judge_transfer([r for r in records if r is not None], margin)
-            by_scope = {c.record.scope: c for c in judgement.cells if c.record is not None}
-            cells = [by_scope.get(s) for s in scopes]
+            judgement = judge_transfer(records, margins[0], rules, scopes, margins[1], seen_gain)
+            cells = list(judgement.cells)
         judgements.append(judgement)
         for scope, cell in zip(scopes, cells):
             base = inputs.against(model, BASE, metric="top_1_accuracy", scope=scope)
@@ -197,7 +232,8 @@ def _transfer_claim(inputs: ClaimInputs) -> tuple[Judgement, Table, list[str]]:
                 [
                     model,
                     scope.removeprefix(GROUP),
-                    f"±{fmt(margin, 1, 100)}",
+                    f"±{fmt(margins[0], 1, 100)}"
+                    + (f" / ±{fmt(margins[1], 1, 100)}" if margins[1] > margins[0] else ""),
                     cell_text(cell, 1, 100, " pp") if cell else "n/a",
                     f"{cell.state}" if cell else NO_CONTROL,
                     base.format(1, 100, " pp") if base else "n/a",
@@ -206,12 +242,7 @@ def _transfer_claim(inputs: ClaimInputs) -> tuple[Judgement, Table, list[str]]:
             )
         states = [c.state for c in judgement.cells]
         readings.append(
-            f"{model}: margin ±{fmt(margin, 1, 100)} pp"
-            + (
-                f" (20% of its seen gain {seen_gain.format(1, 100, ' pp')})"
-                if seen_gain is not None and margin > rules.transfer_margin_min
-                else f" (the {fmt(rules.transfer_margin_min, 1, 100)} pp minimum)"
-            )
+            f"{model}: margin {_margin_text(seen_gain, margins, rules)}"
             + f"; {len(scopes)} unseen groups: "
             + (", ".join(f"{s.removeprefix(GROUP)}: {t}" for s, t in zip(scopes, states)) or "none")
             + f" → {judgement.verdict}"
@@ -222,7 +253,7 @@ def _transfer_claim(inputs: ClaimInputs) -> tuple[Judgement, Table, list[str]]:
         [
             "adversarial model",
             "unseen group",
-            "margin (pp)",
+            "margin / outer margin (pp)",
             "top-1 vs clean control (judged)",
             "state",
             "top-1 vs base",
@@ -235,48 +266,100 @@ def _transfer_claim(inputs: ClaimInputs) -> tuple[Judgement, Table, list[str]]:
     return combine_judgements(judgements), table, readings
 
 
+def _matrix_marks(tm: Mapping[str, Any], rules: VerdictRules) -> dict[tuple[str, str], str]:
+    """'*' on the transfer-matrix cells significant at α after the rules' correction across the
+    matrix (`stats.significant`: the one decision of the table and the figure)."""
+    keyed = [
+        ((model, column), cell)
+        for model, row in zip(tm["rows"], tm["cells"])
+        for column, cell in zip(tm["columns"], row)
+    ]
+    passed = significant([c.get("p_value") for _, c in keyed], rules.alpha, rules.correction)
+    return {key: "*" for (key, _), ok in zip(keyed, passed) if ok}
+
+
+def _marks_text(tm: Mapping[str, Any], rules: VerdictRules) -> str:
+    cells = sum(len(row) for row in tm["cells"])
+    return f"* = significant at {rules.alpha} after {rules.correction} across the {cells} cells"
+
+
 def _transfer_matrix(results: Mapping[str, Any], section: Section, rules: VerdictRules) -> None:
     """The transfer matrix (vs base) with significance marks corrected across its cells."""
     tm = results["transfer_matrix"]
-    cells = [cell for row in tm["cells"] for cell in row]
-    p = np.array([c.get("p_value") if c.get("p_value") is not None else 1.0 for c in cells])
-    adjusted = adjust_p_values(p, rules.correction) if len(p) else p
-    alpha = rules.alpha
-    rows, marked, k = [], 0, 0
+    marks = _matrix_marks(tm, rules)
+    rows = []
     for model, row_cells in zip(tm["rows"], tm["cells"]):
         row = [model]
-        for cell in row_cells:
-            star = "*" if adjusted[k] < alpha else ""
-            marked += bool(star)
-            k += 1
+        for column, cell in zip(tm["columns"], row_cells):
             text = fmt_ci(
                 cell.get("estimate"), cell.get("ci_low"), cell.get("ci_high"), 1, 100, True
             )
-            row.append(text + star + (" (seen)" if cell.get("seen") else ""))
+            seen = " (seen)" if cell.get("seen") else ""
+            row.append(text + marks.get((model, column), "") + seen)
         rows.append(row)
+    cells = [cell for row in tm["cells"] for cell in row]
     section.tables.append(
         Table(
             ["model", *tm["columns"]],
             rows,
-            caption=f"Transfer matrix: top-1 accuracy change vs the base (pp) with 95% CI; * the "
-            f"difference is significant at {alpha} after {CORRECTIONS[rules.correction]} across the "
-            f"{len(cells)} cells of this matrix ({marked} marked); (seen) marks groups that "
+            caption=f"Transfer matrix: top-1 accuracy change vs the base (pp) with "
+            f"{ci_label(cells, rules)}; * the difference is significant at {rules.alpha} after "
+            f"{CORRECTIONS[rules.correction]} across the {len(cells)} cells of this matrix "
+            f"({len(marks)} marked; the figure marks the same cells); (seen) marks groups that "
             "contain training corruptions. This matrix compares with the base; the verdict above "
             "compares with the clean control.",
         )
     )
 
 
+#: The mark of each C2 state in the figure of the change beyond the clean control.
+STATE_MARKS = {NO_TRANSFER: " =", TRANSFERS: " +", NEGATIVE_TRANSFER: " −"}
+
+
+def _transfer_figures(
+    study: StudyOutputs, results: Mapping[str, Any], judgement: Judgement
+) -> list[Figure]:
+    """The transfer heatmaps, drawn by the report with its own decisions as marks: corrected
+    significance vs the base, and each unseen group's C2 state vs the clean control."""
+    tm = results["transfer_matrix"]
+    path = study.generated("transfer_matrix.png")
+    figures = [
+        Figure(
+            "Transfer matrix (top-1 change vs base)",
+            plot_transfer_matrix(
+                results, path, _matrix_marks(tm, study.rules), _marks_text(tm, study.rules)
+            ),
+        )
+    ]
+    if control_matrix(results)["rows"]:
+        marks = {
+            (c.record.model, c.record.scope.removeprefix(GROUP)): STATE_MARKS.get(c.state, " ?")
+            for c in judgement.cells
+            if c.record is not None
+        }
+        text = "unseen groups: = no transfer, + transfers, − negative transfer, ? inconclusive"
+        path = study.generated("transfer_vs_control.png")
+        figures.append(
+            Figure(
+                "Top-1 change beyond the clean control, with each unseen group's state (C2)",
+                plot_transfer_vs_control(results, path, marks, text),
+            )
+        )
+    return figures
+
+
 def build_transfer(study: StudyOutputs, section: Section) -> None:
     results = study.load("results")
     inputs = claim_inputs(study, "results")
-    judgement, table, readings = _transfer_claim(inputs)
+    judgement, table, readings = _transfer_claim(inputs, results)
     apply_judgement(section, judgement, transfer_rule(study.rules), readings)
     section.tables.append(table)
     tm = results["transfer_matrix"]
     if tm and tm.get("cells"):
         _transfer_matrix(results, section, study.rules)
-    section.figures += study.figures_or_missing(
-        "results", "Transfer matrix (top-1 change vs base)", "transfer"
-    )
+        section.figures += _transfer_figures(study, results, judgement)
+    else:
+        section.figures += study.figures_or_missing(
+            "results", "Transfer matrix (top-1 change vs base)", "transfer"
+        )
     section.definition = tm.get("definition") if tm else None

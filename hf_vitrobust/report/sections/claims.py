@@ -16,6 +16,7 @@ from ..comparisons import Record, Records, StudyRoles, load_records, study_roles
 from ..inputs import StudyOutputs
 from ..model import Section, Table
 from ..verdicts import (
+    CHANGED,
     INCONCLUSIVE,
     NO_CONTROL,
     Cell,
@@ -27,12 +28,18 @@ from ..verdicts import (
 #: Qualifiers that make two records comparisons of the same quantity (metric and scope aside).
 IDENTITY = ("layer", "head", "sae_id", "token")
 
-DECOMPOSITION_COLUMNS = [
-    "vs base [95% CI]",
-    "trained longer (clean control − base)",
-    "saw corruptions (random-view − clean control)",
-    "adversarial selection (adversarial − random-view) [95% CI]",
-]
+
+def decomposition_columns(rules: VerdictRules) -> list[str]:
+    """The headers of the four `decomposition` cells (the CI level from the rules)."""
+    return [
+        f"vs base [{rules.ci_label}]",
+        "trained longer (clean control − base)",
+        "saw corruptions (random-view − clean control)",
+        f"adversarial selection (adversarial − random-view) [{rules.ci_label}]",
+    ]
+
+
+DECOMPOSITION_COLUMNS = decomposition_columns(VerdictRules())
 DECOMPOSITION_NOTE = (
     "Decomposition of the change over the base: trained longer = clean control − base, saw "
     "corruptions = random-view control − clean control, adversarial selection = adversarial − "
@@ -87,6 +94,63 @@ def identity(record: Record) -> dict[str, Any]:
     match = {"metric": record.metric, "scope": record.scope}
     match.update({k: record.get(k) for k in IDENTITY if k in record.qualifiers})
     return match
+
+
+def _key(record: Record) -> tuple:
+    return tuple(sorted(identity(record).items(), key=lambda kv: kv[0]))
+
+
+def missing_cells(
+    inputs: ClaimInputs, model: str, family: Sequence[Record], **match: Any
+) -> list[str]:
+    """The cells of a judged family (`model` − its control, `match` selects it) that the stage
+    compared for `model` against another reference, or for the control against the base, but
+    not against the control: each an expected comparison with no record (`where` of each)."""
+    have = {_key(r) for r in family}
+    control = inputs.control(model)
+    candidates = inputs.records.select(model=model, **match)
+    if control is not None:
+        candidates += inputs.records.select(model=control, **match)
+    expected: dict[tuple, Record] = {}
+    for r in candidates:
+        expected.setdefault(_key(r), r)
+    return [where(r) for key, r in expected.items() if key not in have]
+
+
+def judge_family(
+    inputs: ClaimInputs,
+    model: str,
+    control: str,
+    floor: float,
+    unit: str,
+    what: str,
+    readings: list[str],
+    **match: Any,
+) -> tuple[Judgement, list[Record]]:
+    """A "changed" claim for one model: its family against the control (`match` selects it),
+    the expected cells without a record among it, and the reading that counts what changed."""
+    family = inputs.records.select(model=model, reference=control, **match)
+    missing = missing_cells(inputs, model, family, **match)
+    judgement = judge_changed(family, floor, inputs.rules, unit, missing)
+    changed = sum(c.state == CHANGED for c in judgement.cells)
+    readings.append(
+        f"{model} − {control}: {changed} of {len(judgement.cells)} ({what}) cells changed → "
+        f"{judgement.verdict}"
+        + (f" ({judgement.reason})" if judgement.reason else "")
+        + "."
+        + (f" No record for: {'; '.join(missing)}." if missing else "")
+    )
+    return judgement, family
+
+
+def ci_label(records: Sequence[Any], rules: VerdictRules) -> str:
+    """``95% CI``, from the confidence the shown records carry (records or dicts), else the
+    rules'."""
+    levels = {
+        getattr(r, "confidence", None) if not isinstance(r, dict) else r.get("confidence")
+        for r in records
+    } - {None}
+    return f"{levels.pop():.0%} CI" if len(levels) == 1 else rules.ci_label
 
 
 def _estimate(value: float | None, digits: int, scale: float, unit: str, approx: bool) -> str:
@@ -170,19 +234,20 @@ def family_decomposition(
             rows.append([label, "not recorded", "n/a"])
             continue
         judged = judge_changed(family, floor, inputs.rules, unit)
-        changed = sum(c.state == "changed" for c in judged.cells)
+        changed = sum(c.state == CHANGED for c in judged.cells)
         largest = max(family, key=lambda r: abs(r.estimate or 0.0))
         rows.append(
             [
                 label,
                 f"{changed} of {len(family)}",
-                f"{fmt(largest.estimate, 3, sign=True)}{unit} ({_where(largest)})",
+                f"{fmt(largest.estimate, 3, sign=True)}{unit} ({where(largest)})",
             ]
         )
     return rows
 
 
-def _where(record: Record) -> str:
+def where(record: Record) -> str:
+    """Which cell a record is, in words (scope, layer, head, statistic, SAE, token)."""
     parts = [record.scope]
     if record.get("layer") is not None:
         parts.append(f"layer {record.get('layer')}")
@@ -190,6 +255,9 @@ def _where(record: Record) -> str:
         parts.append(f"head {record.get('head')}")
     if record.metric.startswith("first"):
         parts.append(record.metric.replace("_", " "))
+    for key in ("sae_id", "token"):
+        if record.get(key) is not None:
+            parts.append(f"{key.replace('_id', '')} {record.get(key)}")
     return ", ".join(parts)
 
 
@@ -214,14 +282,19 @@ def decomposition_table(
 __all__ = [
     "DECOMPOSITION_COLUMNS",
     "DECOMPOSITION_NOTE",
+    "decomposition_columns",
     "IDENTITY",
     "ClaimInputs",
     "apply_judgement",
     "cell_text",
+    "ci_label",
     "claim_inputs",
     "decomposition",
     "decomposition_table",
     "family_decomposition",
     "identity",
+    "judge_family",
+    "missing_cells",
     "no_control",
+    "where",
 ]

@@ -7,29 +7,46 @@ from hf_vitrobust.formatting import finite, fmt, fmt_ci
 
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Section, Table
+from ..rules import VerdictRules
 from ..verdicts import (
+    CHANGED,
+    Cell,
+    Judgement,
     changed_rule,
     combine_judgements,
-    judge_changed,
 )
-from .claims import apply_judgement, claim_inputs, decomposition_table, no_control
+from .claims import (
+    ClaimInputs,
+    apply_judgement,
+    claim_inputs,
+    decomposition_table,
+    judge_family,
+    no_control,
+)
 
 METRICS = ("first_correct_layer", "first_always_correct_layer")
 LABELS = {
     "first_correct_layer": "first correct",
     "first_always_correct_layer": "stays correct from",
 }
-COLUMNS = [
-    "adversarial model",
-    "condition",
-    "statistic",
-    "images (both correct)",
-    "adversarial mean",
-    "control mean",
-    "adversarial − control [95% CI] (test)",
-    "corrected p",
-    "state",
-]
+
+
+def columns(rules: VerdictRules) -> list[str]:
+    """The headers of the judged table (the CI level from the rules)."""
+    return [
+        "adversarial model",
+        "condition",
+        "statistic",
+        "images (both correct)",
+        "adversarial mean",
+        "control mean",
+        f"adversarial − control [{rules.ci_label}] (test)",
+        "corrected p (zero / floor)",
+        "state",
+    ]
+
+
+COLUMNS = columns(VerdictRules())
 
 
 def _counts_table(lens: dict) -> Table | None:
@@ -77,6 +94,46 @@ def _counts_table(lens: dict) -> Table | None:
     )
 
 
+def _cell_row(model: str, cell: Cell) -> list[str]:
+    """One row of the judged table (a cell without a record says which one and why)."""
+    r = cell.record
+    if r is None:
+        return [model, cell.where or "", "", "", "", "", "n/a", "n/a", cell.state]
+    corrected = f"{fmt(cell.adjusted_p, 3)} / {fmt(cell.floor_p, 3)}"
+    return [
+        model,
+        r.scope,
+        LABELS.get(r.metric, r.metric),
+        str(r.get("n_images", r.n)),
+        fmt(r.get("model_mean"), 2),
+        fmt(r.get("reference_mean"), 2),
+        r.format(2),
+        corrected,
+        cell.state,
+    ]
+
+
+def _judge_model(
+    inputs: ClaimInputs, model: str, control: str, rows: list, readings: list[str]
+) -> Judgement:
+    """C4 for one adversarial model: its condition × statistic family against the control."""
+    floor, what = inputs.rules.layer_floor, "condition × statistic"
+    in_family = {"metric": lambda m: m in METRICS}
+    judgement, _ = judge_family(
+        inputs, model, control, floor, " layers", what, readings, **in_family
+    )
+    for cell in judgement.cells:
+        rows.append(_cell_row(model, cell))
+        r = cell.record
+        if cell.state == CHANGED and r is not None:
+            readings.append(
+                f"{model} on {r.scope}: the layer where it is {LABELS[r.metric]} moves "
+                f"{'later' if r.estimate > 0 else 'earlier'} than in the control by "
+                f"{r.format(2, unit=' layers')}."
+            )
+    return judgement
+
+
 def build_first_correct(study: StudyOutputs, section: Section) -> None:
     a = study.load("analysis")
     inputs = claim_inputs(study, "analysis")
@@ -90,38 +147,8 @@ def build_first_correct(study: StudyOutputs, section: Section) -> None:
         control = inputs.control(model)
         if control is None:
             judgements.append(no_control(model, readings))
-            continue
-        family = inputs.records.select(model=model, reference=control, **in_family)
-        judgement = judge_changed(family, floor, rules, " layers")
-        judgements.append(judgement)
-        changed = sum(c.state == "changed" for c in judgement.cells)
-        readings.append(
-            f"{model} − {control}: {changed} of {len(family)} (condition × statistic) cells "
-            f"changed → {judgement.verdict}"
-            + (f" ({judgement.reason})" if judgement.reason else "")
-            + "."
-        )
-        for cell in judgement.cells:
-            r = cell.record
-            rows.append(
-                [
-                    model,
-                    r.scope,
-                    LABELS.get(r.metric, r.metric),
-                    str(r.get("n_images", r.n)),
-                    fmt(r.get("model_mean"), 2),
-                    fmt(r.get("reference_mean"), 2),
-                    r.format(2),
-                    fmt(cell.adjusted_p, 3),
-                    cell.state,
-                ]
-            )
-            if cell.state == "changed":
-                readings.append(
-                    f"{model} on {r.scope}: the layer where it is {LABELS[r.metric]} moves "
-                    f"{'later' if r.estimate > 0 else 'earlier'} than in the control by "
-                    f"{r.format(2, unit=' layers')}."
-                )
+        else:
+            judgements.append(_judge_model(inputs, model, control, rows, readings))
     for model in inputs.adversarial:
         section.tables.append(decomposition_table(inputs, model, floor, " layers", **in_family))
     apply_judgement(
@@ -135,11 +162,12 @@ def build_first_correct(study: StudyOutputs, section: Section) -> None:
     section.tables.insert(
         0,
         Table(
-            COLUMNS,
+            columns(rules),
             rows,
             caption="Layers 1..L (block outputs; the embeddings are excluded); means over the "
             "images both models classify correctly at the last layer; corrected p: "
-            f"{rules.correction} across each model's cells",
+            f"{rules.correction} across each model's cells, for a zero difference / for "
+            f"|difference| ≤ {fmt(floor, 2)} layers (the floor)",
         ),
     )
     counts = _counts_table(a["logit_lens"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hf_vitrobust.analysis.patching import NO_GAIN
 from hf_vitrobust.formatting import finite, fmt, fmt_ci
 
 from ..inputs import SectionUnavailable, StudyOutputs
@@ -31,6 +32,8 @@ def build_patching(study: StudyOutputs, section: Section) -> None:
                 key=lambda p: p["recovered"],
                 default=None,
             )
+            no_gain = gain is None or gain.direction <= 0
+            reason = s.get("ci_reason") or (NO_GAIN if no_gain else None)
             rows.append(
                 [
                     model,
@@ -38,14 +41,16 @@ def build_patching(study: StudyOutputs, section: Section) -> None:
                     fmt(s["accuracy_a"], 1, 100),
                     fmt(s["accuracy_b"], 1, 100),
                     gain.format(1, 100) if gain else "n/a",
-                    " ".join(fmt(p.get("recovered"), 2) for p in per),
+                    f"n/a: {reason}"
+                    if reason
+                    else " ".join(fmt(p.get("recovered"), 2) for p in per),
                 ]
             )
-            if gain is None or gain.direction <= 0:
+            if reason:
                 section.readings.append(
                     f"{model} on {cond}: no accuracy gain over the base with a CI above zero "
                     f"({gain.format(1, 100, ' pp') if gain else 'n/a'}), so there is no gain to "
-                    "attribute to a layer."
+                    "attribute to a layer (the recovered fractions and their CIs are undefined)."
                 )
             elif best is not None:
                 ci = fmt_ci(best["recovered"], best.get("ci_low"), best.get("ci_high"), 2)

@@ -14,7 +14,9 @@ from hf_vitrobust.formatting import finite, fmt
 from ..inputs import SectionUnavailable, StudyOutputs
 from ..model import Figure, Section, Table
 from ..readings import median_text
+from ..rules import VerdictRules
 from ..verdicts import (
+    Cell,
     Judgement,
     combine_judgements,
     judge_sae,
@@ -26,15 +28,18 @@ from .claims import ClaimInputs, apply_judgement, claim_inputs, no_control
 #: The metric of the SAE comparison records.
 METRIC = "code_cosine_to_base"
 
-_JUDGED_COLUMNS = [
-    "adversarial model",
-    "SAE",
-    "layer",
-    "token",
-    "condition",
-    "code cosine to base: adversarial − control [95% CI] (test)",
-    "state",
-]
+
+def _judged_columns(rules: VerdictRules) -> list[str]:
+    return [
+        "adversarial model",
+        "SAE",
+        "layer",
+        "token",
+        "condition",
+        f"code cosine to base: adversarial − control [{rules.ci_label}] (test)",
+        "images excluded (no token left)",
+        "state",
+    ]
 
 
 def _quality_table(entries: list[Mapping[str, Any]], failures: Mapping[str, list[str]]) -> Table:
@@ -148,47 +153,75 @@ def _matching_table(data: Mapping[str, Any], sae_ids: Mapping[str, Any]) -> Tabl
     )
 
 
+def _expected_cells(
+    inputs: ClaimInputs, data: Mapping[str, Any], model: str, control: str, sae_id: str
+) -> set[tuple[str, str]]:
+    """The (condition, token) cells of one SAE the study has for `model` or its control: those
+    recorded against any reference and those in either model's distributions (token sets may
+    differ per model; a cell either has is expected)."""
+    cells = {
+        (r.scope, str(r.get("token")))
+        for r in inputs.records.select(model=model, metric=METRIC, sae_id=sae_id)
+    }
+    distributions = data.get("distributions") or {}
+    for who in (model, control):
+        entry = (distributions.get(who) or {}).get(sae_id) or {}
+        for condition, cell in (entry.get("conditions") or {}).items():
+            cells |= {(condition, str(token)) for token in cell.get("tokens") or {}}
+    return cells
+
+
+def _row(model: str, cell: Cell) -> list[str]:
+    r = cell.record
+    if r is None:
+        return [model, cell.where or "", "", "", "", "n/a", "n/a", cell.state]
+    return [
+        model,
+        str(r.get("sae_id")),
+        str(r.get("layer")),
+        str(r.get("token")),
+        r.scope,
+        r.format(3),
+        str(r.get("n_excluded_images", "n/a")),
+        cell.state,
+    ]
+
+
 def _judge(
-    inputs: ClaimInputs, entries: list[Mapping[str, Any]], failures: Mapping[str, list[str]]
+    inputs: ClaimInputs,
+    data: Mapping[str, Any],
+    entries: list[Mapping[str, Any]],
+    failures: Mapping[str, list[str]],
 ) -> tuple[list[Judgement], list[list[str]], list[str]]:
     judgements, rows, readings = [], [], []
-    margin = inputs.rules.sae_margin
     for model in inputs.adversarial:
         control = inputs.control(model)
         if control is None:
             judgements.append(no_control(model, readings))
             continue
-        by_sae = {
-            e["sae_id"]: inputs.records.select(
-                model=model, reference=control, metric=METRIC, sae_id=e["sae_id"]
+        by_sae, missing = {}, {}
+        for e in entries:
+            sid = e["sae_id"]
+            by_sae[sid] = inputs.records.select(
+                model=model, reference=control, metric=METRIC, sae_id=sid
             )
-            for e in entries
-        }
-        judgement = judge_sae(by_sae, failures, margin)
+            have = {(r.scope, str(r.get("token"))) for r in by_sae[sid]}
+            expected = _expected_cells(inputs, data, model, control, sid)
+            missing[sid] = [f"{c}, {t} tokens" for c, t in sorted(expected - have)]
+        judgement = judge_sae(by_sae, failures, inputs.rules.sae_margin, inputs.rules, missing)
         judgements.append(judgement)
-        for cell in judgement.cells:
-            r = cell.record
-            if r is None:
-                rows.append([model, "", "", "", "", "n/a", cell.state])
-                continue
-            rows.append(
-                [
-                    model,
-                    str(r.get("sae_id")),
-                    str(r.get("layer")),
-                    str(r.get("token")),
-                    r.scope,
-                    r.format(3),
-                    cell.state,
-                ]
-            )
+        rows += [_row(model, cell) for cell in judgement.cells]
         states = Counter(c.state.split(":")[0].split(" (")[0] for c in judgement.cells)
+        excluded = sum(
+            int(c.record.get("n_excluded_images") or 0) for c in judgement.cells if c.record
+        )
         readings.append(
             f"{model} − {control}: "
             + ", ".join(f"{n} {state}" for state, n in states.items())
             + f" → {judgement.verdict}"
             + (f" ({judgement.reason})" if judgement.reason else "")
-            + "."
+            + f"; {excluded} image(s) excluded over its cells (no token left with a non-zero "
+            "code in either model)."
         )
     return judgements, rows, readings
 
@@ -200,7 +233,7 @@ def _build_sae(study: StudyOutputs, section: Section, sae_type: str) -> None:
         raise SectionUnavailable(f"no {sae_type} SAE in sae.json")
     inputs = claim_inputs(study, "sae")
     failures = {e["sae_id"]: sae_quality_failures(e, study.rules) for e in entries}
-    judgements, rows, readings = _judge(inputs, entries, failures)
+    judgements, rows, readings = _judge(inputs, data, entries, failures)
     apply_judgement(section, combine_judgements(judgements), sae_rule(study.rules), readings)
     label = SAE_TYPE_LABELS.get(sae_type, sae_type)
     below = [sid for sid, f in failures.items() if f]
@@ -211,7 +244,7 @@ def _build_sae(study: StudyOutputs, section: Section, sae_type: str) -> None:
         )
     section.tables.append(
         Table(
-            _JUDGED_COLUMNS,
+            _judged_columns(study.rules),
             rows,
             caption="Per image: the cosine between the base SAE's codes of the base model's and "
             "the fine-tuned model's activations (same input); adversarial minus control, paired "

@@ -833,6 +833,11 @@ def test_sae_study_counts_bad_reference_images(photo_folder, tmp_path):
     result = S.run_sae_study(model_args, data_args, args)
     bad = result["eval"]["bad_images"]
     assert (bad["seen"], bad["bad"]) == (57, 2)
+    # The selections are recorded as the evaluation records them (rule, seed, per class).
+    train, compared = result["training_data"]["selection"], result["eval"]["selection"]
+    assert (train["rule"], train["n"], train["seed"]) == ("stratified_random", 12, 0)
+    assert sum(train["per_class"].values()) == 12 and len(train["per_class"]) == 6
+    assert (compared["rule"], compared["n"], compared["requested"]) == ("stratified_random", 6, 6)
     assert sorted(Path(b["path"]).name for b in bad["first_bad"]) == [
         "bad_text.jpg",
         "bad_truncated.jpg",

@@ -60,7 +60,12 @@ from hf_vitrobust.analysis.sae.train import (
     training_images,
 )
 from hf_vitrobust.constants import SAE_FILE
-from hf_vitrobust.data import BadImageTracker, ProcessorSpec, load_dataset_split
+from hf_vitrobust.data import (
+    BadImageTracker,
+    ProcessorSpec,
+    load_dataset_split,
+    selection_record,
+)
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor, weights_fingerprint
@@ -172,13 +177,18 @@ def base_keys(args: SAEStudyArguments, layers: list[int]) -> list[tuple[str, int
     return [(t, layer) for t in args.sae_types for layer in layers]
 
 
-def training_data_summary(data_args: Any, args: SAEStudyArguments) -> dict[str, Any]:
-    """What the SAEs were trained on (sae.json ``training_data``, each SAE's cfg.json metadata)."""
+def training_data_summary(
+    data_args: Any, args: SAEStudyArguments, train_ds: Any = None
+) -> dict[str, Any]:
+    """What the SAEs were trained on (sae.json ``training_data``, each SAE's cfg.json metadata);
+    with ``train_ds``, its ``selection`` (``data.selection_record``)."""
     train = list(args.train_corruptions)
+    selection = None if train_ds is None else selection_record(train_ds, data_args, "train")
     return {
         "dataset": data_args.dataset_name,
         "split": data_args.train_split,
         "max_examples": data_args.max_train_examples,
+        "selection": selection,
         "corruption_family": (train[0] if len(train) == 1 else train) if train else "none",
         "views_per_image": args.train_views,
         "severities": list(args.train_severities),
@@ -210,6 +220,7 @@ def train_study_saes(
     args: SAEStudyArguments,
     training_data: dict[str, Any],
     state: Any,
+    train_ds: Any = None,
 ) -> tuple[dict[SAEKey, TrainedSAE], BadImageTracker]:
     """Train every SAE of :func:`training_plan` on activations streamed from its model.
 
@@ -217,9 +228,9 @@ def train_study_saes(
     ``{}``). Also returns the training images' bad-image tracker, synced over all processes
     (never judged here: the caller writes its outputs, then ``check(final=True)``).
     """
-    images = training_images(
-        load_dataset_split(data_args, "train"), models.processor, args, data_args, state
-    )
+    if train_ds is None:
+        train_ds = load_dataset_split(data_args, "train")
+    images = training_images(train_ds, models.processor, args, data_args, state)
     trained: dict[SAEKey, TrainedSAE] = {}
     plan = training_plan(args, models)
     show = args.progress and state.is_main_process
@@ -540,9 +551,13 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
     state = process_state()
     out = Path(args.output_dir)
     models = load_study_models(model_args, args, state)
-    training_data = training_data_summary(data_args, args)
-    trained, training_bad_images = train_study_saes(models, data_args, args, training_data, state)
-    compared_ds = load_dataset_split(data_args, "eval", max_examples=args.num_eval_images)
+    train_ds = load_dataset_split(data_args, "train")
+    training_data = training_data_summary(data_args, args, train_ds)
+    trained, training_bad_images = train_study_saes(
+        models, data_args, args, training_data, state, train_ds
+    )
+    compared_data = dataclasses.replace(data_args, max_eval_examples=args.num_eval_images)
+    compared_ds = load_dataset_split(compared_data, "eval")
     reference = ReferenceImages.from_eval_split(
         data_args, compared_example_ids(compared_ds), args, models.spec
     )
@@ -566,6 +581,7 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
             "dataset": data_args.dataset_name,
             "split": data_args.eval_split,
             "num_images": len(records["clean"]["example_ids"]),
+            "selection": selection_record(compared_ds, compared_data, "eval"),
             "reference_images": len(reference),
             "severity": args.severity,
             "seed": args.seed,

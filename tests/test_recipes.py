@@ -672,3 +672,17 @@ def test_vit_b16_shapes_fine_tune_with_worst_of_k_and_card(tmp_path, finetune):
     assert robustness["base_model"] == "local:vit-b16" and robustness["num_views"] == 2
     assert robustness["dataset"]["name"] == "photos-1000"
     assert (out / "README.md").is_file() and metrics["model_card"] == str(out / "README.md")
+
+
+def test_model_arguments_are_checked_when_the_recipe_is_parsed(tmp_path):
+    """An unknown model_config key, or model_config beside model_name_or_path, fails at parse
+    time (before any data loads: this dataset does not exist), naming the keys."""
+    from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model_config": {"hiden_size": 8}}))
+    argv = [str(recipe), "--dataset_name", "/nowhere/photos"]
+    with pytest.raises(ValueError, match=r"'hiden_size' \(did you mean 'hidden_size'"):
+        parse_recipe((ModelArguments, DataArguments), argv)
+    with pytest.raises(ValueError, match="model_name_or_path .*'runs/a/final'.* model_config"):
+        ModelArguments(model_name_or_path="runs/a/final", model_config={"hidden_size": 32})

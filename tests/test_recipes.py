@@ -686,3 +686,20 @@ def test_model_arguments_are_checked_when_the_recipe_is_parsed(tmp_path):
         parse_recipe((ModelArguments, DataArguments), argv)
     with pytest.raises(ValueError, match="model_name_or_path .*'runs/a/final'.* model_config"):
         ModelArguments(model_name_or_path="runs/a/final", model_config={"hidden_size": 32})
+
+
+def test_relative_model_paths_are_local_and_weightless_folders_say_so(tmp_path, monkeypatch):
+    """`runs/nobase` next to an existing `runs/` is a missing folder (the datasets' rule), not a
+    Hub id; a run folder without weights names itself and its checkpoint folders."""
+    from hf_vitrobust.configs import ModelArguments
+    from hf_vitrobust.models import load_model_and_processor
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a" / "checkpoint-10").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "final").mkdir()
+    with pytest.raises(FileNotFoundError, match="'runs/nobase': no such folder"):
+        load_model_and_processor(ModelArguments(model_name_or_path="runs/nobase"))
+    with pytest.raises(FileNotFoundError, match="holds no model.safetensors") as info:
+        load_model_and_processor(ModelArguments(model_name_or_path="runs/a"))
+    assert str(tmp_path / "runs" / "a") in str(info.value)
+    assert "['checkpoint-10', 'final']" in str(info.value)

@@ -703,3 +703,20 @@ def test_relative_model_paths_are_local_and_weightless_folders_say_so(tmp_path, 
         load_model_and_processor(ModelArguments(model_name_or_path="runs/a"))
     assert str(tmp_path / "runs" / "a") in str(info.value)
     assert "['checkpoint-10', 'final']" in str(info.value)
+
+
+def test_stage_arguments_name_the_key_of_a_bad_value():
+    """Severities and corruption names are checked when the arguments are built, and the error
+    names the recipe key."""
+    from hf_vitrobust.analysis.run import AnalysisArguments
+    from hf_vitrobust.analysis.sae import SAEStudyArguments
+    from hf_vitrobust.training.config import AdversarialTrainingArguments
+
+    with pytest.raises(ValueError, match=r"train_severities=\[9\]: severity must be in 1..5"):
+        SAEStudyArguments(base_model="b", train_severities=[9])
+    with pytest.raises(ValueError, match=r"^severities=\[1, 7\]: severity must be in 1..5, got 7"):
+        AdversarialTrainingArguments(
+            output_dir="unused", adversary="worst_of_k", corruptions=["blur"], severities=[1, 7]
+        )
+    with pytest.raises(ValueError, match="^corruptions: .*fog2"):
+        AnalysisArguments(base_model="b", finetuned_models=["f"], corruptions=["fog2"])

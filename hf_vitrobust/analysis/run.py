@@ -31,7 +31,7 @@ from hf_vitrobust.analysis.schema import SECTIONS, header
 from hf_vitrobust.analysis.summary import summarize_condition
 from hf_vitrobust.configs import ComparisonArguments, ModelArguments
 from hf_vitrobust.constants import ANALYSIS_FILE
-from hf_vitrobust.corruptions import check_severities
+from hf_vitrobust.corruptions import check_severities, resolve_corruptions
 from hf_vitrobust.data import (
     ProcessorSpec,
     check_labels,
@@ -286,6 +286,8 @@ class AnalysisArguments(ComparisonArguments):
         if parent is not None:
             parent()
         self.severities = check_severities(self.severities, exactly_one="the analysis")
+        if self.corruptions:  # unknown names fail here, before anything loads
+            resolve_corruptions(",".join(self.corruptions), key="corruptions")
 
     @property
     def severity(self) -> int:

@@ -22,6 +22,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from hf_vitrobust.constants import SEVERITIES
+from hf_vitrobust.models import check_model_config
 
 
 @dataclass
@@ -45,6 +46,17 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Never needed for ViT; off by default."}
     )
+
+    def __post_init__(self) -> None:
+        # Checked when the recipe is parsed, before any data or model is loaded.
+        if self.model_config and self.model_name_or_path:
+            raise ValueError(
+                f"model_name_or_path ({self.model_name_or_path!r}) and model_config are both "
+                "set; give one: model_name_or_path to start from a checkpoint, model_config to "
+                "build a fresh model."
+            )
+        if self.model_config:
+            check_model_config(self.model_config)
 
 
 @dataclass

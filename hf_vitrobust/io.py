@@ -14,6 +14,18 @@ from typing import Any
 import numpy as np
 
 
+def looks_local(text: str, suffixes: tuple[str, ...] = ()) -> bool:
+    """A name that can only be a path, never a Hub id: ./x, ../x, /x, ~/x, a\\b, a/b/c, one
+    ending in ``suffixes``, or a/b whose first component exists here (``runs/nobase`` next to
+    an existing ``runs/``). Datasets and models share this rule."""
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") >= 2:
+        return True
+    if suffixes and text.lower().endswith(suffixes):
+        return True
+    first = text.split("/", 1)[0]
+    return "/" in text and Path(first).expanduser().is_dir()
+
+
 def to_jsonable(value: Any) -> Any:
     """numpy/torch values, tuples and non-finite floats -> plain JSON values (NaN/inf -> None)."""
     if isinstance(value, Mapping):

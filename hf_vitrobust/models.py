@@ -17,6 +17,8 @@ from huggingface_hub.utils import validate_repo_id
 from transformers import AutoImageProcessor, ViTConfig, ViTForImageClassification
 from transformers.models.vit import ViTImageProcessorPil
 
+from hf_vitrobust.io import looks_local
+
 logger = logging.getLogger(__name__)
 
 # Fashion-MNIST pixel statistics (train split, [0, 1] scale), used by tiny
@@ -156,6 +158,22 @@ def _is_hub_id(name: str) -> bool:
     return not name.startswith((".", "~"))
 
 
+def _check_weights(name: str, path: Path) -> None:
+    """A checkpoint folder must hold safetensors weights; say which folders inside do."""
+    if any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        return
+    inside = sorted(
+        p.name
+        for p in path.iterdir()
+        if (p.name == "final" or p.name.startswith("checkpoint-")) and p.is_dir()
+    )
+    raise FileNotFoundError(
+        f"model_name_or_path {name!r}: the folder {str(path.resolve())!r} holds no "
+        "model.safetensors (no model weights). Did you mean a checkpoint folder inside a run, "
+        f"checkpoint-N or final? {f'It holds {inside}.' if inside else ''}".rstrip()
+    )
+
+
 def hub_unreachable_message(name: str, error: BaseException) -> str:
     """Why a model id could not be loaded, and the offline alternatives."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
@@ -194,7 +212,9 @@ def load_model_and_processor(
             f"model_name_or_path {name!r} is a file; give the checkpoint folder (with config.json "
             "and model.safetensors) or a Hub id."
         )
-    if not path.exists() and not _is_hub_id(name):
+    if path.is_dir():
+        _check_weights(name, path)
+    elif looks_local(name) or not _is_hub_id(name):
         raise FileNotFoundError(
             f"model_name_or_path {name!r}: no such folder (resolved to {path.resolve()}). Give "
             "an existing checkpoint folder, e.g. the output_dir of a finished fine-tune, or a "

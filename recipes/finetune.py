@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=processor,
         max_bad_fraction=data_args.max_bad_fraction,
         bad_images=bad_images,
-        provenance=run_provenance(model_args, data_args, train_dataset),
+        provenance=run_provenance(model_args, data_args, train_dataset, eval_dataset),
     )
 
     # Train up to max_steps, resuming from the newest complete checkpoint; a finished run is

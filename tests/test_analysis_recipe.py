@@ -218,3 +218,12 @@ def test_two_processes_write_the_same_analysis_as_one(photo_study):
         np.load(one / "attention_panel.npz")["rollout"],
         np.load(two / "attention_panel.npz")["rollout"],
     )
+
+
+def test_photo_folder_analysis_records_its_selection(photo_study):
+    """analysis.json `data.selection` is the evaluation's selection record (rule, seed, counts)."""
+    _, _, files, out = photo_study
+    selection = read_analysis(out / "analysis.json")["data"]["selection"]
+    assert selection["rule"] == "all" and selection["seed"] == 0
+    assert selection["n"] == sum(len(v) for v in files.values())
+    assert selection["per_class"]["rocket"] == 10 and selection["example_ids_sha256"]

@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
 }
 # Same-layer imports that are part of the design (importer unit -> imported unit).
 ALLOWED_SAME_LAYER = {
+    ("configs", "models"),  # ModelArguments checks model_config with the models' own rule
     ("evaluation", "plots.evaluation"),
     ("analysis", "plots.analysis"),
     ("analysis", "plots.sae"),

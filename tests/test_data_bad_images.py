@@ -172,16 +172,17 @@ def test_resumed_segments_accumulate_through_checkpoints(photo_folder, tmp_path)
     assert third.seen == 0
 
 
-def test_early_check_fails_as_soon_as_min_examples_are_seen(photo_folder):
+def test_early_check_fails_as_soon_as_min_examples_are_seen(photo_folder, tmp_path):
     """3.5% bad files (2 of 57): with min_examples=40 the run stops at the first check at or
-    after 40 images seen, naming the bad files, not after training."""
+    after 40 images seen, naming the bad files, not after training, and leaves its verdict in
+    output_dir (the bad_images.json a finished run writes)."""
     root, made = photo_folder
     ds = load_image_dataset(str(root))
     order = [r["example_id"] for r in ds if r["image"]["path"] in set(map(str, made["bad"]))]
     ds = ds.select(order + [i for i in range(len(ds)) if i not in order])  # bad files first
     tracker = BadImageTracker(max_bad_fraction=0.01, min_examples=40)
     callback = BadImageCallback(tracker)
-    args = SimpleNamespace(output_dir="unused", resume_from_checkpoint=None)
+    args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None)
     state = SimpleNamespace(global_step=0, is_world_process_zero=True)
     with pytest.raises(TooManyBadImagesError) as info:
         for batch in _loader(ds, batch_size=8):
@@ -192,6 +193,9 @@ def test_early_check_fails_as_soon_as_min_examples_are_seen(photo_folder):
     for path in made["bad"]:
         assert str(path) in str(info.value)
     assert "--check" in str(info.value) and "max_bad_fraction" in str(info.value)
+    verdict = json.loads((tmp_path / BAD_IMAGES_FILE).read_text())
+    assert (verdict["seen"], verdict["bad"], verdict["passed"]) == (40, 2, False)
+    assert verdict == json.loads(json.dumps(tracker.state_dict()))
 
 
 def test_healthy_share_passes_and_the_limit_is_inclusive():

@@ -200,3 +200,19 @@ def test_one_process_keeps_the_dataset_and_small_data_warns(caplog):
         assert [len(s) for s in _shares(_table(1), 2)] == [1, 0]
     assert "1 examples for 2 processes" in caplog.text
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # tests stay offline
+
+
+def test_finetune_provenance_records_the_eval_subset(photo_folder):
+    """A fine-tune's `max_eval_examples` subset is recorded (config.robustness
+    `eval_selection`), as the evaluation records its selection."""
+    from hf_vitrobust.configs import ModelArguments
+    from hf_vitrobust.training.run import run_provenance
+
+    root, _ = photo_folder
+    args = DataArguments(dataset_name=str(root), eval_split="train", max_eval_examples=12)
+    train, evaluated = load_dataset_split(args, "train"), load_dataset_split(args, "eval")
+    model_args = ModelArguments(model_config={"hidden_size": 32})
+    record = run_provenance(model_args, args, train, evaluated)["eval_selection"]
+    assert record == selection_record(evaluated, args, "eval")
+    assert (record["rule"], record["n"], record["requested"]) == ("stratified_random", 12, 12)
+    assert "eval_selection" not in run_provenance(model_args, args, train)

@@ -672,3 +672,51 @@ def test_vit_b16_shapes_fine_tune_with_worst_of_k_and_card(tmp_path, finetune):
     assert robustness["base_model"] == "local:vit-b16" and robustness["num_views"] == 2
     assert robustness["dataset"]["name"] == "photos-1000"
     assert (out / "README.md").is_file() and metrics["model_card"] == str(out / "README.md")
+
+
+def test_model_arguments_are_checked_when_the_recipe_is_parsed(tmp_path):
+    """An unknown model_config key, or model_config beside model_name_or_path, fails at parse
+    time (before any data loads: this dataset does not exist), naming the keys."""
+    from hf_vitrobust.configs import DataArguments, ModelArguments, parse_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"model_config": {"hiden_size": 8}}))
+    argv = [str(recipe), "--dataset_name", "/nowhere/photos"]
+    with pytest.raises(ValueError, match=r"'hiden_size' \(did you mean 'hidden_size'"):
+        parse_recipe((ModelArguments, DataArguments), argv)
+    with pytest.raises(ValueError, match="model_name_or_path .*'runs/a/final'.* model_config"):
+        ModelArguments(model_name_or_path="runs/a/final", model_config={"hidden_size": 32})
+
+
+def test_relative_model_paths_are_local_and_weightless_folders_say_so(tmp_path, monkeypatch):
+    """`runs/nobase` next to an existing `runs/` is a missing folder (the datasets' rule), not a
+    Hub id; a run folder without weights names itself and its checkpoint folders."""
+    from hf_vitrobust.configs import ModelArguments
+    from hf_vitrobust.models import load_model_and_processor
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a" / "checkpoint-10").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "final").mkdir()
+    with pytest.raises(FileNotFoundError, match="'runs/nobase': no such folder"):
+        load_model_and_processor(ModelArguments(model_name_or_path="runs/nobase"))
+    with pytest.raises(FileNotFoundError, match="holds no model.safetensors") as info:
+        load_model_and_processor(ModelArguments(model_name_or_path="runs/a"))
+    assert str(tmp_path / "runs" / "a") in str(info.value)
+    assert "['checkpoint-10', 'final']" in str(info.value)
+
+
+def test_stage_arguments_name_the_key_of_a_bad_value():
+    """Severities and corruption names are checked when the arguments are built, and the error
+    names the recipe key."""
+    from hf_vitrobust.analysis.run import AnalysisArguments
+    from hf_vitrobust.analysis.sae import SAEStudyArguments
+    from hf_vitrobust.training.config import AdversarialTrainingArguments
+
+    with pytest.raises(ValueError, match=r"train_severities=\[9\]: severity must be in 1..5"):
+        SAEStudyArguments(base_model="b", train_severities=[9])
+    with pytest.raises(ValueError, match=r"^severities=\[1, 7\]: severity must be in 1..5, got 7"):
+        AdversarialTrainingArguments(
+            output_dir="unused", adversary="worst_of_k", corruptions=["blur"], severities=[1, 7]
+        )
+    with pytest.raises(ValueError, match="^corruptions: .*fog2"):
+        AnalysisArguments(base_model="b", finetuned_models=["f"], corruptions=["fog2"])

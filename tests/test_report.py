@@ -602,3 +602,29 @@ def test_runtime_says_what_the_peak_memory_covers(tmp_path, parallel):
         assert "whole process tree, up to 2 stages running at once" in reading
     else:
         assert "largest stage's process tree" in reading
+
+
+def test_setup_lines_say_how_many_images_each_stage_skipped(tmp_path):
+    """Each stage's setup line says how many images could not be decoded (or none), with the
+    limit, from where that stage records them."""
+    study = _golden(tmp_path)
+    record = {"seen": 57, "bad": 2, "fraction": 2 / 57, "limit": 0.05, "passed": True}
+    _edit(study / "eval" / "results.json", lambda d: d.update(bad_images=record))
+    _edit(study / "analysis" / "analysis.json", lambda d: d.update(bad_images={**record, "bad": 0}))
+
+    def sae(d):
+        d["training_data"]["bad_images"] = {**record, "limit": 0.005}
+        d["eval"]["bad_images"] = {**record, "bad": 0, "limit": 0.01}
+
+    _edit(study / "sae" / "sae.json", sae)
+    lines = rp.build_report(study).report.setup
+    by_stage = {line.split(":", 1)[0]: line for line in lines}
+    skipped = "2 of 57 images could not be decoded and were skipped"
+    assert by_stage["Evaluation"].endswith(f"Bad images: {skipped} (limit 5%).")
+    assert by_stage["Analysis"].endswith("Bad images: none (limit 5%).")
+    assert by_stage["SAEs"].endswith(
+        f"Bad images: training {skipped} (limit 0.5%); held-out none (limit 1%)."
+    )
+    # Outputs that predate the record say so rather than claiming none.
+    plain = rp.build_report(_golden(tmp_path / "plain")).report.setup
+    assert "Bad images: not recorded." in plain[0]

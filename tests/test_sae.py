@@ -771,3 +771,74 @@ def test_vit_b16_shapes_end_to_end(photo_folder, tmp_path):
     for layer in (5, 11):
         manifest = A.read_cache_manifest(tmp_path / "cache" / f"base-layer{layer}-all")
         assert manifest["d_in"] == 768 and manifest["n_activations"] >= 512
+
+
+def _photo_study(tmp_path, dataset, *flags):
+    """A tiny SAE study on a photo imagefolder (a random tiny ViT and an identical fine-tune)."""
+    from hf_vitrobust.models import tiny_vit
+
+    base, processor = tiny_vit(seed=0, num_labels=6, image_size=28, patch_size=7, hidden_size=32,
+                               num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    robust = {"base_model": "b", "seed": 0, "max_steps": 1, "adversary": "none"}
+    paths = [
+        _save(base, processor, tmp_path / "base"),
+        _save(base, processor, tmp_path / "ft", robust),
+    ]
+    return parse_recipe(
+        (ModelArguments, DataArguments, S.SAEStudyArguments),
+        [
+            "--base_model", paths[0], "--finetuned_models", paths[1], "--dataset_name", str(dataset),
+            "--sae_types", "batchtopk", "--k", "4", "--training_tokens", "256", "--layers", "1",
+            "--sae_batch_size", "64", "--n_init_batches", "1", "--buffer_mb", "1",
+            "--batch_size", "16", "--train_corruptions", "blur", "--corruptions", "pixelate",
+            "--expansion_factor", "2", "--train_finetuned_saes", "false", "--seed_baseline",
+            "false", "--progress", "false", "--device", "cpu", "--n_resamples", "1000",
+            "--output_dir", str(tmp_path / "out"), *flags,
+        ],
+    )  # fmt: skip
+
+
+def test_sae_study_fails_on_training_bad_images_after_writing(photo_folder, tmp_path):
+    """2 bad of the 57 training images (3.5%) above max_bad_fraction 0.03: sae.json and the SAEs
+    are written, then the study fails (the held-out images, all good, pass)."""
+    import shutil
+
+    from hf_vitrobust.data import TooManyBadImagesError
+
+    root, files = photo_folder
+    shutil.copytree(root, tmp_path / "data" / "train")
+    shutil.copytree(root, tmp_path / "data" / "test")
+    for bad in files["bad"]:
+        (tmp_path / "data" / "test" / bad.relative_to(root)).unlink()
+    model_args, data_args, args = _photo_study(
+        tmp_path, tmp_path / "data", "--eval_split", "test", "--max_bad_fraction", "0.03",
+        "--num_eval_images", "6", "--reference_images", "4",
+    )  # fmt: skip
+    with pytest.raises(TooManyBadImagesError, match="2 of 57"):
+        S.run_sae_study(model_args, data_args, args)
+    result = read_sae_results(tmp_path / "out" / "sae.json")
+    assert result["training_data"]["bad_images"]["passed"] is False
+    assert result["eval"]["bad_images"]["passed"] is True
+    assert (tmp_path / "out" / "saes" / "batchtopk-layer1-all").is_dir()
+
+
+def test_sae_study_counts_bad_reference_images(photo_folder, tmp_path):
+    """Every image of the folder is compared or a reference image: the held-out count holds all
+    57 images and both bad ones, each once."""
+    root, _ = photo_folder
+    model_args, data_args, args = _photo_study(
+        tmp_path, root, "--eval_split", "train", "--max_bad_fraction", "0.5",
+        "--max_train_examples", "12", "--num_eval_images", "6", "--reference_images", "51",
+    )  # fmt: skip
+    result = S.run_sae_study(model_args, data_args, args)
+    bad = result["eval"]["bad_images"]
+    assert (bad["seen"], bad["bad"]) == (57, 2)
+    # The selections are recorded as the evaluation records them (rule, seed, per class).
+    train, compared = result["training_data"]["selection"], result["eval"]["selection"]
+    assert (train["rule"], train["n"], train["seed"]) == ("stratified_random", 12, 0)
+    assert sum(train["per_class"].values()) == 12 and len(train["per_class"]) == 6
+    assert (compared["rule"], compared["n"], compared["requested"]) == ("stratified_random", 6, 6)
+    assert sorted(Path(b["path"]).name for b in bad["first_bad"]) == [
+        "bad_text.jpg",
+        "bad_truncated.jpg",
+    ]

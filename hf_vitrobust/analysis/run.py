@@ -31,8 +31,14 @@ from hf_vitrobust.analysis.schema import SECTIONS, header
 from hf_vitrobust.analysis.summary import summarize_condition
 from hf_vitrobust.configs import ComparisonArguments, ModelArguments
 from hf_vitrobust.constants import ANALYSIS_FILE
-from hf_vitrobust.corruptions import check_severities
-from hf_vitrobust.data import ProcessorSpec, check_labels, label_names, load_dataset_split
+from hf_vitrobust.corruptions import check_severities, resolve_corruptions
+from hf_vitrobust.data import (
+    ProcessorSpec,
+    check_labels,
+    label_names,
+    load_dataset_split,
+    selection_record,
+)
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import atomic_path, write_json_atomic
 from hf_vitrobust.models import load_model_and_processor
@@ -280,6 +286,8 @@ class AnalysisArguments(ComparisonArguments):
         if parent is not None:
             parent()
         self.severities = check_severities(self.severities, exactly_one="the analysis")
+        if self.corruptions:  # unknown names fail here, before anything loads
+            resolve_corruptions(",".join(self.corruptions), key="corruptions")
 
     @property
     def severity(self) -> int:
@@ -308,11 +316,14 @@ def _load(path: str) -> tuple[nn.Module, Any]:
     return model.eval(), processor
 
 
-def _data_section(data_args: Any, batches: DatasetBatches, classes: list[str]) -> dict[str, Any]:
+def _data_section(
+    data_args: Any, dataset: Any, batches: DatasetBatches, classes: list[str]
+) -> dict[str, Any]:
     return {
         "dataset": str(data_args.dataset_name),
         "split": data_args.eval_split,
         "max_examples": data_args.max_eval_examples,
+        "selection": selection_record(dataset, data_args, "eval"),
         "classes": classes,
         "severity": batches.severity,
         "corruption_groups": {g: list(m) for g, m in batches.group_members.items()},
@@ -375,7 +386,7 @@ def run_analysis(args: AnalysisArguments, data_args: Any) -> dict[str, Any] | No
     if result is None:
         return None
     result["bad_images"] = bad_images
-    result["data"] = _data_section(data_args, batches, classes)
+    result["data"] = _data_section(data_args, dataset, batches, classes)
     result["models"][BASE]["name_or_path"] = args.base_model
     for key, path in zip(keys, args.finetuned_models):
         result["models"][key]["name_or_path"] = path

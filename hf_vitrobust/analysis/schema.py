@@ -25,7 +25,8 @@ Top-level fields (``schema`` and ``schema_version`` first):
   metric ``first_correct_layer`` | ``first_always_correct_layer`` (qualifiers n_images,
   model_mean, reference_mean) or ``attention_entropy`` | ``attention_entropy_cls``
   (qualifiers layer 1..L, head 0..H-1 or null = mean over heads);
-- written by the recipe only: ``data`` {dataset, split, max_examples, classes, severity,
+- written by the recipe only: ``data`` {dataset, split, max_examples, selection
+  (``data.selection_record``), classes, severity,
   corruption_groups, note}, ``bad_images``, ``seed``, ``figures`` [file names].
 
 Per-layer entries are ``{layer, value, ci_low, ci_high}``; tests are

@@ -80,11 +80,21 @@ def family_definition(spec: str | Sequence[str]) -> str:
     return "custom"
 
 
-def resolve_corruptions(spec: str | Sequence[str]) -> tuple[str, ...]:
+def resolve_corruptions(spec: str | Sequence[str], key: str | None = None) -> tuple[str, ...]:
     """Corruption names for a family name, a corruption name, ``"a,b"``, or a list of names.
 
-    Lists may mix family and corruption names; duplicates are dropped, order kept.
+    Lists may mix family and corruption names; duplicates are dropped, order kept. Errors name
+    ``key``, the recipe key the names came from, when given.
     """
+    try:
+        return _resolve_names(spec)
+    except ValueError as error:
+        if key is None:
+            raise
+        raise ValueError(f"{key}: {error}") from error
+
+
+def _resolve_names(spec: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(spec, str):
         items = [s.strip() for s in spec.split(",") if s.strip()]
     elif isinstance(spec, Sequence):

@@ -71,20 +71,29 @@ def check_severity(severity: Any) -> int:
     return int(severity)
 
 
-def check_severities(severities: Sequence[Any], exactly_one: str | None = None) -> list[int]:
+def check_severities(
+    severities: Sequence[Any], exactly_one: str | None = None, key: str = "severities"
+) -> list[int]:
     """Every severity checked (:func:`check_severity`); at least one, or exactly one when
-    ``exactly_one`` names the stage that compares at a single severity."""
+    ``exactly_one`` names the stage that compares at a single severity. Errors name ``key``,
+    the recipe key the values came from."""
     values = list(severities)
     if exactly_one is not None and len(values) != 1:
         raise ValueError(
-            f"severities={values}: {exactly_one} takes exactly one severity; give one value, "
-            "e.g. severities: [3]."
+            f"{key}={values}: {exactly_one} takes exactly one severity; give one value, "
+            f"e.g. {key}: [3]."
         )
     if not values:
         raise ValueError(
-            f"severities must list at least one severity in {SEVERITIES[0]}..{SEVERITIES[-1]}."
+            f"{key} must list at least one severity in {SEVERITIES[0]}..{SEVERITIES[-1]}."
         )
-    return [check_severity(s) for s in values]
+    checked = []
+    for value in values:
+        try:
+            checked.append(check_severity(value))
+        except ValueError as error:
+            raise ValueError(f"{key}={values}: {error}") from error
+    return checked
 
 
 def check_reference_size(reference_size: Any) -> int | None:

@@ -3,8 +3,8 @@
 It persists the tally with every checkpoint (``bad_images.json`` in the checkpoint folder) and
 loads it on resume, so resumed segments accumulate; checks the limit during training (all
 processes together, after sharing the new ids) so an unhealthy dataset stops the run within
-minutes; and at the end writes the whole run's figures to ``<output_dir>/bad_images.json``
-without raising, so the caller saves its model before judging ``tracker.summary()["passed"]``
+minutes, with its figures in ``<output_dir>/bad_images.json``; and at the end writes the whole
+run's figures there too without raising, so the caller saves its model before judging ``tracker.summary()["passed"]``
 (or calling ``tracker.check(final=True)``). The training step records each batch it consumes:
 ``tracker.record_batch(batch)``.
 """
@@ -20,7 +20,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hf_vitrobust.data.bad_images import BAD_IMAGES_FILE, BadImageTracker
+from hf_vitrobust.data.bad_images import BAD_IMAGES_FILE, BadImageTracker, TooManyBadImagesError
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import read_json, write_text_atomic
 
@@ -73,7 +73,13 @@ class BadImageCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if process_state().num_processes == 1 or state.global_step % self.check_every_steps == 0:
             self.tracker.sync()
-            self.tracker.check()
+            try:
+                self.tracker.check()
+            except TooManyBadImagesError:
+                # The run stops here: leave its verdict where a finished run leaves it.
+                if state.is_world_process_zero:
+                    _write_state(self.tracker, Path(args.output_dir) / BAD_IMAGES_FILE)
+                raise
 
     def on_save(self, args, state, control, **kwargs):
         self.tracker.sync()

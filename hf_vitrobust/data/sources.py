@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from hf_vitrobust.data.subsets import select_rows, select_stream, stratified_indices
 from hf_vitrobust.distributed import stream_from_generator
+from hf_vitrobust.io import looks_local
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +189,8 @@ def _offline() -> bool:
 
 
 def _looks_local(text: str) -> bool:
-    """A name that can only be a path: ./x, ../x, /x, ~/x, a\\b, a/b/c, x.parquet, or one whose
-    first component exists here (``data/photos`` next to an existing ``data/``)."""
-    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") >= 2:
-        return True
-    if text.lower().endswith(_FILE_SUFFIXES):
-        return True
-    first = text.split("/", 1)[0]
-    return "/" in text and Path(first).expanduser().is_dir()
+    """A name that can only be a path (``io.looks_local``), or a data file's name."""
+    return looks_local(text, _FILE_SUFFIXES)
 
 
 def _missing_local(text: str) -> FileNotFoundError:

@@ -175,13 +175,16 @@ def dataset_provenance(data_args: Any, train_dataset: Any) -> dict[str, Any]:
     return record
 
 
-def run_provenance(model_args: Any, data_args: Any, train_dataset: Any) -> dict[str, Any]:
+def run_provenance(
+    model_args: Any, data_args: Any, train_dataset: Any, eval_dataset: Any = None
+) -> dict[str, Any]:
     """What `config.robustness` records about where a fine-tune starts and what it reads.
 
     `base_model`: the Hub id, `local:<folder name>` for a local checkpoint (never the absolute
     path; with `base_model_sha256`, the hash of its weights, so two folders of the same name
     are told apart), or `model_config` for a fresh model (with `model_config` as given).
-    `dataset`: `dataset_provenance`.
+    `dataset`: `dataset_provenance`. `eval_selection`: the eval split's selection
+    (`data.selection_record`, `max_eval_examples`) when the run evaluates.
     """
     out: dict[str, Any] = {}
     name = model_args.model_name_or_path
@@ -194,6 +197,8 @@ def run_provenance(model_args: Any, data_args: Any, train_dataset: Any) -> dict[
         if weights.is_file():
             out["base_model_sha256"] = _sha256(weights)
     out["dataset"] = dataset_provenance(data_args, train_dataset)
+    if eval_dataset is not None:
+        out["eval_selection"] = selection_record(eval_dataset, data_args, "eval")
     return out
 
 

@@ -162,14 +162,15 @@ class SAEStudyArguments(ComparisonArguments):
         if not self.base_model:
             raise ValueError("base_model is required: the checkpoint whose activations train SAEs.")
         self.severities = check_severities(self.severities, exactly_one="the SAE stage")
+        self.train_severities = check_severities(self.train_severities, key="train_severities")
         self.tokens = check_tokens(self.tokens)
         for sae_type in self.sae_types:
             check_sae_type(sae_type)
         self.corruptions = name_list(self.corruptions)
         self.train_corruptions = name_list(self.train_corruptions)
-        for names in (self.corruptions, self.train_corruptions):
-            if names:
-                resolve_corruptions(names)  # unknown names fail here, with "did you mean"
+        for key in ("corruptions", "train_corruptions"):
+            if getattr(self, key):  # unknown names fail here, with "did you mean"
+                resolve_corruptions(getattr(self, key), key=key)
         if self.num_eval_images < 2:
             raise ValueError("num_eval_images must be >= 2 (bootstrap CIs need two images).")
         if self.reference_images < 2:

@@ -67,7 +67,8 @@ def compared_batches(
 
 
 class ReferenceImages:
-    """The reference images, decoded and resized once (undecodable ones skipped)."""
+    """The reference images, decoded and resized once; undecodable ones are skipped and kept in
+    ``skipped_images`` (``{example_id: BadImage}``) for the held-out bad-image count."""
 
     def __init__(self, examples: Sequence[dict[str, Any]], args: Any, spec: ProcessorSpec) -> None:
         self.groups = condition_groups(list(args.corruptions)) if args.corruptions else {}
@@ -79,6 +80,7 @@ class ReferenceImages:
         )(list(examples))
         self.images: np.ndarray = clean["images"]
         self.example_ids: np.ndarray = clean["example_ids"].numpy()
+        self.skipped_images: dict[int, Any] = dict(clean["skipped_images"])
         if len(self.example_ids) < 2:
             raise ValueError(
                 f"{len(self.example_ids)} decodable reference images; the reference set needs at "

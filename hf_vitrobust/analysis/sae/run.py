@@ -60,7 +60,12 @@ from hf_vitrobust.analysis.sae.train import (
     training_images,
 )
 from hf_vitrobust.constants import SAE_FILE
-from hf_vitrobust.data import ProcessorSpec, load_dataset_split
+from hf_vitrobust.data import (
+    BadImageTracker,
+    ProcessorSpec,
+    load_dataset_split,
+    selection_record,
+)
 from hf_vitrobust.distributed import process_state
 from hf_vitrobust.io import write_json_atomic
 from hf_vitrobust.models import load_model_and_processor, weights_fingerprint
@@ -172,13 +177,18 @@ def base_keys(args: SAEStudyArguments, layers: list[int]) -> list[tuple[str, int
     return [(t, layer) for t in args.sae_types for layer in layers]
 
 
-def training_data_summary(data_args: Any, args: SAEStudyArguments) -> dict[str, Any]:
-    """What the SAEs were trained on (sae.json ``training_data``, each SAE's cfg.json metadata)."""
+def training_data_summary(
+    data_args: Any, args: SAEStudyArguments, train_ds: Any = None
+) -> dict[str, Any]:
+    """What the SAEs were trained on (sae.json ``training_data``, each SAE's cfg.json metadata);
+    with ``train_ds``, its ``selection`` (``data.selection_record``)."""
     train = list(args.train_corruptions)
+    selection = None if train_ds is None else selection_record(train_ds, data_args, "train")
     return {
         "dataset": data_args.dataset_name,
         "split": data_args.train_split,
         "max_examples": data_args.max_train_examples,
+        "selection": selection,
         "corruption_family": (train[0] if len(train) == 1 else train) if train else "none",
         "views_per_image": args.train_views,
         "severities": list(args.train_severities),
@@ -210,15 +220,17 @@ def train_study_saes(
     args: SAEStudyArguments,
     training_data: dict[str, Any],
     state: Any,
-) -> tuple[dict[SAEKey, TrainedSAE], dict[str, Any]]:
+    train_ds: Any = None,
+) -> tuple[dict[SAEKey, TrainedSAE], BadImageTracker]:
     """Train every SAE of :func:`training_plan` on activations streamed from its model.
 
     Every process makes activations; the SAEs are trained on the main process (the others get
-    ``{}``). Also returns the training images' bad-image summary (all processes).
+    ``{}``). Also returns the training images' bad-image tracker, synced over all processes
+    (never judged here: the caller writes its outputs, then ``check(final=True)``).
     """
-    images = training_images(
-        load_dataset_split(data_args, "train"), models.processor, args, data_args, state
-    )
+    if train_ds is None:
+        train_ds = load_dataset_split(data_args, "train")
+    images = training_images(train_ds, models.processor, args, data_args, state)
     trained: dict[SAEKey, TrainedSAE] = {}
     plan = training_plan(args, models)
     show = args.progress and state.is_main_process
@@ -265,7 +277,8 @@ def train_study_saes(
         finally:
             stream.close()
         trained[key] = TrainedSAE.from_training(sae, trainer, stream.peak_buffer_bytes)
-    return trained, images.bad_images.gather(state)
+    images.bad_images.sync(state)
+    return trained, images.bad_images
 
 
 def calibrate_study_saes(
@@ -306,7 +319,7 @@ def heldout_pass(
 ) -> tuple[dict[str, Any] | None, dict | None, dict[str, Any]]:
     """Stream this process's compared images under every condition through every model and SAE;
     returns (on the main process) the gathered records per condition and the SAE metrics, and
-    the compared images' bad-image summary (``data.BadImageTracker``)."""
+    the bad-image summary of the compared and the reference images (``data.BadImageTracker``)."""
     passes = HeldOutPass(
         models.base,
         models.finetuned,
@@ -320,6 +333,8 @@ def heldout_pass(
     batches = compared_batches(
         compared_ds, models.processor, args, data_args.max_bad_fraction, state
     )
+    # The reference images are eval images too: their undecodable ones count (once each).
+    batches.bad_images.record(reference.example_ids, reference.skipped_images)
     records: dict[str, Any] = {}
     show = args.progress and state.is_main_process
     for condition in tqdm(batches.conditions, desc="held-out conditions", disable=not show):
@@ -536,9 +551,13 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
     state = process_state()
     out = Path(args.output_dir)
     models = load_study_models(model_args, args, state)
-    training_data = training_data_summary(data_args, args)
-    trained, training_bad_images = train_study_saes(models, data_args, args, training_data, state)
-    compared_ds = load_dataset_split(data_args, "eval", max_examples=args.num_eval_images)
+    train_ds = load_dataset_split(data_args, "train")
+    training_data = training_data_summary(data_args, args, train_ds)
+    trained, training_bad_images = train_study_saes(
+        models, data_args, args, training_data, state, train_ds
+    )
+    compared_data = dataclasses.replace(data_args, max_eval_examples=args.num_eval_images)
+    compared_ds = load_dataset_split(compared_data, "eval")
     reference = ReferenceImages.from_eval_split(
         data_args, compared_example_ids(compared_ds), args, models.spec
     )
@@ -549,6 +568,7 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
         models, saes, reference, compared_ds, conditions, data_args, args, state
     )
     if not state.is_main_process:
+        training_bad_images.check(final=True)
         return {}
     result = {
         **header(),
@@ -561,6 +581,7 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
             "dataset": data_args.dataset_name,
             "split": data_args.eval_split,
             "num_images": len(records["clean"]["example_ids"]),
+            "selection": selection_record(compared_ds, compared_data, "eval"),
             "reference_images": len(reference),
             "severity": args.severity,
             "seed": args.seed,
@@ -571,7 +592,7 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
             "ImageNet-C files; per-image seeds keyed on example_id, shared with the evaluation "
             "and the analysis (one corruption of the group per image)",
         },
-        "training_data": {**training_data, "bad_images": training_bad_images},
+        "training_data": {**training_data, "bad_images": training_bad_images.summary()},
         "config": asdict(args),
         **_study_results(
             models, trained, calibration, saes, records, metrics, conditions, args, out
@@ -579,6 +600,8 @@ def run_sae_study(model_args: Any, data_args: Any, args: SAEStudyArguments) -> d
         "versions": {"hf_vitrobust": __version__, "sae_lens": import_sae_lens().__version__},
     }
     write_json_atomic(result, out / SAE_FILE)
+    # Judged after the outputs are written (as the fine-tune saves its model first).
+    training_bad_images.check(final=True)
     return result
 
 

@@ -4,8 +4,10 @@ Top level (after ``schema`` and ``schema_version``): ``definitions``, ``base_mod
 ``finetuned_models`` (key -> path), ``models`` (key -> ``path``, ``role``; ``base`` included),
 ``controls`` (adversarial key -> ``clean_control``, ``random_view_control``: keys or null),
 ``layers``, ``tokens``, ``token_types`` (``cls`` and/or ``patches``), ``eval`` (``dataset``,
-``split``, ``num_images``, ``reference_images``, ``severity``, ``seed``, ``conditions``: condition
--> corruptions, ``bad_images``, ``processes``), ``training_data``, ``config``, ``saes`` (one entry
+``split``, ``num_images``, ``selection`` (of the compared images, ``data.selection_record``),
+``reference_images``, ``severity``, ``seed``, ``conditions``: condition
+-> corruptions, ``bad_images``, ``processes``), ``training_data`` (with its ``selection``),
+``config``, ``saes`` (one entry
 per base SAE: ``sae_id``, ``sae_type``, ``label``, ``layer``, ``tokens``, ``folder``, ``d_in``,
 ``d_sae``, ``metrics`` (``base`` and each model key: ``l0``, ``explained_variance``, ``mse``,
 ``dead_fraction``, ``n_tokens``, ``d_sae`` of that model's activations through this base SAE),

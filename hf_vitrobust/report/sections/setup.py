@@ -104,6 +104,32 @@ def _sae_line(s: Mapping[str, Any]) -> str:
     )
 
 
+def bad_images_text(summary: Any) -> str:
+    """A stage's bad-image record (``data.BadImageTracker.summary()``) in words."""
+    if not isinstance(summary, Mapping) or "bad" not in summary:
+        return "not recorded"
+    limit = summary.get("limit")
+    shown = "?" if limit is None else f"{100 * float(limit):g}%"
+    if not summary["bad"]:
+        return f"none (limit {shown})"
+    return (
+        f"{summary['bad']} of {summary.get('seen', '?')} images could not be decoded and were "
+        f"skipped (limit {shown})"
+    )
+
+
+def _bad_images_sentence(record: Mapping[str, Any], source: str) -> str:
+    """Where each stage output records its bad images, as one sentence for its setup line."""
+    if source == "sae":
+        training = (record.get("training_data") or {}).get("bad_images")
+        held_out = (record.get("eval") or {}).get("bad_images")
+        return (
+            f" Bad images: training {bad_images_text(training)}; held-out "
+            f"{bad_images_text(held_out)}."
+        )
+    return f" Bad images: {bad_images_text(record.get('bad_images'))}."
+
+
 def _missing_line(study: StudyOutputs, source: str, what: str, error: StageOutputError) -> str:
     if study.paths[source] is None:
         return f"{what}: missing ({SOURCES[source].file} not found)."
@@ -124,7 +150,7 @@ def describe_setup(study: StudyOutputs) -> tuple[list[str], list[Table]]:
         except StageOutputError as error:
             lines.append(_missing_line(study, source, what, error))
             continue
-        lines.append(describe(data))
+        lines.append(describe(data) + _bad_images_sentence(data, source))
         if source == "results":
             table = _models_table(data)
             if table is not None:

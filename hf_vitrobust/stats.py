@@ -37,7 +37,7 @@ from hf_vitrobust.formatting import finite
 BCA_MAX_N = 5000
 #: Upper bound on resample-matrix elements held at once (memory ~ 8 bytes each).
 _MAX_BATCH_ELEMENTS = 20_000_000
-#: The toolkit's floor on resamples (DESIGN.md section 4).
+#: The toolkit's floor on resamples (docs/definitions.md, Statistics).
 MIN_RESAMPLES = 1000
 #: `ci_method` of the exact interval of a sample whose paired differences are all zero.
 NO_DIFFERENCE_CI = "exact_no_difference"

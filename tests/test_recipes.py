@@ -605,6 +605,15 @@ def test_photo_folder_with_bad_files_keeps_the_model_and_records_the_verdict(
     with pytest.raises(TooManyBadImagesError, match="finished training but failed"):
         finetune.main(argv)
     assert (out / "model.safetensors").read_bytes() == before
+    # Rerun with the limit raised, as the error suggests: the recorded counts are judged again,
+    # the new verdict recorded, nothing trained.
+    metrics = finetune.main(_photo_recipe(tmp_path, root, 0.05, "strict"))
+    assert metrics["bad_images_passed"] is True and metrics["finished_before"]
+    assert (metrics["images_skipped"], metrics["images_seen"]) == (2, total)
+    saved = json.loads((out / "bad_images.json").read_text())
+    assert (saved["bad"], saved["seen"], saved["passed"], saved["limit"]) == (2, total, True, 0.05)
+    assert json.loads((out / "train_results.json").read_text())["bad_images_passed"] is True
+    assert (out / "model.safetensors").read_bytes() == before and (out / "README.md").is_file()
     # Within the limit: the same run passes, and its processor has the photos' own statistics.
     metrics = finetune.main(_photo_recipe(tmp_path, root, 0.05, "lenient"))
     assert metrics["bad_images_passed"] and metrics["images_skipped"] == 2

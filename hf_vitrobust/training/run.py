@@ -38,6 +38,7 @@ from hf_vitrobust.data import (
 from hf_vitrobust.io import read_json, write_json_atomic
 from hf_vitrobust.models import load_model_and_processor, tiny_vit_config
 from hf_vitrobust.training.checkpoints import (
+    TRAIN_RESULTS,
     FinishedRun,
     finished_run,
     global_step,
@@ -337,22 +338,68 @@ def record_train_results(trainer: Any, metrics: dict[str, Any]) -> None:
     trainer.save_metrics("train", metrics)
 
 
-def check_finished_run(finished: FinishedRun) -> dict[str, Any]:
-    """The recorded metrics of a finished run; raises `TooManyBadImagesError` again when its
-    recorded bad-image verdict failed (a rerun never turns a failed run into a passed one)."""
+def check_finished_run(
+    finished: FinishedRun, max_bad_fraction: float | None = None, main_process: bool = True
+) -> dict[str, Any]:
+    """The recorded metrics of a finished run.
+
+    When its recorded bad-image verdict failed, the unique seen/bad counts it recorded
+    (`bad_images.json`) are judged again against `max_bad_fraction` (this rerun's limit): within
+    it, the new verdict is recorded (`bad_images.json` with `passed` true and the limit used;
+    `bad_images_passed` in `train_results.json`, by the main process) and the run passes;
+    otherwise (or with no limit or no `bad_images.json`) `TooManyBadImagesError` is raised again.
+    """
     metrics = dict(finished.metrics)
     if metrics.get("bad_images_passed") is False:
-        raise TooManyBadImagesError(
-            f"{finished.output_dir} finished training but failed the bad-image check: "
-            f"{metrics.get('images_skipped')} of {metrics.get('images_seen')} unique images could "
-            f"not be decoded (see {BAD_IMAGES_FILE} there). Fix the dataset and train again in "
-            "a new output_dir, or raise max_bad_fraction."
-        )
+        metrics.update(_rejudge_bad_images(finished, max_bad_fraction, main_process))
     evaluated = finished.output_dir / "eval_results.json"
     if evaluated.is_file():
         metrics.update(read_json(evaluated, "evaluation results"))
     metrics["finished_before"] = True
     return metrics
+
+
+def _rejudge_bad_images(
+    finished: FinishedRun, max_bad_fraction: float | None, main_process: bool
+) -> dict[str, Any]:
+    """A failed run's bad-image figures judged against `max_bad_fraction`: the new figures when
+    they pass (recorded), else `TooManyBadImagesError`."""
+    metrics = finished.metrics
+    path = finished.output_dir / BAD_IMAGES_FILE
+    tracker = None
+    if max_bad_fraction is not None and path.is_file():
+        tracker = BadImageTracker(max_bad_fraction=max_bad_fraction)
+        tracker.load_state_dict(read_json(path, "bad-image record"))
+    if tracker is None or not tracker.passed:
+        figures = (
+            f"{tracker.bad} of {tracker.seen} unique images ({tracker.fraction:.2%}, above "
+            f"max_bad_fraction={max_bad_fraction:g})"
+            if tracker is not None
+            else f"{metrics.get('images_skipped')} of {metrics.get('images_seen')} unique images"
+        )
+        raise TooManyBadImagesError(
+            f"{finished.output_dir} finished training but failed the bad-image check: {figures} "
+            f"could not be decoded (see {BAD_IMAGES_FILE} there). Fix the dataset and train "
+            "again in a new output_dir, or raise max_bad_fraction."
+        )
+    new = {"images_seen": tracker.seen, "images_skipped": tracker.bad, "bad_images_passed": True}
+    if main_process:
+        write_json_atomic(tracker.state_dict(), path)
+        results = finished.output_dir / TRAIN_RESULTS
+        write_json_atomic({**read_json(results, "training results"), **new}, results)
+    logger.warning(
+        "%s: its recorded bad-image verdict failed; judged again with max_bad_fraction=%g: "
+        "%d of %d unique images (%.2f%%) could not be decoded, within the limit: passed "
+        "(recorded in %s and %s). The run was not evaluated: its verdict had stopped it first.",
+        finished.output_dir,
+        max_bad_fraction,
+        tracker.bad,
+        tracker.seen,
+        100 * tracker.fraction,
+        BAD_IMAGES_FILE,
+        TRAIN_RESULTS,
+    )
+    return new
 
 
 __all__ = [

@@ -106,32 +106,34 @@ def pixel_statistics(
 def load_model_for_dataset(model_args: Any, *datasets_: Any, seed: int = 0) -> tuple[Any, Any]:
     """The model and processor, checked against the first dataset's classes.
 
-    A model built from `model_config` gets the dataset's class names as its head and, unless
-    `model_config` gives `image_mean`/`image_std`, the normalisation of a seeded sample of the
-    first dataset's images (logged; saved in `preprocessor_config.json`). The model's classes
+    A model built from `model_config` gets the dataset's class names as its head and, for each
+    of `image_mean`/`image_std` that `model_config` does not give, the statistic of a seeded
+    sample of the first dataset's images; the log states each value as saved in
+    `preprocessor_config.json` and where it came from. The model's classes
     must match the dataset's (`data.check_labels`) and every label of each dataset must be
     inside `[0, num_labels)` (`data.validate_labels`), so a bad label fails before training.
     """
     names = label_names(datasets_[0])
     fresh = model_args.model_name_or_path is None
     id2label = dict(enumerate(names)) if fresh else None
-    mean = std = None
+    computed: dict[str, Any] = {}
+    source = given = "given in model_config"
     config = dict(model_args.model_config or {})
     if fresh and ("image_mean" not in config or "image_std" not in config):
         size = int(config.get("image_size", tiny_vit_config().image_size))
         mean, std, n = pixel_statistics(datasets_[0], size, seed=seed)
-        logger.warning(
-            "model_config gives no image_mean/image_std: using the training images' own, from "
-            "%d images (seeded sample, resized to %d px): image_mean=%s image_std=%s (saved in "
-            "preprocessor_config.json).",
-            n,
-            size,
-            mean,
-            std,
+        computed = {k: v for k, v in (("image_mean", mean), ("image_std", std)) if k not in config}
+        source = f"computed from {n} training images (seeded sample, resized to {size} px)"
+    model, processor = load_model_and_processor(model_args, id2label=id2label, **computed)
+    if fresh:
+        (logger.warning if computed else logger.info)(
+            "The fresh model's normalisation (saved in preprocessor_config.json): image_mean=%s "
+            "(%s), image_std=%s (%s).",
+            list(processor.image_mean),
+            source if "image_mean" in computed else given,
+            list(processor.image_std),
+            source if "image_std" in computed else given,
         )
-    model, processor = load_model_and_processor(
-        model_args, id2label=id2label, image_mean=mean, image_std=std
-    )
     check_labels(names, model.config)
     for dataset in datasets_:
         if dataset is not None:

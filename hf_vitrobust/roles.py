@@ -11,17 +11,20 @@ fine-tune with its controls — the same base, data, steps, optimizer and seed:
   "saw corruptions" from "adversarial selection".
 - ``adversarial``: anything else that trained on corruptions or perturbations.
 
-Layer 1: reads plain dicts; imports only ``configs`` (for the old key names).
+Layer 3: reads plain dicts; imports only ``configs`` (for the old key names) and ``io`` (which
+model names are local paths).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, NamedTuple
 
 from hf_vitrobust.configs import RENAMED_KEYS
+from hf_vitrobust.io import looks_local
 
 BASE = "base"
 CLEAN_CONTROL = "clean_control"
@@ -170,23 +173,55 @@ def comparison_pairs(
     return pairs
 
 
+def _is_local(name: str) -> bool:
+    return looks_local(name) or Path(name).expanduser().exists()
+
+
+def check_listed_once(names: Sequence[str]) -> None:
+    """Raise a ValueError naming both spellings when one model is listed twice: local paths are
+    compared resolved (``/x/a/final`` and ``/x/a/final/``, ``./a`` and ``a`` are one folder),
+    Hub ids as given."""
+    first: dict[str, str] = {}
+    for name in map(str, names):
+        same = str(Path(name).expanduser().resolve()) if _is_local(name) else name
+        if same in first:
+            raise ValueError(
+                f"One model is listed twice: {first[same]!r} and {name!r} ({same}). List each "
+                "model once."
+            )
+        first[same] = name
+
+
+def _key_parts(name: str) -> tuple[str, ...]:
+    """The components a path key is a suffix of: a local path's absolute, normalised ones (so
+    ``./base`` and ``../x/final`` can be told apart by their folders), a Hub id's as given."""
+    if _is_local(name):
+        name = os.path.normpath(os.path.abspath(os.path.expanduser(name)))
+    return PurePath(name.rstrip("/")).parts or (name,)
+
+
 def model_keys(paths: Sequence[str], names: Sequence[str] | None = None) -> list[str]:
     """Unique, readable keys for fine-tuned models: ``names`` when given, else path suffixes.
 
     Two checkpoints that share a folder name (``runA/final``, ``runB/final``) get the shortest
-    path suffixes that tell them apart, never the same key. ``"base"`` is reserved.
+    path suffixes that tell them apart, never the same key; ``"base"`` is the base model's, so a
+    fine-tune in a folder named ``base`` gets a longer suffix (``exp1/base``). A model listed
+    twice, however spelled, is an error (`check_listed_once`).
     """
+    check_listed_once(paths)
     if names:
         if len(names) != len(paths):
             raise ValueError(f"finetuned_names has {len(names)} names for {len(paths)} models.")
         keys = [str(n) for n in names]
     else:
-        parts = [PurePath(str(p).rstrip("/")).parts or (str(p),) for p in paths]
+        parts = [_key_parts(str(p)) for p in paths]
         depth = [1] * len(paths)
         while True:
             keys = ["/".join(pp[-d:]) for pp, d in zip(parts, depth)]
             clashes = [
-                i for i, k in enumerate(keys) if keys.count(k) > 1 and depth[i] < len(parts[i])
+                i
+                for i, k in enumerate(keys)
+                if (keys.count(k) > 1 or k == BASE) and depth[i] < len(parts[i])
             ]
             if not clashes:
                 break
@@ -211,6 +246,7 @@ __all__ = [
     "Pair",
     "RANDOM_VIEW_CONTROL",
     "ROLES",
+    "check_listed_once",
     "comparison_pairs",
     "match_controls",
     "read_robustness",

@@ -76,10 +76,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # Train up to max_steps, resuming from the newest complete checkpoint; a finished run is
-    # not trained again.
+    # not trained again (a failed bad-image verdict is judged again with this max_bad_fraction).
     outcome = train_or_resume(trainer)
     if outcome.finished is not None:
-        return check_finished_run(outcome.finished)
+        metrics = check_finished_run(
+            outcome.finished, data_args.max_bad_fraction, trainer.is_world_process_zero()
+        )
+        # A run its verdict had stopped has no card yet.
+        if trainer.is_world_process_zero() and not (Path(output_dir) / "README.md").is_file():
+            metrics["model_card"] = str(write_robust_model_card(output_dir))
+        return metrics
 
     # Save (weights, processor, config.robustness, adversary_stats.json), then the bad-image
     # verdict (bad_images.json): a failed verdict stops the run here, with the model saved.

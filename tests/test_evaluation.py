@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -428,8 +429,12 @@ def test_finetuned_names_label_the_models(saved_models):
     assert [m.label for m in models] == ["base", "noise"]
     with pytest.raises(ValueError, match="1 finetuned_models"):
         load_eval_models(saved_models[0], saved_models[1:], ["a", "b"], device="cpu")
-    with pytest.raises(ValueError, match="more than once"):
+    with pytest.raises(ValueError, match="listed twice"):
         load_eval_models(saved_models[0], saved_models[:1], device="cpu")
+    with pytest.raises(
+        ValueError, match=re.escape(f"listed twice: '{saved_models[1]}' and '{saved_models[1]}/'")
+    ):
+        load_eval_models(saved_models[0], [saved_models[1], f"{saved_models[1]}/"], device="cpu")
 
 
 @pytest.mark.slow

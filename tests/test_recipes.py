@@ -510,7 +510,7 @@ def test_fresh_model_normalisation_comes_from_model_config_or_the_data(photo_fol
     with caplog.at_level("WARNING"):
         model, processor = load_model_for_dataset(ModelArguments(model_config=config), dataset)
     # Every decodable photo (fewer than the sample size), stated in the log.
-    assert f"from {len(dataset) - 2} images" in caplog.text
+    assert f"from {len(dataset) - 2} training images" in caplog.text
     mean, std = list(processor.image_mean), list(processor.image_std)
     # Natural photos in colour: per-channel statistics, not Fashion-MNIST's grey ones.
     assert len(set(mean)) == 3 and abs(mean[0] - FASHION_MNIST_MEAN) > 0.05
@@ -528,6 +528,36 @@ def test_fresh_model_normalisation_comes_from_model_config_or_the_data(photo_fol
     np.testing.assert_allclose(mean, pixels.mean(0), atol=1e-5)
     np.testing.assert_allclose(std, pixels.std(0), atol=1e-5)
     assert model.config.num_labels == 6
+
+
+@pytest.mark.parametrize("given", ["image_mean", "image_std"])
+def test_partial_normalisation_is_logged_as_saved(photo_folder, tmp_path, caplog, given):
+    """model_config gives one of image_mean/image_std: the other is computed from the data, and
+    the log states both values as the saved preprocessor_config.json holds them, with their
+    sources."""
+    import ast
+
+    from hf_vitrobust.configs import ModelArguments
+    from hf_vitrobust.data import load_image_dataset
+    from hf_vitrobust.training import load_model_for_dataset
+
+    root, _ = photo_folder
+    dataset = load_image_dataset(str(root))
+    config = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    args = ModelArguments(model_config={**config, given: [0.3, 0.4, 0.5]})
+    with caplog.at_level("WARNING"):
+        _, processor = load_model_for_dataset(args, dataset)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert saved[given] == [0.3, 0.4, 0.5]
+    computed = f"computed from {len(dataset) - 2} training images"
+    for key in ("image_mean", "image_std"):
+        logged = re.search(rf"{key}=(\[[^\]]*\]) \(([^)]*)\)", caplog.text)
+        assert logged, caplog.text
+        assert ast.literal_eval(logged.group(1)) == saved[key]
+        source = logged.group(2)
+        assert source == "given in model_config" if key == given else source.startswith(computed)
 
 
 def test_model_config_and_model_paths_are_checked(tmp_path):
@@ -605,6 +635,15 @@ def test_photo_folder_with_bad_files_keeps_the_model_and_records_the_verdict(
     with pytest.raises(TooManyBadImagesError, match="finished training but failed"):
         finetune.main(argv)
     assert (out / "model.safetensors").read_bytes() == before
+    # Rerun with the limit raised, as the error suggests: the recorded counts are judged again,
+    # the new verdict recorded, nothing trained.
+    metrics = finetune.main(_photo_recipe(tmp_path, root, 0.05, "strict"))
+    assert metrics["bad_images_passed"] is True and metrics["finished_before"]
+    assert (metrics["images_skipped"], metrics["images_seen"]) == (2, total)
+    saved = json.loads((out / "bad_images.json").read_text())
+    assert (saved["bad"], saved["seen"], saved["passed"], saved["limit"]) == (2, total, True, 0.05)
+    assert json.loads((out / "train_results.json").read_text())["bad_images_passed"] is True
+    assert (out / "model.safetensors").read_bytes() == before and (out / "README.md").is_file()
     # Within the limit: the same run passes, and its processor has the photos' own statistics.
     metrics = finetune.main(_photo_recipe(tmp_path, root, 0.05, "lenient"))
     assert metrics["bad_images_passed"] and metrics["images_skipped"] == 2

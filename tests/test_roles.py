@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from hf_vitrobust.roles import (
@@ -10,6 +12,7 @@ from hf_vitrobust.roles import (
     CLEAN_CONTROL,
     RANDOM_VIEW_CONTROL,
     Pair,
+    check_listed_once,
     comparison_pairs,
     match_controls,
     model_keys,
@@ -87,10 +90,35 @@ def test_model_keys_are_unique_and_readable():
     assert model_keys(["a", "b"], ["lf", "hf"]) == ["lf", "hf"]
     with pytest.raises(ValueError, match="not unique"):
         model_keys(["a", "b"], ["x", "x"])
-    with pytest.raises(ValueError, match="not unique"):
+    with pytest.raises(ValueError, match="listed twice: 'final' and 'final'"):
         model_keys(["final", "final"])
     with pytest.raises(ValueError, match="reserved"):
-        model_keys(["a/base"])
+        model_keys(["base"])  # a Hub id: no longer key to give it
+    with pytest.raises(ValueError, match="reserved"):
+        model_keys(["a", "b"], ["base", "hf"])
+
+
+def test_a_fine_tune_in_a_folder_named_base_gets_a_longer_key(tmp_path, monkeypatch):
+    assert model_keys(["exp1/base"]) == ["exp1/base"]
+    assert model_keys(["exp1/base", "exp2/lf"]) == ["exp1/base", "lf"]
+    (tmp_path / "exp1" / "base").mkdir(parents=True)
+    assert model_keys([str(tmp_path / "exp1" / "base")]) == ["exp1/base"]
+    monkeypatch.chdir(tmp_path / "exp1")
+    assert model_keys(["./base"]) == ["exp1/base"]
+    assert model_keys(["base"]) == ["exp1/base"]  # a folder here, not a Hub id
+
+
+def test_one_folder_spelled_twice_is_named_not_keyed(tmp_path, monkeypatch):
+    final = tmp_path / "a" / "final"
+    final.mkdir(parents=True)
+    with pytest.raises(ValueError, match=re.escape(f"listed twice: '{final}' and '{final}/'")):
+        model_keys([str(final), f"{final}/"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="listed twice: 'a/final' and './a/../a/final'"):
+        check_listed_once(["a/final", "./a/../a/final"])
+    check_listed_once(["org/model", "org/model2", "a/final"])  # Hub ids as given
+    with pytest.raises(ValueError, match="listed twice: 'org/model' and 'org/model'"):
+        check_listed_once(["org/model", "org/model"])
 
 
 def test_every_model_against_the_base_and_adversarial_ones_against_their_controls():

@@ -154,8 +154,7 @@ def load_eval_models(
     names = [base_model, *finetuned_models]
     if not base_model:
         raise ValueError("No base model given: set base_model (and finetuned_models).")
-    if len(set(names)) != len(names):
-        raise ValueError(f"Models are listed more than once: {names}.")
+    roles.check_listed_once(names)
     if finetuned_names and len(finetuned_names) != len(finetuned_models):
         raise ValueError(
             f"finetuned_names has {len(finetuned_names)} names for "

@@ -38,6 +38,7 @@ from hf_vitrobust.data import (
 from hf_vitrobust.io import read_json, write_json_atomic
 from hf_vitrobust.models import load_model_and_processor, tiny_vit_config
 from hf_vitrobust.training.checkpoints import (
+    TRAIN_RESULTS,
     FinishedRun,
     finished_run,
     global_step,
@@ -105,32 +106,34 @@ def pixel_statistics(
 def load_model_for_dataset(model_args: Any, *datasets_: Any, seed: int = 0) -> tuple[Any, Any]:
     """The model and processor, checked against the first dataset's classes.
 
-    A model built from `model_config` gets the dataset's class names as its head and, unless
-    `model_config` gives `image_mean`/`image_std`, the normalisation of a seeded sample of the
-    first dataset's images (logged; saved in `preprocessor_config.json`). The model's classes
+    A model built from `model_config` gets the dataset's class names as its head and, for each
+    of `image_mean`/`image_std` that `model_config` does not give, the statistic of a seeded
+    sample of the first dataset's images; the log states each value as saved in
+    `preprocessor_config.json` and where it came from. The model's classes
     must match the dataset's (`data.check_labels`) and every label of each dataset must be
     inside `[0, num_labels)` (`data.validate_labels`), so a bad label fails before training.
     """
     names = label_names(datasets_[0])
     fresh = model_args.model_name_or_path is None
     id2label = dict(enumerate(names)) if fresh else None
-    mean = std = None
+    computed: dict[str, Any] = {}
+    source = given = "given in model_config"
     config = dict(model_args.model_config or {})
     if fresh and ("image_mean" not in config or "image_std" not in config):
         size = int(config.get("image_size", tiny_vit_config().image_size))
         mean, std, n = pixel_statistics(datasets_[0], size, seed=seed)
-        logger.warning(
-            "model_config gives no image_mean/image_std: using the training images' own, from "
-            "%d images (seeded sample, resized to %d px): image_mean=%s image_std=%s (saved in "
-            "preprocessor_config.json).",
-            n,
-            size,
-            mean,
-            std,
+        computed = {k: v for k, v in (("image_mean", mean), ("image_std", std)) if k not in config}
+        source = f"computed from {n} training images (seeded sample, resized to {size} px)"
+    model, processor = load_model_and_processor(model_args, id2label=id2label, **computed)
+    if fresh:
+        (logger.warning if computed else logger.info)(
+            "The fresh model's normalisation (saved in preprocessor_config.json): image_mean=%s "
+            "(%s), image_std=%s (%s).",
+            list(processor.image_mean),
+            source if "image_mean" in computed else given,
+            list(processor.image_std),
+            source if "image_std" in computed else given,
         )
-    model, processor = load_model_and_processor(
-        model_args, id2label=id2label, image_mean=mean, image_std=std
-    )
     check_labels(names, model.config)
     for dataset in datasets_:
         if dataset is not None:
@@ -337,22 +340,68 @@ def record_train_results(trainer: Any, metrics: dict[str, Any]) -> None:
     trainer.save_metrics("train", metrics)
 
 
-def check_finished_run(finished: FinishedRun) -> dict[str, Any]:
-    """The recorded metrics of a finished run; raises `TooManyBadImagesError` again when its
-    recorded bad-image verdict failed (a rerun never turns a failed run into a passed one)."""
+def check_finished_run(
+    finished: FinishedRun, max_bad_fraction: float | None = None, main_process: bool = True
+) -> dict[str, Any]:
+    """The recorded metrics of a finished run.
+
+    When its recorded bad-image verdict failed, the unique seen/bad counts it recorded
+    (`bad_images.json`) are judged again against `max_bad_fraction` (this rerun's limit): within
+    it, the new verdict is recorded (`bad_images.json` with `passed` true and the limit used;
+    `bad_images_passed` in `train_results.json`, by the main process) and the run passes;
+    otherwise (or with no limit or no `bad_images.json`) `TooManyBadImagesError` is raised again.
+    """
     metrics = dict(finished.metrics)
     if metrics.get("bad_images_passed") is False:
-        raise TooManyBadImagesError(
-            f"{finished.output_dir} finished training but failed the bad-image check: "
-            f"{metrics.get('images_skipped')} of {metrics.get('images_seen')} unique images could "
-            f"not be decoded (see {BAD_IMAGES_FILE} there). Fix the dataset and train again in "
-            "a new output_dir, or raise max_bad_fraction."
-        )
+        metrics.update(_rejudge_bad_images(finished, max_bad_fraction, main_process))
     evaluated = finished.output_dir / "eval_results.json"
     if evaluated.is_file():
         metrics.update(read_json(evaluated, "evaluation results"))
     metrics["finished_before"] = True
     return metrics
+
+
+def _rejudge_bad_images(
+    finished: FinishedRun, max_bad_fraction: float | None, main_process: bool
+) -> dict[str, Any]:
+    """A failed run's bad-image figures judged against `max_bad_fraction`: the new figures when
+    they pass (recorded), else `TooManyBadImagesError`."""
+    metrics = finished.metrics
+    path = finished.output_dir / BAD_IMAGES_FILE
+    tracker = None
+    if max_bad_fraction is not None and path.is_file():
+        tracker = BadImageTracker(max_bad_fraction=max_bad_fraction)
+        tracker.load_state_dict(read_json(path, "bad-image record"))
+    if tracker is None or not tracker.passed:
+        figures = (
+            f"{tracker.bad} of {tracker.seen} unique images ({tracker.fraction:.2%}, above "
+            f"max_bad_fraction={max_bad_fraction:g})"
+            if tracker is not None
+            else f"{metrics.get('images_skipped')} of {metrics.get('images_seen')} unique images"
+        )
+        raise TooManyBadImagesError(
+            f"{finished.output_dir} finished training but failed the bad-image check: {figures} "
+            f"could not be decoded (see {BAD_IMAGES_FILE} there). Fix the dataset and train "
+            "again in a new output_dir, or raise max_bad_fraction."
+        )
+    new = {"images_seen": tracker.seen, "images_skipped": tracker.bad, "bad_images_passed": True}
+    if main_process:
+        write_json_atomic(tracker.state_dict(), path)
+        results = finished.output_dir / TRAIN_RESULTS
+        write_json_atomic({**read_json(results, "training results"), **new}, results)
+    logger.warning(
+        "%s: its recorded bad-image verdict failed; judged again with max_bad_fraction=%g: "
+        "%d of %d unique images (%.2f%%) could not be decoded, within the limit: passed "
+        "(recorded in %s and %s). The run was not evaluated: its verdict had stopped it first.",
+        finished.output_dir,
+        max_bad_fraction,
+        tracker.bad,
+        tracker.seen,
+        100 * tracker.fraction,
+        BAD_IMAGES_FILE,
+        TRAIN_RESULTS,
+    )
+    return new
 
 
 __all__ = [

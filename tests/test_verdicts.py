@@ -287,6 +287,7 @@ def test_fewer_images_only_move_verdicts_towards_inconclusive(
         assert _allowed(before, after), (name, before, after)
 
 
+@pytest.mark.slow  # many simulated studies; runs in `make test` and CI
 def test_the_fewer_images_property_is_exercised_on_every_branch():
     """The same property on 3000 seeded cases, which reach every verdict of every rule on all
     images — "changed" and "unchanged", above and below a floor, inside and beyond a margin,
@@ -456,6 +457,7 @@ def _bound(rate: float, n: int) -> float:
     return rate + 2 * math.sqrt(rate * (1 - rate) / n)
 
 
+@pytest.mark.slow  # many simulated studies; runs in `make test` and CI
 def test_null_studies_with_correlated_cells_rarely_say_changed():
     null_studies = _families(_studies(200, 500, rho=0.6, seed=1))
     # Without the floor: the corrected test alone keeps false "changed" at or below 5%.
@@ -488,6 +490,7 @@ def _old_changed_rate(studies: list[list[rp.Record]], floor: float) -> float:
     return hits / len(studies)
 
 
+@pytest.mark.slow  # many simulated studies; runs in `make test` and CI
 def test_true_effects_exactly_at_the_floor_are_rarely_called_changed():
     """Every one of the 28 correlated layer cells has true δ = the floor (0.05 nats): nothing
     changed by more than the floor, so "changed" is a false verdict. The zero-null test passes
@@ -504,6 +507,7 @@ def test_true_effects_exactly_at_the_floor_are_rarely_called_changed():
     assert _rates(below, floor)["layer supported"] <= _bound(0.05, 200)
 
 
+@pytest.mark.slow  # many simulated studies; runs in `make test` and CI
 def test_changed_is_found_well_above_the_floor_and_rarely_just_above():
     # 0.1 nats at one layer (all heads), the rest at 0: found in (nearly) every study.
     strong = _rates(_families(_studies(200, 500, 0.6, seed=8, effect=0.1), False), 0.05)

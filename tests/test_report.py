@@ -628,3 +628,11 @@ def test_setup_lines_say_how_many_images_each_stage_skipped(tmp_path):
     # Outputs that predate the record say so rather than claiming none.
     plain = rp.build_report(_golden(tmp_path / "plain")).report.setup
     assert "Bad images: not recorded." in plain[0]
+
+
+def test_accuracy_readings_name_the_control_in_parentheses(tmp_path):
+    """A control whose key is "control" must not read "clean control control"."""
+    readings = _section(_golden(tmp_path), "accuracy").readings
+    judged = [r for r in readings if "minus its clean control" in r]
+    assert judged and all("minus its clean control (" in r for r in judged)
+    assert not any("control control" in r for r in readings)

@@ -91,7 +91,7 @@ def _gain_claim(
             readings.append(f"{model}: {NO_RECORD} on its seen corruptions: inconclusive.")
         else:
             readings.append(
-                f"{model}: {label} on its seen corruptions, minus its clean control {control}: "
+                f"{model}: {label} on its seen corruptions, minus its clean control ({control}): "
                 f"{cell_text(cell, digits, scale, unit)}; {cell.state} ({cell.verdict})."
             )
     table = Table(
